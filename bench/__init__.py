@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench NAME [--json]``. Each measures its own baseline in the same run."""

@@ -1,0 +1,3 @@
+"""The actor runtime: actors, mailboxes, addressing, request/reply, topics, supervision, clock."""
+
+__all__: list[str] = []
