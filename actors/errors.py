@@ -1,0 +1,74 @@
+"""Typed errors of the site components: each names what was wrong; raising one changes nothing."""
+
+from __future__ import annotations
+
+__all__ = [
+    "CmdistError",
+    "DuplicateDistribution",
+    "HierarchyConfigError",
+    "NotDistributed",
+    "PackageIdsExhausted",
+    "SourceUnavailable",
+    "UnknownDistributionPoint",
+    "UnknownPackage",
+    "UnknownSite",
+]
+
+
+class CmdistError(Exception):
+    """Base of every error cmdist raises on purpose."""
+
+
+class HierarchyConfigError(CmdistError):
+    """A hierarchy file that cannot be used: names the file, the key and the problem."""
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{file}: {key}: {problem}" if key else f"{file}: {problem}")
+
+
+class UnknownSite(CmdistError):
+    def __init__(self, site: str) -> None:
+        self.site = site
+        super().__init__(f"unknown site code {site!r}")
+
+
+class UnknownPackage(CmdistError):
+    def __init__(self, pkg_id: str) -> None:
+        self.pkg_id = pkg_id
+        super().__init__(f"unknown package {pkg_id!r}")
+
+
+class UnknownDistributionPoint(CmdistError):
+    def __init__(self, dp: str) -> None:
+        self.dp = dp
+        super().__init__(f"distribution point {dp!r} is not in the hierarchy")
+
+
+class DuplicateDistribution(CmdistError):
+    def __init__(self, pkg_id: str, dp: str) -> None:
+        self.pkg_id = pkg_id
+        self.dp = dp
+        super().__init__(f"package {pkg_id!r} is already distributed to {dp!r}")
+
+
+class NotDistributed(CmdistError):
+    def __init__(self, pkg_id: str, dp: str) -> None:
+        self.pkg_id = pkg_id
+        self.dp = dp
+        super().__init__(f"package {pkg_id!r} is not distributed to {dp!r}")
+
+
+class SourceUnavailable(CmdistError):
+    def __init__(self, source: str, reason: str) -> None:
+        self.source = source
+        self.reason = reason
+        super().__init__(f"package source {source!r} is unavailable: {reason}")
+
+
+class PackageIdsExhausted(CmdistError):
+    def __init__(self, site: str) -> None:
+        self.site = site
+        super().__init__(f"site {site!r} has used all 1,048,576 package IDs")

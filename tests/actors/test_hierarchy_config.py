@@ -1,0 +1,190 @@
+"""hierarchy.toml: the default file loads; every bad file is refused with file, key and problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from actors.config import load_hierarchy, nal_path
+from actors.errors import HierarchyConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+BASE = """
+[[site]]
+code = "CS1"
+type = "cas"
+server = "CS1SITE.CONTOSO.COM"
+
+[[site]]
+code = "PS1"
+type = "primary"
+parent = "CS1"
+server = "PS1SITE.CONTOSO.COM"
+
+[[site]]
+code = "SS1"
+type = "secondary"
+parent = "PS1"
+server = "SS1SITE.CONTOSO.COM"
+
+[[dp]]
+name = "PS1DP1.CONTOSO.COM"
+site = "PS1"
+
+[[dp]]
+name = "PS1PDP.CONTOSO.COM"
+site = "PS1"
+pull = true
+sources = ["PS1DP1.CONTOSO.COM"]
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "hierarchy.toml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_default_file_describes_the_reference_hierarchy() -> None:
+    h = load_hierarchy(ROOT / "hierarchy.toml")
+    assert {s.code: (s.type, s.parent) for s in h.sites} == {
+        "CS1": ("cas", None),
+        "PS1": ("primary", "CS1"),
+        "PS2": ("primary", "CS1"),
+        "P01": ("primary", "CS1"),
+        "SS1": ("secondary", "PS1"),
+    }
+    names = {d.name for d in h.dps_of("PS1")}
+    assert {"PS1DP1.CONTOSO.COM", "PS1DP2.CONTOSO.COM", "PS1SYS.CONTOSO.COM"} <= names
+    assert "PS1SITE.CONTOSO.COM" in names  # the site server is a DP too
+    pdp = h.dp("P01PDP1.CONTOSO.COM")
+    assert pdp.pull and pdp.sources and all(h.dp(s).site == "P01" for s in pdp.sources)
+    s = h.settings
+    assert (s.package_processing_threads, s.threads_per_package) == (3, 5)
+    assert (s.sending_threads_per_site, s.despooling_threads) == (3, 3)
+    assert s.despooler_retry_delay == 300.0
+    assert (s.pulldp_max_active_jobs, s.pulldp_notification_attempts) == (50, 30)
+    assert (s.pkgxfer_max_packages, s.pkgxfer_threads_per_package) == (3, 5)
+    assert h.data_root == ROOT / "data"
+    assert h.tree_path("SS1", "P01") == ("SS1", "PS1", "CS1", "P01")
+    assert h.link("PS1", "CS1") is not None
+
+
+def test_nal_path_has_the_reference_form() -> None:
+    assert (
+        nal_path("PS1DP1.CONTOSO.COM", "PS1")
+        == '["Display=\\\\PS1DP1.CONTOSO.COM\\"]MSWNET:["SMS_SITE=PS1"]\\\\PS1DP1.CONTOSO.COM\\'
+    )
+
+
+def test_root_override_and_relative_data_root(tmp_path: Path) -> None:
+    h = load_hierarchy(_write(tmp_path, BASE))
+    assert h.data_root == tmp_path / "data"
+    h = load_hierarchy(_write(tmp_path, BASE), root=tmp_path / "elsewhere")
+    assert h.data_root == tmp_path / "elsewhere"
+
+
+BAD = [
+    ("unknown key", BASE + '\n[settings]\ncolour = "red"\n', "settings.colour", "unknown field"),
+    (
+        "unknown key in a site",
+        BASE.replace('code = "PS1"', 'code = "PS1"\nflavour = 1', 1),
+        "site[1].flavour",
+        "unknown field",
+    ),
+    ("missing key", BASE + '\n[[dp]]\nsite = "PS1"\n', "dp[2].name", "missing required field"),
+    (
+        "missing parent",
+        BASE.replace('parent = "CS1"', 'parent = "XX9"'),
+        "site[1].parent",
+        "'XX9' of site 'PS1' is not a site code",
+    ),
+    (
+        "cycle",
+        BASE.replace('type = "cas"', 'type = "primary"\nparent = "PS1"'),
+        "site[0].parent",
+        "parent cycle",
+    ),
+    (
+        "duplicate site code",
+        BASE + '\n[[site]]\ncode = "PS1"\ntype = "primary"\nparent = "CS1"\nserver = "X.C"\n',
+        "site[3].code",
+        "duplicate site code 'PS1'",
+    ),
+    (
+        "duplicate DP name",
+        BASE + '\n[[dp]]\nname = "ps1dp1.contoso.com"\nsite = "PS1"\n',
+        "dp[2].name",
+        "duplicate DP name",
+    ),
+    (
+        "pull DP is its own source",
+        BASE.replace('sources = ["PS1DP1.CONTOSO.COM"]', 'sources = ["PS1PDP.CONTOSO.COM"]'),
+        "dp[1].sources[0]",
+        "cannot be its own source",
+    ),
+    (
+        "pull DP with unknown source",
+        BASE.replace('sources = ["PS1DP1.CONTOSO.COM"]', 'sources = ["NOPE.CONTOSO.COM"]'),
+        "dp[1].sources[0]",
+        "'NOPE.CONTOSO.COM' of pull DP 'PS1PDP.CONTOSO.COM' is not a DP",
+    ),
+    (
+        "secondary with children",
+        BASE + '\n[[site]]\ncode = "SS2"\ntype = "secondary"\nparent = "SS1"\nserver = "S.C"\n',
+        "site[3].parent",
+        "a secondary site cannot have child sites",
+    ),
+    (
+        "negative capacity (setting)",
+        BASE + "\n[settings]\nsending_threads_per_site = -1\n",
+        "settings.sending_threads_per_site",
+        ">= 1",
+    ),
+    (
+        "negative capacity (pull DP)",
+        BASE.replace("pull = true", "pull = true\nmax_active_jobs = -5"),
+        "dp[1].max_active_jobs",
+        ">= 0",
+    ),
+    ("not TOML", BASE + "\n[[site]\n", "", "not valid TOML"),
+    (
+        "DP on an unknown site",
+        BASE + '\n[[dp]]\nname = "Z.C"\nsite = "ZZZ"\n',
+        "dp[2].site",
+        "'ZZZ' of DP 'Z.C' is not a site code",
+    ),
+    (
+        "link to nowhere",
+        BASE + '\n[[link]]\nfrom = "CS1"\nto = "PS9"\nbandwidth = 1000\n',
+        "link[0].to",
+        "neither a site code nor a DP name",
+    ),
+    (
+        "wrong type",
+        BASE + '\n[settings]\ntime_scale = "fast"\n',
+        "settings.time_scale",
+        "Expected `float`",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "key", "problem"), BAD, ids=[b[0] for b in BAD])
+def test_bad_file_is_refused_naming_file_key_and_problem(
+    tmp_path: Path, case: str, text: str, key: str, problem: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(HierarchyConfigError) as info:
+        load_hierarchy(path)
+    err = info.value
+    assert err.file == str(path)
+    assert err.key == key, case
+    assert problem in err.problem, case
+    assert str(path) in str(err) and problem in str(err)
+
+
+def test_missing_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HierarchyConfigError, match="cannot read the file"):
+        load_hierarchy(tmp_path / "absent.toml")
