@@ -60,7 +60,9 @@ def test_default_file_describes_the_reference_hierarchy() -> None:
     assert {"PS1DP1.CONTOSO.COM", "PS1DP2.CONTOSO.COM", "PS1SYS.CONTOSO.COM"} <= names
     assert "PS1SITE.CONTOSO.COM" in names  # the site server is a DP too
     pdp = h.dp("P01PDP1.CONTOSO.COM")
-    assert pdp.pull and pdp.sources and all(h.dp(s).site == "P01" for s in pdp.sources)
+    assert pdp.pull
+    assert pdp.sources
+    assert all(h.dp(s).site == "P01" for s in pdp.sources)
     s = h.settings
     assert (s.package_processing_threads, s.threads_per_package) == (3, 5)
     assert (s.sending_threads_per_site, s.despooling_threads) == (3, 3)
@@ -182,7 +184,8 @@ def test_bad_file_is_refused_naming_file_key_and_problem(
     assert err.file == str(path)
     assert err.key == key, case
     assert problem in err.problem, case
-    assert str(path) in str(err) and problem in str(err)
+    assert str(path) in str(err)
+    assert problem in str(err)
 
 
 def test_missing_file_is_refused(tmp_path: Path) -> None:
