@@ -1,0 +1,90 @@
+"""On-disk and reported records: frozen msgspec Structs."""
+
+from __future__ import annotations
+
+import hashlib
+
+import msgspec
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    """One file of a content version."""
+
+    path: str  # posix, relative, validated by contentlib._paths
+    size: int
+    sha256: str  # uppercase hex
+    mode: int = 0o644  # permission bits only
+    sig_hash: str = ""  # hash of the file's chunk signature; "" until signatures are created
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    """A content version (DataLib): files sorted by path and a hash over them."""
+
+    content_id: str
+    package_id: str
+    version: int
+    files: tuple[FileEntry, ...]
+    content_hash: str
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def hashes(self) -> set[str]:
+        return {f.sha256 for f in self.files}
+
+
+class PkgEntry(msgspec.Struct, frozen=True):
+    """PkgLib: the content versions of one package."""
+
+    package_id: str
+    content_ids: tuple[str, ...]
+
+
+class SnapshotReport(msgspec.Struct, frozen=True):
+    manifest: Manifest
+    bytes_read: int
+    bytes_stored: int  # bytes newly written to FileLib
+    files_shared: int  # files that were already in the library
+
+
+class VerifyReport(msgspec.Struct, frozen=True):
+    content_id: str
+    missing: tuple[str, ...]
+    corrupt: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.corrupt
+
+
+class FileSignature(msgspec.Struct, frozen=True):
+    """FastCDC chunks of a file: lengths in order and a 16-byte BLAKE2b hash of each."""
+
+    sha256: str
+    size: int
+    avg_chunk: int
+    lengths: tuple[int, ...]
+    hashes: bytes  # 16 bytes per chunk, concatenated
+
+    @property
+    def sig_hash(self) -> str:
+        return hashlib.sha256(msgspec.msgpack.encode(self)).hexdigest().upper()
+
+    def chunk_hashes(self) -> list[bytes]:
+        return [self.hashes[i : i + 16] for i in range(0, len(self.hashes), 16)]
+
+
+def content_hash(files: tuple[FileEntry, ...]) -> str:
+    """Deterministic over the content only (paths, sizes, hashes, modes), not signatures or ids."""
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda e: e.path):
+        h.update(f"{f.path}\0{f.size}\0{f.sha256}\0{f.mode:o}\n".encode())
+    return h.hexdigest().upper()
+
+
+def make_manifest(
+    content_id: str, package_id: str, version: int, files: list[FileEntry]
+) -> Manifest:
+    ordered = tuple(sorted(files, key=lambda e: e.path))
+    return Manifest(content_id, package_id, version, ordered, content_hash(ordered))
