@@ -1,0 +1,56 @@
+"""The site database: schema and triggers, the single group-committing writer, typed queries."""
+
+from actors.sitedb._writer import SiteDatabaseClosed, WriteOp
+from actors.sitedb.database import SMSDBMON_CONSUMER, SiteDatabase, product_time
+from actors.sitedb.enums import (
+    ContentAccessType,
+    JobAction,
+    JobState,
+    NotificationType,
+    PackageAction,
+    PkgStatusType,
+    PkgStatusValue,
+    ServerAction,
+    SiteType,
+)
+from actors.sitedb.rows import (
+    ChangeNotification,
+    DistributionJobRow,
+    DistributionPointRow,
+    PackageContentRow,
+    PackageRow,
+    PkgServerRow,
+    PkgStatusRow,
+    PullDPResponseRow,
+    SiteRow,
+)
+from actors.sitedb.schema import SCHEMA_VERSION, SCOPES, TableScope
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SCOPES",
+    "SMSDBMON_CONSUMER",
+    "ChangeNotification",
+    "ContentAccessType",
+    "DistributionJobRow",
+    "DistributionPointRow",
+    "JobAction",
+    "JobState",
+    "NotificationType",
+    "PackageAction",
+    "PackageContentRow",
+    "PackageRow",
+    "PkgServerRow",
+    "PkgStatusRow",
+    "PkgStatusType",
+    "PkgStatusValue",
+    "PullDPResponseRow",
+    "ServerAction",
+    "SiteDatabase",
+    "SiteDatabaseClosed",
+    "SiteRow",
+    "SiteType",
+    "TableScope",
+    "WriteOp",
+    "product_time",
+]

@@ -1,0 +1,134 @@
+"""Typed rows read from a site database. Field order matches the SELECTs in ``queries.py``."""
+
+from __future__ import annotations
+
+import msgspec
+
+__all__ = [
+    "ChangeNotification",
+    "DistributionJobRow",
+    "DistributionPointRow",
+    "PackageContentRow",
+    "PackageRow",
+    "PkgServerRow",
+    "PkgStatusRow",
+    "PullDPResponseRow",
+    "SiteRow",
+]
+
+
+class SiteRow(msgspec.Struct, frozen=True):
+    site_code: str
+    site_name: str
+    type: int
+    report_to_site: str
+    site_server: str
+
+
+class DistributionPointRow(msgspec.Struct, frozen=True):
+    dp_id: int
+    nal_path: str
+    server_name: str
+    site_code: str
+    is_pull_dp: bool
+    is_site_server: bool
+    max_active_jobs: int | None
+
+
+class PackageRow(msgspec.Struct, frozen=True):
+    pkg_id: str
+    name: str
+    source: str
+    source_site: str
+    source_version: int
+    source_date: str
+    stored_pkg_path: str
+    stored_pkg_version: int
+    hash: str
+    new_hash: str
+    priority: int
+    pkg_flags: int
+    share_type: int
+    package_type: int
+    update_mask: int
+    update_mask_ex: int
+    action: int  # PackageAction
+    source_size: int
+    source_comp_size: int
+
+
+class PackageContentRow(msgspec.Struct, frozen=True):
+    pkg_id: str
+    content_id: str
+    package_version: int
+    related_content_id: str
+    hash: str
+    signature_hash: str
+    size: int
+
+
+class PkgServerRow(msgspec.Struct, frozen=True):
+    pkg_id: str
+    nal_path: str
+    site_code: str
+    site_name: str
+    source_site: str
+    last_refresh: str
+    refresh_trigger: int
+    update_mask: int
+    action: int  # ServerAction
+
+
+class DistributionJobRow(msgspec.Struct, frozen=True):
+    job_id: int
+    dp_id: int
+    pkg_id: str
+    package_version: int
+    state: int  # JobState
+    action: int  # JobAction
+    send_action: str | None
+    creation_time: str
+    last_update_time: str | None
+    failure_count: int
+    restart_time: str | None
+
+
+class PkgStatusRow(msgspec.Struct, frozen=True):
+    pkid: int
+    pkg_id: str
+    type: int  # PkgStatusType
+    site_code: str
+    pkg_server: str
+    status: int  # PkgStatusValue
+    update_time: str
+    location: str
+    share_name: str
+    http_url: str
+    source_version: int
+    personality: int
+    state: int
+    sig_url: str
+    sig_location: str
+
+
+class PullDPResponseRow(msgspec.Struct, frozen=True):
+    pkg_status_id: int
+    message_time: str
+    pkg_version: int
+    action_state: int
+    action_data: str
+
+
+class ChangeNotification(msgspec.Struct, frozen=True):
+    """A ``TableChangeNotifications`` row: what a trigger told SMSDBMON."""
+
+    row_id: int
+    table: str
+    operation: str
+    rule: str
+    key: str
+    key2: str
+    arg1: int
+    arg2: int
+    arg3: int
+    arg4: int

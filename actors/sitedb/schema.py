@@ -1,0 +1,362 @@
+"""The site database schema: tables with the reference's names and columns, triggers, migrations.
+
+Global and local rows
+---------------------
+The product splits its tables into ``_G`` (global: replicated to every site by DRS) and
+``_L`` (local: this site only) halves behind one view. We keep one table and record the
+meaning in :data:`SCOPES`: a replicated table lists its key and the columns that stay
+local (the ``_L`` half). DRS copies the other columns of a replicated table; it never
+copies a table marked local. A replicated row fires the receiving site's triggers like a
+local one, so a package created at the CAS makes ``PkgNotification`` rows at every site.
+
+Notifications
+-------------
+Triggers insert ``PkgNotification`` rows (as the product's triggers do), and triggers on
+``PkgNotification``, ``DistributionJobs`` and ``PullDPResponse`` append to
+``TableChangeNotifications``, the queue SMSDBMON reads by ``RowID``. Every write goes
+through the site's single writer, so ``RowID`` order is commit order. ``AUTOINCREMENT``
+keeps RowIDs from being reused after SMSDBMON deletes the rows it has delivered.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "SCOPES",
+    "SMSPACKAGES_COLUMNS",
+    "TableScope",
+]
+
+
+class TableScope(NamedTuple):
+    replicated: bool
+    key: tuple[str, ...] = ()
+    local_columns: frozenset[str] = frozenset()
+
+
+SCOPES: dict[str, TableScope] = {
+    "Sites": TableScope(True, ("SiteCode",)),
+    "DistributionPoints": TableScope(True, ("NALPath",)),
+    "PullDPMap": TableScope(True, ("PullDPServerName", "SourceDPServerName")),
+    "ContentDPMap": TableScope(True, ("ContentID", "ServerName")),
+    # SMSPackages_L holds where and which version this site stored, and what DistMgr must do.
+    "SMSPackages": TableScope(
+        True,
+        ("PkgID",),
+        frozenset({"StoredPkgPath", "StoredPkgVersion", "UpdateMask", "UpdateMaskEx", "Action"}),
+    ),
+    "PackageContents": TableScope(True, ("PkgID", "ContentID")),
+    # PkgServers_L: DistMgr's bookkeeping for the DP thread ("update PkgServers_L set ...").
+    # Action itself replicates, so a DP added or removed at the CAS reaches the DP's site.
+    "PkgServers": TableScope(
+        True, ("PkgID", "NALPath"), frozenset({"UpdateMask", "RefreshTrigger", "LastRefresh"})
+    ),
+    "PkgStatus": TableScope(True, ("ID", "Type", "SiteCode", "PkgServer"), frozenset({"PKID"})),
+    "PkgNotification": TableScope(False),
+    "DistributionJobs": TableScope(False),
+    "PullDPResponse": TableScope(False),
+    "StatusMessages": TableScope(False),
+    "StatusMessageAttributes": TableScope(False),
+    "TableChangeNotifications": TableScope(False),
+    "SmsDbMonPosition": TableScope(False),
+    "PackageIDCounters": TableScope(False),
+    "SchemaVersion": TableScope(False),
+}
+
+# The columns of the provider's "insert SMSPackages (...)" statement, in the reference's order.
+SMSPACKAGES_COLUMNS: tuple[str, ...] = (
+    "PkgID", "Name", "Version", "Language", "Manufacturer", "Description", "ISVString",
+    "Hash", "NewHash", "Source", "SourceSite", "StoredPkgPath", "RefreshSchedule",
+    "LastRefresh", "StoredPkgVersion", "ShareName", "PreferredAddress", "StorePkgFlag",
+    "ShareType", "HashVersion", "Architecture", "ImagePath", "Permission",
+    "UseForcedDisconnect", "ForcedRetryDelay", "DisconnectDelay", "IgnoreSchedule",
+    "Priority", "PkgFlags", "MIFFilename", "MIFPublisher", "MIFName", "MIFVersion",
+    "SourceVersion", "SourceDate", "SourceSize", "SourceCompSize", "ImageFlags",
+    "PackageType", "AlternateContentProviders", "SourceLocaleID", "TransformReadiness",
+    "TransformAnalysisDate", "UpdateMask", "UpdateMaskEx", "Action", "DefaultImage",
+)  # fmt: skip
+
+_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+
+_V1 = f"""
+CREATE TABLE Sites (
+    SiteCode TEXT PRIMARY KEY,
+    SiteName TEXT NOT NULL DEFAULT '',
+    Type INTEGER NOT NULL,                 -- SiteType: 1 secondary, 2 primary, 4 CAS
+    ReportToSite TEXT NOT NULL DEFAULT '', -- parent site code
+    SiteServer TEXT NOT NULL
+);
+
+CREATE TABLE DistributionPoints (
+    DPID INTEGER PRIMARY KEY,
+    NALPath TEXT NOT NULL UNIQUE,
+    ServerName TEXT NOT NULL UNIQUE COLLATE NOCASE,
+    SiteCode TEXT NOT NULL,
+    IsPullDP INTEGER NOT NULL DEFAULT 0,
+    IsSiteServer INTEGER NOT NULL DEFAULT 0,
+    MaxActiveJobs INTEGER                  -- pull DP capacity
+);
+
+CREATE TABLE PullDPMap (
+    PullDPServerName TEXT NOT NULL COLLATE NOCASE,
+    SourceDPServerName TEXT NOT NULL COLLATE NOCASE,
+    Rank INTEGER NOT NULL,
+    PRIMARY KEY (PullDPServerName, SourceDPServerName)
+);
+
+CREATE TABLE ContentDPMap (
+    ContentID TEXT NOT NULL,               -- PS100039 or Content_<guid>
+    Version INTEGER NOT NULL,
+    ServerName TEXT NOT NULL COLLATE NOCASE,
+    AccessType INTEGER NOT NULL DEFAULT 1, -- ContentAccessType
+    PRIMARY KEY (ContentID, ServerName)
+);
+
+CREATE TABLE SMSPackages (
+    PkgID TEXT PRIMARY KEY,
+    Name TEXT NOT NULL,
+    Version TEXT NOT NULL DEFAULT '',
+    Language TEXT NOT NULL DEFAULT '',
+    Manufacturer TEXT NOT NULL DEFAULT '',
+    Description TEXT NOT NULL DEFAULT '',
+    ISVString TEXT NOT NULL DEFAULT '',
+    Hash TEXT NOT NULL DEFAULT '',
+    NewHash TEXT NOT NULL DEFAULT '',
+    Source TEXT NOT NULL DEFAULT '',
+    SourceSite TEXT NOT NULL,
+    StoredPkgPath TEXT NOT NULL DEFAULT '',
+    RefreshSchedule TEXT NOT NULL DEFAULT '',
+    LastRefresh TEXT NOT NULL DEFAULT '04/10/1970 06:35:00',
+    StoredPkgVersion INTEGER NOT NULL DEFAULT 0,
+    ShareName TEXT NOT NULL DEFAULT '',
+    PreferredAddress TEXT NOT NULL DEFAULT '',
+    StorePkgFlag INTEGER NOT NULL DEFAULT 2,
+    ShareType INTEGER NOT NULL DEFAULT 1,
+    HashVersion INTEGER NOT NULL DEFAULT 1,
+    Architecture TEXT NOT NULL DEFAULT '',
+    ImagePath TEXT NOT NULL DEFAULT '',
+    Permission INTEGER NOT NULL DEFAULT 15,
+    UseForcedDisconnect INTEGER NOT NULL DEFAULT 0,
+    ForcedRetryDelay INTEGER NOT NULL DEFAULT 2,
+    DisconnectDelay INTEGER NOT NULL DEFAULT 5,
+    IgnoreSchedule INTEGER NOT NULL DEFAULT 0,
+    Priority INTEGER NOT NULL DEFAULT 2,
+    PkgFlags INTEGER NOT NULL DEFAULT 16777216,
+    MIFFilename TEXT NOT NULL DEFAULT '',
+    MIFPublisher TEXT NOT NULL DEFAULT '',
+    MIFName TEXT NOT NULL DEFAULT '',
+    MIFVersion TEXT NOT NULL DEFAULT '',
+    SourceVersion INTEGER NOT NULL DEFAULT 1,
+    SourceDate TEXT NOT NULL DEFAULT '',
+    SourceSize INTEGER NOT NULL DEFAULT 0,
+    SourceCompSize INTEGER NOT NULL DEFAULT 0,
+    ImageFlags INTEGER NOT NULL DEFAULT 0,
+    PackageType INTEGER NOT NULL DEFAULT 0,
+    AlternateContentProviders TEXT NOT NULL DEFAULT '',
+    SourceLocaleID INTEGER NOT NULL DEFAULT 1033,
+    TransformReadiness INTEGER NOT NULL DEFAULT 0,
+    TransformAnalysisDate TEXT NOT NULL DEFAULT '1980/01/01 00:00:00',
+    UpdateMask INTEGER NOT NULL DEFAULT 0,
+    UpdateMaskEx INTEGER NOT NULL DEFAULT 0,
+    Action INTEGER NOT NULL DEFAULT 2,     -- PackageAction
+    DefaultImage INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE PackageContents (            -- the content items of a package, per version
+    PkgID TEXT NOT NULL,
+    ContentID TEXT NOT NULL,               -- PS100039.2 or Content_<guid>.1
+    PackageVersion INTEGER NOT NULL,
+    RelatedContentID TEXT NOT NULL DEFAULT '',
+    Hash TEXT NOT NULL DEFAULT '',
+    SignatureHash TEXT NOT NULL DEFAULT '',
+    Size INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (PkgID, ContentID)
+);
+
+CREATE TABLE PkgServers (
+    PkgID TEXT NOT NULL,
+    NALPath TEXT NOT NULL,
+    SiteCode TEXT NOT NULL,
+    SiteName TEXT NOT NULL DEFAULT '',
+    SourceSite TEXT NOT NULL,
+    LastRefresh TEXT NOT NULL DEFAULT '04/10/1970 06:35:00',
+    RefreshTrigger INTEGER NOT NULL DEFAULT 0, -- 1: redistribute
+    UpdateMask INTEGER NOT NULL DEFAULT 0,
+    Action INTEGER NOT NULL DEFAULT 0,     -- ServerAction
+    PRIMARY KEY (PkgID, NALPath)
+);
+
+CREATE TABLE PkgNotification (
+    RowID INTEGER PRIMARY KEY AUTOINCREMENT,
+    PkgID TEXT NOT NULL,
+    Priority INTEGER NOT NULL,
+    Type INTEGER NOT NULL,                 -- NotificationType
+    TimeKey TEXT NOT NULL
+);
+
+CREATE TABLE DistributionJobs (
+    JobID INTEGER PRIMARY KEY AUTOINCREMENT,
+    DPID INTEGER NOT NULL,
+    PkgID TEXT NOT NULL,
+    PackageVersion INTEGER NOT NULL,
+    State INTEGER NOT NULL DEFAULT 0,      -- JobState
+    Action INTEGER NOT NULL,               -- JobAction
+    SendAction TEXT,                       -- 'PullQueryResultAction' once a pull DP is told
+    CreationTime TEXT NOT NULL,
+    LastUpdateTime TEXT,
+    FailureCount INTEGER NOT NULL DEFAULT 0,
+    RestartTime TEXT
+);
+CREATE INDEX DistributionJobs_DPID ON DistributionJobs (DPID, State);
+
+CREATE TABLE PkgStatus (
+    PKID INTEGER PRIMARY KEY AUTOINCREMENT,
+    ID TEXT NOT NULL,                      -- package ID
+    Type INTEGER NOT NULL,                 -- PkgStatusType
+    SiteCode TEXT NOT NULL,
+    PkgServer TEXT NOT NULL,               -- site server name (Type 1) or DP NAL path (Type 2)
+    Status INTEGER NOT NULL DEFAULT 0,     -- PkgStatusValue
+    UpdateTime TEXT NOT NULL DEFAULT '',
+    Location TEXT NOT NULL DEFAULT '',
+    ShareName TEXT NOT NULL DEFAULT '',
+    HTTPUrl TEXT NOT NULL DEFAULT '',
+    SourceVersion INTEGER NOT NULL DEFAULT 0,
+    Personality INTEGER NOT NULL DEFAULT 0,
+    State INTEGER NOT NULL DEFAULT 0,
+    SigURL TEXT NOT NULL DEFAULT '',
+    SigLocation TEXT NOT NULL DEFAULT '',
+    UNIQUE (ID, Type, SiteCode, PkgServer)
+);
+
+CREATE TABLE PullDPResponse (
+    PkgStatusID INTEGER NOT NULL,          -- PkgStatus.PKID
+    MessageTime TEXT NOT NULL,
+    PkgVersion INTEGER NOT NULL,
+    ActionState INTEGER NOT NULL,          -- the state message's State ID (1 = success)
+    ActionData TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (PkgStatusID, MessageTime)
+);
+
+CREATE TABLE StatusMessages (
+    RecordID INTEGER PRIMARY KEY AUTOINCREMENT,
+    MessageID INTEGER NOT NULL,
+    Severity TEXT NOT NULL,
+    Component TEXT NOT NULL,
+    SiteCode TEXT NOT NULL,
+    MachineName TEXT NOT NULL,
+    Time TEXT NOT NULL,
+    InsStrings TEXT NOT NULL               -- JSON array of ISTR0..ISTR9
+);
+CREATE TABLE StatusMessageAttributes (
+    RecordID INTEGER NOT NULL,
+    AttributeID INTEGER NOT NULL,          -- 400 package ID, 404 DP NAL path, 410 version
+    AttributeValue TEXT NOT NULL,
+    PRIMARY KEY (RecordID, AttributeID)
+);
+CREATE INDEX StatusMessageAttributes_Value ON StatusMessageAttributes (AttributeID, AttributeValue);
+
+CREATE TABLE TableChangeNotifications (   -- SMSDBMON's queue
+    RowID INTEGER PRIMARY KEY AUTOINCREMENT,
+    TableName TEXT NOT NULL,
+    Operation TEXT NOT NULL,               -- as SMSDBMON logs it: INSERT / UPDATE
+    Rule TEXT NOT NULL,                    -- PkgNotify_Add, DistributionJob_Creation, ...
+    Key TEXT NOT NULL,
+    Key2 TEXT NOT NULL DEFAULT '',
+    Arg1 INTEGER NOT NULL DEFAULT 0,
+    Arg2 INTEGER NOT NULL DEFAULT 0,
+    Arg3 INTEGER NOT NULL DEFAULT 0,
+    Arg4 INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE SmsDbMonPosition (
+    Consumer TEXT PRIMARY KEY,
+    LastRowID INTEGER NOT NULL
+);
+
+CREATE TABLE PackageIDCounters (
+    SiteCode TEXT PRIMARY KEY,
+    LastID INTEGER NOT NULL
+);
+
+-- SMSPackages: a new package (created here or replicated in) -> PkgNotification Type 2
+CREATE TRIGGER SMSPackages_Ins_PkgNotification AFTER INSERT ON SMSPackages
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    VALUES (NEW.PkgID, NEW.Priority, 2, {_NOW});
+END;
+
+-- SMSPackages: an action for DistMgr (refresh, content stored, delete) -> Type 1.
+-- DistMgr resetting Action to 0 notifies nobody.
+CREATE TRIGGER SMSPackages_Upd_PkgNotification
+AFTER UPDATE OF Action, UpdateMask, UpdateMaskEx, Source ON SMSPackages
+WHEN NEW.Action <> 0
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    VALUES (NEW.PkgID, NEW.Priority, 1, {_NOW});
+END;
+
+-- PkgServers: a DP added, or an action / redistribute requested on it -> Type 4
+CREATE TRIGGER PkgServers_Ins_PkgNotification AFTER INSERT ON PkgServers
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    VALUES (NEW.PkgID,
+            COALESCE((SELECT Priority FROM SMSPackages WHERE PkgID = NEW.PkgID), 2), 4, {_NOW});
+END;
+
+CREATE TRIGGER PkgServers_Upd_PkgNotification
+AFTER UPDATE OF Action, RefreshTrigger ON PkgServers
+WHEN NEW.Action <> 0 OR NEW.RefreshTrigger <> 0
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    VALUES (NEW.PkgID,
+            COALESCE((SELECT Priority FROM SMSPackages WHERE PkgID = NEW.PkgID), 2), 4, {_NOW});
+END;
+
+-- SMSDBMON rules: "RCV: INSERT on PkgNotification for PkgNotify_Add [PkgID][RowID]"
+CREATE TRIGGER PkgNotification_PkgNotify_Add AFTER INSERT ON PkgNotification
+BEGIN
+    INSERT INTO TableChangeNotifications (TableName, Operation, Rule, Key, Arg1, Arg2, Arg3)
+    VALUES ('PkgNotification', 'INSERT', 'PkgNotify_Add', NEW.PkgID, NEW.Type, NEW.Priority,
+            NEW.RowID);
+END;
+
+-- "RCV: UPDATE on DistributionJobs for DistributionJob_Creation [PkgID][RowID]": the product's
+-- rule fires on a job created or put back to pending, and logs it as an UPDATE.
+CREATE TRIGGER DistributionJobs_Ins_DistributionJob_Creation AFTER INSERT ON DistributionJobs
+BEGIN
+    INSERT INTO TableChangeNotifications (TableName, Operation, Rule, Key, Arg1, Arg2, Arg3, Arg4)
+    VALUES ('DistributionJobs', 'UPDATE', 'DistributionJob_Creation', NEW.PkgID, NEW.JobID,
+            NEW.DPID, NEW.PackageVersion, NEW.Action);
+END;
+
+CREATE TRIGGER DistributionJobs_Upd_DistributionJob_Creation
+AFTER UPDATE OF State ON DistributionJobs
+WHEN NEW.State = 0 AND OLD.State <> 0
+BEGIN
+    INSERT INTO TableChangeNotifications (TableName, Operation, Rule, Key, Arg1, Arg2, Arg3, Arg4)
+    VALUES ('DistributionJobs', 'UPDATE', 'DistributionJob_Creation', NEW.PkgID, NEW.JobID,
+            NEW.DPID, NEW.PackageVersion, NEW.Action);
+END;
+
+-- "RCV: INSERT on PullDPResponse for PullDPResponse_UpdIns [PkgStatusID][RowID]" -> .PUL
+CREATE TRIGGER PullDPResponse_Ins_PullDPResponse_UpdIns AFTER INSERT ON PullDPResponse
+BEGIN
+    INSERT INTO TableChangeNotifications (TableName, Operation, Rule, Key, Key2, Arg1, Arg2)
+    VALUES ('PullDPResponse', 'INSERT', 'PullDPResponse_UpdIns', CAST(NEW.PkgStatusID AS TEXT),
+            NEW.MessageTime, NEW.PkgVersion, NEW.ActionState);
+END;
+
+CREATE TRIGGER PullDPResponse_Upd_PullDPResponse_UpdIns AFTER UPDATE ON PullDPResponse
+BEGIN
+    INSERT INTO TableChangeNotifications (TableName, Operation, Rule, Key, Key2, Arg1, Arg2)
+    VALUES ('PullDPResponse', 'UPDATE', 'PullDPResponse_UpdIns', CAST(NEW.PkgStatusID AS TEXT),
+            NEW.MessageTime, NEW.PkgVersion, NEW.ActionState);
+END;
+"""
+
+# (version, script). A new schema version appends a script; never edit a shipped one.
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+SCHEMA_VERSION = MIGRATIONS[-1][0]
