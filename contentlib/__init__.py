@@ -1,5 +1,6 @@
 """The content library: single-instance storage, snapshots, signatures, deltas, package files."""
 
+from contentlib._delta import Delta
 from contentlib._errors import (
     ContentLibError,
     ContentNotFound,
@@ -22,6 +23,7 @@ __all__ = [
     "ContentLibrary",
     "ContentNotFound",
     "CorruptPackageFile",
+    "Delta",
     "FileEntry",
     "FileSignature",
     "HashMismatch",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from collections import Counter
@@ -13,9 +14,18 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from contentlib import _fs, _paths
-from contentlib._errors import ContentLibError, ContentNotFound, HashMismatch
+from contentlib import _delta, _fs, _package, _paths
+from contentlib._delta import Delta
+from contentlib._errors import (
+    ContentLibError,
+    ContentNotFound,
+    CorruptPackageFile,
+    HashMismatch,
+    MissingBaseVersion,
+)
 from contentlib._model import (
+    DeltaManifest,
+    DeltaPayload,
     FileEntry,
     FileSignature,
     Manifest,
@@ -367,6 +377,223 @@ class ContentLibrary:
         await self._thread(save)
         return sig
 
+    # ----------------------------------------------------------------- deltas
+
+    async def file_delta(self, old_sha256: str, new_sha256: str) -> Delta:
+        """An encoded delta old -> new (both stored): zstd with old as reference when both fit
+        ``_delta.REFERENCE_CAP``, else copy/literal ranges from old's signature."""
+        tmp = await self._encode_delta(old_sha256, new_sha256)
+        try:
+            return Delta(await self._thread(tmp.read_bytes))
+        finally:
+            tmp.unlink()
+
+    async def file_delta_from_signature(self, old_sig: FileSignature, new_sha256: str) -> Delta:
+        """A copy/literal delta for a receiver that holds the old file and sent its signature."""
+        new = self._existing(new_sha256)
+        tmp = _fs.temp_name(self._tmp)
+        try:
+            await self._thread(_write_with, tmp, _delta.encode_copy_literal, old_sig, new)
+            return Delta(await self._thread(tmp.read_bytes))
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    async def _encode_delta(self, old_sha256: str, new_sha256: str) -> Path:
+        old, new = self._existing(old_sha256), self._existing(new_sha256)
+        tmp = _fs.temp_name(self._tmp)
+        try:
+            if _delta.use_reference(old.stat().st_size, new.stat().st_size):
+                await self._thread(_write_with, tmp, _delta.encode_reference, old, new)
+            else:
+                sig = await self.signature(old_sha256)
+                await self._thread(_write_with, tmp, _delta.encode_copy_literal, sig, new)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return tmp
+
+    async def apply_file_delta(
+        self, old_sha256: str, delta: bytes, new_sha256: str, new_size: int
+    ) -> str:
+        """Rebuild new from the stored old file and a delta; stored only if size and SHA-256
+        match. Returns new_sha256."""
+        _paths.check_sha256(new_sha256)
+        old = self._existing(old_sha256)
+        tmp = _fs.temp_name(self._tmp)
+
+        def build() -> tuple[str, int]:
+            writer = _fs.HashingWriter(tmp)
+            try:
+                _delta.apply(old, io.BytesIO(delta), writer, new_size)
+                writer.finish()
+            finally:
+                writer.close()
+            return writer.sha256(), writer.size
+
+        try:
+            got_sha, got_size = await self._thread(build)
+            _check(new_sha256, new_size, got_sha, got_size)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self._place(new_sha256, tmp, None)
+        await self._thread(_fs.fsync_dir, self.file_path(new_sha256).parent)
+        return new_sha256
+
+    # ----------------------------------------------------------------- package files
+
+    async def write_pck(self, content_id: str, out_path: str | os.PathLike[str]) -> None:
+        """A PCK: the whole version as tar+zstd, manifest first."""
+        manifest = self.manifest(content_id)
+        pinned: list[str] = []
+        try:
+            missing = [f.path for f in manifest.files if not self._pin_if_present(f.sha256, pinned)]
+            if missing:
+                raise ContentNotFound(f"{content_id}: files missing: {', '.join(missing[:20])}")
+            await self._thread(_package.write_pck, manifest, self.file_path, Path(out_path))
+        finally:
+            self._unpin(pinned)
+
+    async def write_dlt(
+        self, old_content_id: str, new_content_id: str, out_path: str | os.PathLike[str]
+    ) -> None:
+        """A DLT: version old -> new as removed paths, changed entries, and each file the old
+        version lacks, as a delta against its old counterpart (same path, else same name)
+        where that is smaller than the file."""
+        base, new = self.manifest(old_content_id), self.manifest(new_content_id)
+        if base.package_id != new.package_id:
+            raise ContentLibError(f"{old_content_id} and {new_content_id} are not one package")
+        by_path = {f.path: f for f in base.files}
+        new_paths = {f.path for f in new.files}
+        removed = tuple(sorted(p for p in by_path if p not in new_paths))
+        changed = tuple(f for f in new.files if by_path.get(f.path) != f)
+        by_name = {f.path.rsplit("/", 1)[-1]: f for f in base.files if f.path in set(removed)} | {
+            f.path.rsplit("/", 1)[-1]: by_path[f.path] for f in changed if f.path in by_path
+        }
+        base_hashes = base.hashes()
+        wanted: dict[str, tuple[int, str]] = {}
+        for f in changed:
+            if f.sha256 in base_hashes or f.sha256 in wanted:
+                continue
+            ref = by_path.get(f.path) or by_name.get(f.path.rsplit("/", 1)[-1])
+            wanted[f.sha256] = (f.size, ref.sha256 if ref and ref.size else "")
+        deltas: dict[str, Path] = {}
+        pinned: list[str] = []
+
+        async def encode(sha: str) -> None:
+            size, ref = wanted[sha]
+            if ref and size:
+                tmp = await self._encode_delta(ref, sha)
+                deltas[sha] = tmp
+                if (await self._thread(os.path.getsize, tmp)) >= size:
+                    del deltas[sha]
+                    tmp.unlink()
+
+        try:
+            for sha in base_hashes | new.hashes():
+                if not self._pin_if_present(sha, pinned):
+                    raise ContentNotFound(f"{new_content_id}: file {sha} is missing")
+            await self._each(sorted(wanted), encode)
+            payloads = tuple(
+                DeltaPayload(sha, size, ref if sha in deltas else "")
+                for sha, (size, ref) in sorted(wanted.items())
+            )
+            delta = DeltaManifest(
+                new.package_id,
+                base.content_id,
+                base.content_hash,
+                new.content_id,
+                new.version,
+                new.content_hash,
+                removed,
+                changed,
+                payloads,
+            )
+            await self._thread(_package.write_dlt, delta, self.file_path, deltas, Path(out_path))
+        finally:
+            self._unpin(pinned)
+            for tmp in deltas.values():
+                tmp.unlink(missing_ok=True)
+
+    async def add_from_pck(self, path: str | os.PathLike[str]) -> Manifest:
+        """Add the version a PCK holds; every file is verified first; nothing changes on error."""
+        return await self._add_package_file(Path(path))
+
+    async def add_from_dlt(self, path: str | os.PathLike[str]) -> Manifest:
+        """Add version N+1 from a DLT and version N (MissingBaseVersion if N is absent)."""
+        return await self._add_package_file(Path(path))
+
+    async def _add_package_file(self, path: Path) -> Manifest:
+        stage = _fs.temp_name(self._tmp, "stage-")
+
+        def resolve(delta: DeltaManifest) -> Manifest:
+            _paths.check_package_id(delta.package_id)
+            _paths.content_version(delta.base_content_id)
+            base = self._manifests.get(delta.base_content_id)
+            if base is None or base.content_hash != delta.base_content_hash:
+                raise MissingBaseVersion(
+                    f"{path}: needs {delta.base_content_id} ({delta.base_content_hash})"
+                    f" in {self.root}"
+                )
+            manifest = delta.apply_to(base)
+            if manifest.content_hash != delta.content_hash:
+                raise CorruptPackageFile(f"{path}: changes do not give the announced content")
+            return manifest
+
+        def base_file(delta: DeltaManifest, sha: str) -> Path:
+            if sha not in self._manifests[delta.base_content_id].hashes():
+                raise CorruptPackageFile(f"{path}: delta against {sha}, not in the base version")
+            base = self.file_path(sha)
+            if not base.exists():
+                raise MissingBaseVersion(f"{path}: base file {sha} is missing")
+            return base
+
+        def read() -> tuple[Manifest, dict[str, Path]]:
+            stage.mkdir()
+            manifest, staged, _ = _package.read_package(path, stage, base_file, resolve)
+            return manifest, staged
+
+        try:
+            manifest, staged = await self._thread(read)
+            return await self._commit_staged(manifest, staged)
+        finally:
+            await self._thread(shutil.rmtree, stage, True)
+
+    async def _commit_staged(self, manifest: Manifest, staged: dict[str, Path]) -> Manifest:
+        existing = self._manifests.get(manifest.content_id)
+        if existing is not None:
+            if existing.content_hash == manifest.content_hash:
+                return existing
+            raise ContentLibError(f"content {manifest.content_id!r} exists with other files")
+        pinned: list[str] = []
+        with self._reserve(manifest.content_id):
+            try:
+                # Checked before anything moves: a failure here leaves the library as it was.
+                missing = [
+                    f.path
+                    for f in manifest.files
+                    if f.sha256 not in staged and not self._pin_if_present(f.sha256, pinned)
+                ]
+                if missing:
+                    raise ContentLibError(
+                        f"content {manifest.content_id!r}: files not in the library: "
+                        + ", ".join(missing[:20])
+                    )
+                touched = {self.file_path(sha).parent for sha in staged}
+                for sha, tmp in staged.items():
+                    self._place(sha, tmp, pinned)
+                await self._thread(_fs.fsync_dirs, touched)
+                await self._commit(manifest)
+            finally:
+                self._unpin(pinned)
+        return manifest
+
+    def _existing(self, sha256: str) -> Path:
+        path = self.file_path(sha256)
+        if not path.exists():
+            raise ContentNotFound(f"file {sha256} is not in {self.root}")
+        return path
+
     # ----------------------------------------------------------------- helpers
 
     def _latest(self, package_id: str) -> Manifest | None:
@@ -431,6 +658,11 @@ def _check(sha256: str, size: int, got_sha: str, got_size: int) -> None:
         raise HashMismatch(f"file {sha256}: got {got_size} bytes, expected {size}")
     if got_sha != sha256:
         raise HashMismatch(f"file {sha256}: content hashes to {got_sha}")
+
+
+def _write_with(path: Path, encode: Callable[..., None], *args: Any) -> None:
+    with open(path, "xb") as out:
+        encode(*args, out)
 
 
 def _extract_file(src: Path, target: Path, mode: int) -> None:

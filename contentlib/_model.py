@@ -88,3 +88,31 @@ def make_manifest(
 ) -> Manifest:
     ordered = tuple(sorted(files, key=lambda e: e.path))
     return Manifest(content_id, package_id, version, ordered, content_hash(ordered))
+
+
+class DeltaPayload(msgspec.Struct, frozen=True):
+    """A file a DLT carries: whole (``files/<sha>``) or as a delta against a base file
+    (``deltas/<sha>``)."""
+
+    sha256: str
+    size: int
+    base_sha256: str = ""
+
+
+class DeltaManifest(msgspec.Struct, frozen=True):
+    """The manifest a DLT carries: version N+1 as changes to version N, whose hash it names."""
+
+    package_id: str
+    base_content_id: str
+    base_content_hash: str
+    content_id: str
+    version: int
+    content_hash: str
+    removed: tuple[str, ...]
+    changed: tuple[FileEntry, ...]  # added or changed entries (content or mode)
+    payloads: tuple[DeltaPayload, ...]
+
+    def apply_to(self, base: Manifest) -> Manifest:
+        drop = set(self.removed) | {f.path for f in self.changed}
+        files = [f for f in base.files if f.path not in drop] + list(self.changed)
+        return make_manifest(self.content_id, self.package_id, self.version, files)
