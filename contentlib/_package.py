@@ -21,7 +21,7 @@ import msgspec
 import zstandard as zstd
 
 from contentlib import _delta, _fs, _paths
-from contentlib._errors import CorruptPackageFile, HashMismatch, UnsafePath
+from contentlib._errors import ContentNotFound, CorruptPackageFile, HashMismatch, UnsafePath
 from contentlib._model import DeltaManifest, Manifest
 
 PCK_MANIFEST = "manifest.json"
@@ -111,6 +111,8 @@ def read_package(
             tarfile.open(fileobj=zr, mode="r|", bufsize=_BUF) as tar,
         ):
             return _read_members(path, tar, stage, base_file, resolve)
+    except FileNotFoundError as e:
+        raise ContentNotFound(f"package file {path} not found") from e
     except (tarfile.TarError, zstd.ZstdError, EOFError) as e:
         raise CorruptPackageFile(f"{path}: truncated or malformed ({e})") from e
 
