@@ -1,0 +1,462 @@
+"""Status messages and component logs.
+
+A :class:`StatusMessage` carries what the reference's ``STATMSG:`` lines carry. A
+:class:`StatusReporter` stores it in the site database (``StatusMessages`` and
+``StatusMessageAttributes``), publishes it on the bus topic :data:`STATUS_TOPIC`, and writes
+its ``STATMSG:`` line to the component's log in CMTrace format (:class:`CMTraceLog`).
+:data:`MESSAGES` is the one table of what each message ID means in the product.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Literal, NamedTuple
+
+import msgspec
+
+from actors.sitedb import SiteDatabase
+
+__all__ = [
+    "ATTR_DP_NAL_PATH",
+    "ATTR_PACKAGE_ID",
+    "ATTR_PACKAGE_VERSION",
+    "DESPOOLER",
+    "DISTMGR",
+    "DP_PROVIDER",
+    "LOG_FILES",
+    "MESSAGES",
+    "MP_RELAY",
+    "PKGXFERMGR",
+    "PROVIDER",
+    "PULLDP",
+    "SCHEDULER",
+    "SENDER",
+    "SMSDBMON",
+    "STATE_SYSTEM",
+    "STATUS_TOPIC",
+    "CMTraceLog",
+    "ComponentLogs",
+    "MessageInfo",
+    "Severity",
+    "StatusMessage",
+    "StatusReporter",
+    "describe",
+    "format_statmsg",
+    "last_message_id",
+    "stored_messages",
+]
+
+Severity = Literal["I", "W", "E"]
+
+STATUS_TOPIC = "status"
+
+# Components, as the reference's log lines name them
+DISTMGR = "SMS_DISTRIBUTION_MANAGER"
+PKGXFERMGR = "SMS_PACKAGE_TRANSFER_MANAGER"
+SENDER = "SMS_LAN_SENDER"
+DESPOOLER = "SMS_DESPOOLER"
+SCHEDULER = "SMS_SCHEDULER"
+SMSDBMON = "SMS_DATABASE_NOTIFICATION_MONITOR"
+PROVIDER = "SMS Provider"
+DP_PROVIDER = "SMS_DP_PROVIDER"
+PULLDP = "PullDP"
+STATE_SYSTEM = "SMS_STATE_SYSTEM"
+MP_RELAY = "MP_RelayEndpoint"
+
+LOG_FILES: Mapping[str, str] = {
+    DISTMGR: "distmgr.log",
+    PKGXFERMGR: "PkgXferMgr.log",
+    SENDER: "sender.log",
+    DESPOOLER: "despool.log",
+    SCHEDULER: "sched.log",
+    SMSDBMON: "smsdbmon.log",
+    PROVIDER: "SMSProv.log",
+    DP_PROVIDER: "SMSDPProv.log",
+    PULLDP: "PullDP.log",
+    STATE_SYSTEM: "statesys.log",
+    MP_RELAY: "MP_Relay.log",
+}
+
+# Attribute IDs (AIDn=...): what AVALn holds
+ATTR_PACKAGE_ID = 400
+ATTR_DP_NAL_PATH = 404
+ATTR_PACKAGE_VERSION = 410
+
+
+class StatusMessage(msgspec.Struct, frozen=True):
+    message_id: int  # 2300, 2330, 8210, ...
+    severity: str  # "I", "W" or "E"
+    component: str  # "SMS_DISTRIBUTION_MANAGER", "SMS_PACKAGE_TRANSFER_MANAGER", ...
+    site: str  # "PS1"
+    system: str  # "PS1SITE.CONTOSO.COM"
+    time: dt.datetime
+    strings: tuple[str, ...]  # ISTR0..ISTR9
+    attributes: dict[int, str]  # 400: package ID, 404: DP NAL path, 410: version
+
+
+class MessageInfo(NamedTuple):
+    severity: Severity
+    component: str
+    text: str  # %1..%10 are ISTR0..ISTR9
+
+
+# The product's meaning of each message ID the reference uses (and the failures that go
+# with them). Texts follow the product's wording; %n is insertion string n-1.
+MESSAGES: Mapping[int, MessageInfo] = {
+    2300: MessageInfo(
+        "I", DISTMGR, 'Distribution Manager is beginning to process package "%1" (package ID = %2).'
+    ),
+    2301: MessageInfo(
+        "I", DISTMGR, 'Distribution Manager successfully processed package "%1" (package ID = %2).'
+    ),
+    2302: MessageInfo(
+        "E", DISTMGR, 'Distribution Manager failed to process package "%1" (package ID = %2).'
+    ),
+    2306: MessageInfo(
+        "E", DISTMGR, 'The source directory "%2" for package "%1" does not exist or cannot be read.'
+    ),
+    2311: MessageInfo(
+        "I", DISTMGR, 'Distribution Manager successfully created or updated the package "%1".'
+    ),
+    2330: MessageInfo(
+        "I",
+        DISTMGR,
+        'Distribution Manager successfully distributed package "%1" to distribution point "%2".',
+    ),
+    2332: MessageInfo(
+        "I",
+        DISTMGR,
+        'Distribution Manager successfully removed package "%1" from distribution point "%2".',
+    ),
+    2333: MessageInfo(
+        "I",
+        DISTMGR,
+        'Distribution Manager is sending a compressed copy of package "%1" to site "%2".',
+    ),
+    2342: MessageInfo(
+        "I",
+        DISTMGR,
+        'Distribution Manager is starting to distribute package "%1" to distribution point "%2".',
+    ),
+    2357: MessageInfo(
+        "I",
+        DISTMGR,
+        'Distribution Manager instructed Package Transfer Manager to send package "%1"'
+        ' to distribution point "%2".',
+    ),
+    2376: MessageInfo(
+        "I",
+        DISTMGR,
+        'Distribution Manager created a snapshot of package "%1" and added its content to the'
+        " content library.",
+    ),
+    2378: MessageInfo(
+        "W",
+        DISTMGR,
+        'The contents of package "%1" have not arrived from site "%2" yet; Distribution Manager'
+        " will retry later.",
+    ),
+    4400: MessageInfo(
+        "I",
+        DESPOOLER,
+        'Despooler successfully received the compressed copy of package "%1" and stored it in'
+        ' "%2".',
+    ),
+    4404: MessageInfo(
+        "W",
+        DESPOOLER,
+        'Despooler could not execute the instruction for package "%1" version %2 (error code'
+        " %3); it will retry later.",
+    ),
+    4405: MessageInfo(
+        "E",
+        DESPOOLER,
+        'Despooler refused the instruction "%1" from site "%2": %3.',
+    ),
+    8200: MessageInfo(
+        "I",
+        PKGXFERMGR,
+        'Package Transfer Manager is beginning to send package "%1" version %2 to distribution'
+        " point %3.",
+    ),
+    8203: MessageInfo(
+        "W",
+        PKGXFERMGR,
+        'Package Transfer Manager failed to send package "%1" version %2 to distribution point'
+        " %3; it will retry.",
+    ),
+    8204: MessageInfo(
+        "E",
+        PKGXFERMGR,
+        'Package Transfer Manager failed to send package "%1" version %2 to distribution point'
+        " %3 and has used all its retries.",
+    ),
+    8210: MessageInfo(
+        "I",
+        PKGXFERMGR,
+        'Package Transfer Manager successfully sent package "%1" version %2 to distribution'
+        " point %3.",
+    ),
+    8211: MessageInfo(
+        "E",
+        PKGXFERMGR,
+        'Pull distribution point %3 has reached its maximum capacity; package "%1" version %2'
+        " will be retried later.",
+    ),
+    8212: MessageInfo(
+        "I",
+        PKGXFERMGR,
+        "This pull distribution point has no sources from which it can download content."
+        " We will try again later.",
+    ),
+}
+
+
+def describe(msg: StatusMessage) -> str:
+    """The message's text with its insertion strings filled in."""
+    info = MESSAGES.get(msg.message_id)
+    if info is None:
+        return f"Status message {msg.message_id}"
+    text = info.text
+    for i in range(10, 0, -1):  # %10 before %1
+        text = text.replace(f"%{i}", msg.strings[i - 1] if i <= len(msg.strings) else "")
+    return text
+
+
+def format_statmsg(msg: StatusMessage, *, pid: int = 0, tid: int = 0) -> str:
+    """The reference's ``STATMSG:`` line for a status message."""
+    strings = [*msg.strings[:10], *([""] * (10 - len(msg.strings[:10])))]
+    istr = " ".join(f'ISTR{i}="{s}"' for i, s in enumerate(strings))
+    attrs = "".join(
+        f' AID{i}={aid} AVAL{i}="{val}"' for i, (aid, val) in enumerate(msg.attributes.items())
+    )
+    gmt = msg.time.astimezone(dt.UTC)
+    gmtdate = gmt.strftime("%a %b %d %H:%M:%S.") + f"{gmt.microsecond // 1000:03d} {gmt.year}"
+    return (
+        f'STATMSG: ID={msg.message_id} SEV={msg.severity} LEV=M SOURCE="SMS Server"'
+        f' COMP="{msg.component}" SYS={msg.system} SITE={msg.site} PID={pid} TID={tid}'
+        f" GMTDATE={gmtdate} {istr} NUMATTRS={len(msg.attributes)}{attrs}"
+    )
+
+
+_CMTRACE_TYPE = {"I": 1, "W": 2, "E": 3}
+
+
+class CMTraceLog:
+    """One component's log file in CMTrace format, appended to.
+
+    Writes are buffered; :meth:`flush` pushes them to the file (callers flush at the end of
+    a unit of work, :meth:`close` flushes too). Safe to call from several threads.
+    """
+
+    def __init__(self, path: Path, component: str) -> None:
+        self.path = path
+        self.component = component
+        self._lock = threading.Lock()
+        self._file: IO[str] | None = None
+
+    def write(
+        self,
+        message: str,
+        *,
+        severity: str = "I",
+        when: dt.datetime | None = None,
+        thread: int | None = None,
+    ) -> None:
+        when = (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        line = (
+            f"<![LOG[{message}]LOG]!>"
+            f'<time="{when:%H:%M:%S}.{when.microsecond // 1000:03d}+000"'
+            f' date="{when:%m-%d-%Y}" component="{self.component}" context=""'
+            f' type="{_CMTRACE_TYPE.get(severity, 1)}"'
+            f' thread="{thread if thread is not None else threading.get_native_id()}" file="">\n'
+        )
+        with self._lock:
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            self._file.write(line)
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+
+class ComponentLogs:
+    """The CMTrace logs of one server's components, in its ``logs/`` folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._logs: dict[str, CMTraceLog] = {}
+
+    def __getitem__(self, component: str) -> CMTraceLog:
+        log = self._logs.get(component)
+        if log is None:
+            name = LOG_FILES.get(component, f"{component}.log")
+            log = self._logs[component] = CMTraceLog(self.folder / name, component)
+        return log
+
+    def flush(self) -> None:
+        for log in self._logs.values():
+            log.flush()
+
+    def close(self) -> None:
+        for log in self._logs.values():
+            log.close()
+
+
+Publish = Callable[[str, StatusMessage], Awaitable[None]]
+
+
+class StatusReporter:
+    """Raises status messages for one site server: store, publish, log."""
+
+    def __init__(
+        self,
+        db: SiteDatabase,
+        logs: ComponentLogs,
+        *,
+        site: str,
+        system: str,
+        publish: Publish | None = None,
+        now: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        self.db = db
+        self.logs = logs
+        self.site = site
+        self.system = system
+        self.publish = publish
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._pid = os.getpid()
+
+    def message(
+        self,
+        message_id: int,
+        strings: Sequence[str] = (),
+        attributes: Mapping[int, str] | None = None,
+        *,
+        severity: Severity | None = None,
+        component: str | None = None,
+        time: dt.datetime | None = None,
+    ) -> StatusMessage:
+        """Build a message; severity and component default to :data:`MESSAGES`' entry."""
+        info = MESSAGES.get(message_id)
+        if info is None and (severity is None or component is None):
+            raise KeyError(
+                f"status message {message_id} is not in MESSAGES: give its severity and component"
+            )
+        if len(strings) > 10:
+            raise ValueError(f"status message {message_id}: at most 10 insertion strings")
+        return StatusMessage(
+            message_id=message_id,
+            severity=severity or (info.severity if info else "I"),
+            component=component or (info.component if info else ""),
+            site=self.site,
+            system=self.system,
+            time=time or self._now(),
+            strings=tuple(strings),
+            attributes=dict(attributes or {}),
+        )
+
+    async def report(
+        self,
+        message_id: int,
+        strings: Sequence[str] = (),
+        attributes: Mapping[int, str] | None = None,
+        *,
+        severity: Severity | None = None,
+        component: str | None = None,
+        thread: int | None = None,
+    ) -> StatusMessage:
+        msg = self.message(message_id, strings, attributes, severity=severity, component=component)
+        await self.raise_message(msg, thread=thread)
+        return msg
+
+    async def raise_message(self, msg: StatusMessage, *, thread: int | None = None) -> int:
+        """Store, log and publish an already built message; returns its RecordID."""
+        record_id = await self.db.write(lambda conn: _store(conn, msg))
+        tid = thread if thread is not None else threading.get_native_id()
+        log = self.logs[msg.component]
+        line = format_statmsg(msg, pid=self._pid, tid=tid)
+        log.write(line, severity=msg.severity, when=msg.time, thread=tid)
+        log.flush()
+        if self.publish is not None:
+            await self.publish(STATUS_TOPIC, msg)
+        return record_id
+
+
+def _store(conn: sqlite3.Connection, msg: StatusMessage) -> int:
+    cur = conn.execute(
+        "INSERT INTO StatusMessages (MessageID, Severity, Component, SiteCode, MachineName,"
+        " Time, InsStrings) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            msg.message_id,
+            msg.severity,
+            msg.component,
+            msg.site,
+            msg.system,
+            msg.time.astimezone(dt.UTC).isoformat(timespec="milliseconds"),
+            json.dumps(list(msg.strings)),
+        ),
+    )
+    record_id = int(cur.lastrowid or 0)
+    conn.executemany(
+        "INSERT INTO StatusMessageAttributes (RecordID, AttributeID, AttributeValue)"
+        " VALUES (?, ?, ?)",
+        [(record_id, aid, value) for aid, value in msg.attributes.items()],
+    )
+    return record_id
+
+
+async def last_message_id(db: SiteDatabase, pkg_id: str, nal_path: str) -> int | None:
+    """The ID of the latest status message about this package on this DP, if any."""
+    value = await db.scalar(
+        "SELECT m.MessageID FROM StatusMessages m"
+        " JOIN StatusMessageAttributes p ON p.RecordID = m.RecordID AND p.AttributeID = 400"
+        " JOIN StatusMessageAttributes d ON d.RecordID = m.RecordID AND d.AttributeID = 404"
+        " WHERE p.AttributeValue = ? AND d.AttributeValue = ? ORDER BY m.RecordID DESC LIMIT 1",
+        (pkg_id, nal_path),
+    )
+    return None if value is None else int(value)
+
+
+async def stored_messages(db: SiteDatabase, *, since_record: int = 0) -> list[StatusMessage]:
+    """Status messages stored in a site database, oldest first."""
+    rows = await db.fetchall(
+        "SELECT RecordID, MessageID, Severity, Component, SiteCode, MachineName, Time, InsStrings"
+        " FROM StatusMessages WHERE RecordID > ? ORDER BY RecordID",
+        (since_record,),
+    )
+    attrs: dict[int, dict[int, str]] = {}
+    for rid, aid, value in await db.fetchall(
+        "SELECT RecordID, AttributeID, AttributeValue FROM StatusMessageAttributes"
+        " WHERE RecordID > ? ORDER BY RecordID, rowid",
+        (since_record,),
+    ):
+        attrs.setdefault(rid, {})[aid] = value
+    return [
+        StatusMessage(
+            message_id=mid,
+            severity=sev,
+            component=comp,
+            site=site,
+            system=system,
+            time=dt.datetime.fromisoformat(when),
+            strings=tuple(json.loads(strings)),
+            attributes=attrs.get(rid, {}),
+        )
+        for rid, mid, sev, comp, site, system, when, strings in rows
+    ]
