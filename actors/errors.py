@@ -6,7 +6,9 @@ __all__ = [
     "CmdistError",
     "DuplicateDistribution",
     "HierarchyConfigError",
+    "InvalidArgument",
     "NotDistributed",
+    "NotSourceSite",
     "PackageIdsExhausted",
     "SourceUnavailable",
     "UnknownDistributionPoint",
@@ -72,3 +74,18 @@ class PackageIdsExhausted(CmdistError):
     def __init__(self, site: str) -> None:
         self.site = site
         super().__init__(f"site {site!r} has used all 1,048,576 package IDs")
+
+
+class NotSourceSite(CmdistError):
+    def __init__(self, pkg_id: str, site: str, source_site: str) -> None:
+        self.pkg_id = pkg_id
+        self.site = site
+        self.source_site = source_site
+        super().__init__(
+            f"package {pkg_id!r} can only be changed at its source site {source_site!r},"
+            f" not at {site!r}"
+        )
+
+
+class InvalidArgument(CmdistError):
+    """A provider call with a malformed argument (an empty name, no DPs, ...)."""

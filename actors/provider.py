@@ -1,0 +1,331 @@
+"""The SMS Provider operations of one site: what the admin console asks, as rows in the database.
+
+Each operation checks its input and raises a typed error naming what was wrong, writing
+nothing; otherwise it writes the reference's rows in one transaction (one operation of the
+single writer's group commit) and the triggers do the rest: ``PkgNotification`` rows that
+SMSDBMON hands to DistMgr. The checks run inside the write, so two concurrent calls cannot
+both pass them (two adds of the same DP: one wins, one gets DuplicateDistribution).
+
+An audit line per successful operation goes to ``SMSProv.log``, as in the reference.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from actors.config import DistributionPoint, HierarchyConfig
+from actors.errors import (
+    DuplicateDistribution,
+    InvalidArgument,
+    NotDistributed,
+    NotSourceSite,
+    PackageIdsExhausted,
+    SourceUnavailable,
+    UnknownPackage,
+    UnknownSite,
+)
+from actors.sitedb import PackageAction, ServerAction, SiteDatabase
+from actors.sitedb.schema import SMSPACKAGES_COLUMNS
+from actors.status import CMTraceLog
+
+__all__ = ["DEFAULT_LAST_REFRESH", "SmsProvider"]
+
+DEFAULT_LAST_REFRESH = "04/10/1970 06:35:00"  # the product's "never refreshed"
+_MAX_PACKAGE_NUMBER = 0xFFFFF
+_UPDATE_MASK_REFRESH = 32  # "UpdateMask = 32, UpdateMaskEx = 8388608" on RefreshPkgSource
+_UPDATE_MASK_EX_REFRESH = 8388608
+
+_INSERT_PACKAGE = (
+    f"insert into SMSPackages ({', '.join(SMSPACKAGES_COLUMNS)})"
+    f" values ({', '.join('?' * len(SMSPACKAGES_COLUMNS))})"
+)
+_INSERT_SERVER = (
+    "insert into PkgServers (PkgID, NALPath, SiteCode, SiteName, SourceSite, LastRefresh,"
+    " RefreshTrigger, UpdateMask, Action) select ?, ?, ?, Sites.SiteName, ?, ?, 0, 0, ?"
+    " from Sites where SiteCode = ?"
+)
+
+
+class SmsProvider:
+    """The SMS Provider of site ``site`` over that site's database."""
+
+    def __init__(
+        self,
+        db: SiteDatabase,
+        hierarchy: HierarchyConfig,
+        site: str,
+        *,
+        log: CMTraceLog | None = None,
+        user: str = "CONTOSO\\Admin",
+        now: Callable[[], dt.datetime] | None = None,
+    ) -> None:
+        hierarchy.site(site)  # UnknownSite
+        self.db = db
+        self.hierarchy = hierarchy
+        self.site = site
+        self.user = user
+        self.log = log
+        self._now = now or (lambda: dt.datetime.now(dt.UTC))
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def create_package(self, name: str, source: str | Path, *, priority: int = 2) -> str:
+        """Create a package from a source folder; returns its ID (site code + 5 hex digits)."""
+        if not name.strip():
+            raise InvalidArgument("a package needs a name")
+        if priority not in (1, 2, 3):
+            raise InvalidArgument(f"priority {priority} is not 1 (high), 2 (medium) or 3 (low)")
+        source_date = self._now().strftime("%m/%d/%Y %H:%M:%S")
+        site = self.site
+
+        def op(conn: sqlite3.Connection) -> str:
+            source_text = os.path.abspath(source)
+            _check_source(source_text)
+            row = conn.execute(
+                "SELECT LastID FROM PackageIDCounters WHERE SiteCode = ?", (site,)
+            ).fetchone()
+            number = (row[0] if row else 0) + 1
+            while conn.execute(
+                "SELECT 1 FROM SMSPackages WHERE PkgID = ?", (f"{site}{number:05X}",)
+            ).fetchone():
+                number += 1
+            if number > _MAX_PACKAGE_NUMBER:
+                raise PackageIdsExhausted(site)
+            pkg_id = f"{site}{number:05X}"
+            conn.execute(
+                "INSERT INTO PackageIDCounters (SiteCode, LastID) VALUES (?, ?)"
+                " ON CONFLICT (SiteCode) DO UPDATE SET LastID = excluded.LastID",
+                (site, number),
+            )
+            values = _package_values(pkg_id, name, source_text, site, source_date, priority)
+            conn.execute(_INSERT_PACKAGE, values)
+            return pkg_id
+
+        pkg_id = await self.db.write(op)
+        self._audit(
+            "CExtProviderClassObject::DoPutInstanceInstance",
+            f"Auditing: User {self.user} created an instance of class SMS_Package.",
+            f'Processed insert instance notification for: SMS_Package.PackageID="{pkg_id}"',
+        )
+        return pkg_id
+
+    async def add_distribution_points(self, pkg_id: str, dps: Sequence[str]) -> None:
+        """AddDistributionPoints: a PkgServers row with Action 2 (ADD) per DP."""
+        targets = self._resolve(dps, refuse_duplicates=pkg_id)
+
+        def op(conn: sqlite3.Connection) -> None:
+            pkg = _package(conn, pkg_id)
+            for dp in targets:
+                action = conn.execute(
+                    "SELECT Action FROM PkgServers WHERE PkgID = ? AND NALPath = ?",
+                    (pkg_id, dp.nal_path),
+                ).fetchone()
+                if action is not None and action[0] != ServerAction.REMOVE:
+                    raise DuplicateDistribution(pkg_id, dp.name)
+                if action is not None:  # removal still pending: add it back
+                    conn.execute(
+                        "update PkgServers set Action = ? where PkgID = ? and NALPath = ?",
+                        (int(ServerAction.ADD), pkg_id, dp.nal_path),
+                    )
+                    continue
+                cur = conn.execute(
+                    _INSERT_SERVER,
+                    (
+                        pkg_id,
+                        dp.nal_path,
+                        dp.site,
+                        pkg.source_site,
+                        DEFAULT_LAST_REFRESH,
+                        int(ServerAction.ADD),
+                        dp.site,
+                    ),
+                )
+                if cur.rowcount != 1:
+                    raise UnknownSite(dp.site)
+
+        await self.db.write(op)
+        self._audit_method(pkg_id, "AddDistributionPoints")
+
+    async def refresh_pkg_source(self, pkg_id: str) -> None:
+        """RefreshPkgSource (Update Distribution Points): Action 1 (UPDATE) on the package."""
+        site = self.site
+
+        def op(conn: sqlite3.Connection) -> None:
+            pkg = _package(conn, pkg_id)
+            if pkg.source_site != site:
+                raise NotSourceSite(pkg_id, site, pkg.source_site)
+            _check_source(pkg.source)
+            conn.execute(
+                "update SMSPackages set Source = ?, StoredPkgVersion = ?, UpdateMask = ?,"
+                " UpdateMaskEx = ?, Action = ? where PkgID = ?",
+                (
+                    pkg.source,
+                    pkg.stored_pkg_version,
+                    _UPDATE_MASK_REFRESH,
+                    _UPDATE_MASK_EX_REFRESH,
+                    int(PackageAction.UPDATE),
+                    pkg_id,
+                ),
+            )
+
+        await self.db.write(op)
+        self._audit_method(pkg_id, "RefreshPkgSource")
+
+    async def redistribute(self, pkg_id: str, dp: str) -> None:
+        """Redistribute to one DP (SMS_DistributionPoint.RefreshNow): RefreshTrigger = 1."""
+        (target,) = self._resolve([dp])
+
+        def op(conn: sqlite3.Connection) -> None:
+            _package(conn, pkg_id)
+            _require_server(conn, pkg_id, target)
+            conn.execute(
+                "update PkgServers set RefreshTrigger = 1 where PkgID = ? and NALPath = ?",
+                (pkg_id, target.nal_path),
+            )
+
+        await self.db.write(op)
+        self._audit(
+            f'ExecMethodAsync : SMS_DistributionPoint.PackageID="{pkg_id}",'
+            f'ServerNALPath="{target.nal_path}"::RefreshNow',
+            f"Auditing: User {self.user} modified an instance of class SMS_DistributionPoint.",
+        )
+
+    async def remove_distribution_points(self, pkg_id: str, dps: Sequence[str]) -> None:
+        """RemoveDistributionPoints: Action 3 (REMOVE) on each DP's PkgServers row."""
+        targets = self._resolve(dps)
+
+        def op(conn: sqlite3.Connection) -> None:
+            _package(conn, pkg_id)
+            for dp in targets:
+                _require_server(conn, pkg_id, dp)
+            conn.executemany(
+                "update PkgServers set Action = ? where PkgID = ? and NALPath = ?",
+                [(int(ServerAction.REMOVE), pkg_id, dp.nal_path) for dp in targets],
+            )
+
+        await self.db.write(op)
+        self._audit_method(pkg_id, "RemoveDistributionPoints")
+
+    async def delete_package(self, pkg_id: str) -> None:
+        """Delete: every DP gets Action 3 (REMOVE) and the package Action 3 (DELETE); DistMgr
+        removes the content and then the rows."""
+        site = self.site
+
+        def op(conn: sqlite3.Connection) -> None:
+            pkg = _package(conn, pkg_id)
+            if pkg.source_site != site:
+                raise NotSourceSite(pkg_id, site, pkg.source_site)
+            conn.execute(
+                "update PkgServers set Action = ? where PkgID = ? and Action <> ?",
+                (int(ServerAction.REMOVE), pkg_id, int(ServerAction.REMOVE)),
+            )
+            conn.execute(
+                "update SMSPackages set Action = ? where PkgID = ?",
+                (int(PackageAction.DELETE), pkg_id),
+            )
+
+        await self.db.write(op)
+        self._audit(
+            "CExtProviderClassObject::DoDeleteInstance",
+            f"Auditing: User {self.user} deleted an instance of class SMS_Package.",
+            f'Processed delete instance notification for: SMS_Package.PackageID="{pkg_id}"',
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _resolve(
+        self, names: Sequence[str], *, refuse_duplicates: str | None = None
+    ) -> list[DistributionPoint]:
+        if isinstance(names, str) or not names:
+            raise InvalidArgument("give a non-empty list of distribution point names")
+        out: list[DistributionPoint] = []
+        for name in names:
+            dp = self.hierarchy.dp(name)  # UnknownDistributionPoint
+            if dp in out:
+                if refuse_duplicates is not None:
+                    raise DuplicateDistribution(refuse_duplicates, dp.name)
+                continue
+            out.append(dp)
+        return out
+
+    def _audit_method(self, pkg_id: str, method: str) -> None:
+        self._audit(
+            f'ExecMethodAsync : SMS_Package.PackageID="{pkg_id}"::{method}',
+            f"CExtProviderClassObject::DoExecuteMethod {method}",
+            f"Auditing: User {self.user} called an audited method of an instance of class"
+            " SMS_Package.",
+        )
+
+    def _audit(self, *lines: str) -> None:
+        if self.log is None:
+            return
+        when = self._now()
+        for line in lines:
+            self.log.write(f"{line}~", when=when)
+        self.log.flush()
+
+
+class _Pkg:
+    __slots__ = ("action", "source", "source_site", "stored_pkg_version")
+
+    def __init__(self, row: tuple[str, str, int, int]) -> None:
+        self.source, self.source_site, self.stored_pkg_version, self.action = row
+
+
+def _package(conn: sqlite3.Connection, pkg_id: str) -> _Pkg:
+    row = conn.execute(
+        "SELECT Source, SourceSite, StoredPkgVersion, Action FROM SMSPackages WHERE PkgID = ?",
+        (pkg_id,),
+    ).fetchone()
+    if row is None or row[3] == PackageAction.DELETE:
+        raise UnknownPackage(pkg_id)
+    return _Pkg(row)
+
+
+def _require_server(conn: sqlite3.Connection, pkg_id: str, dp: DistributionPoint) -> None:
+    row = conn.execute(
+        "SELECT Action FROM PkgServers WHERE PkgID = ? AND NALPath = ?", (pkg_id, dp.nal_path)
+    ).fetchone()
+    if row is None or row[0] == ServerAction.REMOVE:
+        raise NotDistributed(pkg_id, dp.name)
+
+
+def _check_source(source: str) -> None:
+    """The source folder must exist, be a folder and be listable."""
+    try:
+        st = os.stat(source)
+    except FileNotFoundError:
+        raise SourceUnavailable(source, "it does not exist") from None
+    except OSError as e:
+        raise SourceUnavailable(source, e.strerror or str(e)) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise SourceUnavailable(source, "it is not a folder")
+    if not os.access(source, os.R_OK | os.X_OK):
+        raise SourceUnavailable(source, "it cannot be read")
+
+
+def _package_values(
+    pkg_id: str, name: str, source: str, site: str, source_date: str, priority: int
+) -> tuple[object, ...]:
+    """The reference's ``insert SMSPackages`` values for a new package, column by column."""
+    values: dict[str, object] = {
+        "PkgID": pkg_id, "Name": name, "Version": "", "Language": "", "Manufacturer": "",
+        "Description": "", "ISVString": "", "Hash": "", "NewHash": "", "Source": source,
+        "SourceSite": site, "StoredPkgPath": "", "RefreshSchedule": "",
+        "LastRefresh": DEFAULT_LAST_REFRESH, "StoredPkgVersion": 0, "ShareName": "",
+        "PreferredAddress": "", "StorePkgFlag": 2, "ShareType": 1, "HashVersion": 1,
+        "Architecture": "", "ImagePath": "", "Permission": 15, "UseForcedDisconnect": 0,
+        "ForcedRetryDelay": 2, "DisconnectDelay": 5, "IgnoreSchedule": 0, "Priority": priority,
+        "PkgFlags": 16777216, "MIFFilename": "", "MIFPublisher": "", "MIFName": "",
+        "MIFVersion": "", "SourceVersion": 1, "SourceDate": source_date, "SourceSize": 0,
+        "SourceCompSize": 0, "ImageFlags": 0, "PackageType": 0, "AlternateContentProviders": "",
+        "SourceLocaleID": 1033, "TransformReadiness": 0,
+        "TransformAnalysisDate": "1980/01/01 00:00:00", "UpdateMask": 0, "UpdateMaskEx": 0,
+        "Action": int(PackageAction.ADD), "DefaultImage": 0,
+    }  # fmt: skip
+    return tuple(values[c] for c in SMSPACKAGES_COLUMNS)
