@@ -66,6 +66,7 @@ class Cell:
         self._restart_lock = anyio.Lock()
         self._tg: TaskGroup | None = None
         self._background: set[anyio.CancelScope] = set()
+        self._pending: list[tuple[Callable[..., Awaitable[Any]], tuple[Any, ...]]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -76,6 +77,9 @@ class Cell:
                     self._tg = tg
                     if await self._start():
                         self.started = True
+                        pending, self._pending = self._pending, []
+                        for fn, args in pending:
+                            self.start_task(fn, *args)
                         for _ in range(self.workers):
                             tg.start_soon(self._work, name=f"{self.address} worker")
         finally:
@@ -113,7 +117,10 @@ class Cell:
     def start_task(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         tg = self._tg
         if tg is None:
-            raise BusError(f"{self.address} is not running")
+            if self.done.is_set() or self.scope.cancel_called:
+                raise BusError(f"{self.address} is not running")
+            self._pending.append((fn, args))  # spawned but not yet running: start it then
+            return
         scope = anyio.CancelScope()
         self._background.add(scope)
         tg.start_soon(self._run_background, scope, fn, args, name=f"{self.address} task")

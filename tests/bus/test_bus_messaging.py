@@ -198,3 +198,28 @@ async def test_unspawned_actor_and_unstarted_bus_say_so() -> None:
         Bus().spawn(Recorder(), "PS1/Recorder")
     with pytest.raises(ConfigError, match="max_restarts"):
         Bus(max_restarts=-1)
+
+
+async def test_start_task_right_after_spawn_runs_once_the_actor_is_up() -> None:
+    class Producer(Actor):
+        def __init__(self) -> None:
+            self.started_first = False
+            self.ready = False
+
+        async def on_start(self) -> None:
+            self.ready = True
+
+        async def produce(self, count: int) -> None:
+            self.started_first = self.ready
+            for i in range(count):
+                await self.send("PS1/Recorder", Ping(i))
+
+    async with Bus(clock=ManualClock()) as bus:
+        rec = bus.spawn(Recorder(), "PS1/Recorder")
+        producer = bus.spawn(Producer(), "PS1/Producer")
+        producer.start_task(producer.produce, 3)  # before the actor's task has even run
+        await settle()
+        assert rec.seen == [0, 1, 2]
+        assert producer.started_first
+    with pytest.raises(BusError, match="PS1/Producer is not running"):
+        producer.start_task(producer.produce, 1)
