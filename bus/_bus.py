@@ -191,13 +191,15 @@ class Bus:
         if self._registry.get(cell.address) is cell:
             del self._registry[cell.address]
 
-    def _undelivered(self, address: str, item: Any) -> None:
-        self.undelivered_count += 1
-        if type(item) is Request:
-            if not item.reply.done():
+    def _undelivered(self, address: str, items: list[Any]) -> None:
+        """Count what a stopped actor never took; its waiting askers get BusClosed."""
+        if not items:
+            return
+        self.undelivered_count += len(items)
+        for item in items:
+            if type(item) is Request and not item.reply.done():
                 item.reply.set_exception(BusClosed(f"{address} stopped before handling it"))
-            item = item.msg
-        log.warning("%s stopped; %s not delivered", address, type(item).__name__)
+        log.warning("%s stopped with %d messages not handled", address, len(items))
 
     # -- actors ------------------------------------------------------------------------
 

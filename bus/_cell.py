@@ -86,8 +86,7 @@ class Cell:
             self._tg = None
             self.started = False
             self.bus._retire(self)
-            for item in self.mailbox.close():
-                self.bus._undelivered(self.address, item)
+            self.bus._undelivered(self.address, self.mailbox.close())
             with anyio.move_on_after(self.bus.stop_timeout, shield=True):
                 try:
                     await self.actor.on_stop()

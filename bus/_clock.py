@@ -74,15 +74,20 @@ class RealClock(Clock):
 
 
 class _ManualTimer:
-    __slots__ = ("args", "callback", "cancelled")
+    __slots__ = ("args", "callback", "cancelled", "clock")
 
-    def __init__(self, callback: Callable[..., object], args: tuple[object, ...]) -> None:
+    def __init__(
+        self, clock: ManualClock, callback: Callable[..., object], args: tuple[object, ...]
+    ) -> None:
+        self.clock = clock
         self.callback = callback
         self.args = args
         self.cancelled = False
 
     def cancel(self) -> None:
-        self.cancelled = True
+        if not self.cancelled:
+            self.cancelled = True
+            self.clock._cancelled += 1
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -110,6 +115,7 @@ class ManualClock(Clock):
         self._wall_origin = wall_start or datetime.datetime(2024, 1, 1, tzinfo=_UTC)
         self._timers: list[tuple[float, int, _ManualTimer]] = []
         self._seq = itertools.count()
+        self._cancelled = 0
         self.settle_steps = settle_steps
 
     def now(self) -> float:
@@ -121,7 +127,12 @@ class ManualClock(Clock):
     def call_later(
         self, delay: float, callback: Callable[..., object], *args: object
     ) -> TimerHandle:
-        timer = _ManualTimer(callback, args)
+        if self._cancelled > 1024 and self._cancelled * 2 > len(self._timers):
+            # Every request arms a timeout that is usually cancelled: compact the heap.
+            self._timers = [e for e in self._timers if not e[2].cancelled]
+            heapq.heapify(self._timers)
+            self._cancelled = 0
+        timer = _ManualTimer(self, callback, args)
         heapq.heappush(self._timers, (self._now + max(0.0, delay), next(self._seq), timer))
         return timer
 
@@ -159,7 +170,9 @@ class ManualClock(Clock):
             self._now = max(self._now, deadline)
             while timers and timers[0][0] <= deadline:
                 _, _, timer = heapq.heappop(timers)
-                if not timer.cancelled:
+                if timer.cancelled:
+                    self._cancelled -= 1
+                else:
                     timer.cancelled = True
                     timer.callback(*timer.args)
             await self.settle()

@@ -119,8 +119,11 @@ class Subscription:
 class Topics:
     def __init__(self) -> None:
         self._subs: dict[str, list[Subscription]] = {}
+        self.closed = False
 
     def add(self, sub: Subscription) -> None:
+        if self.closed:
+            raise BusClosed(f"cannot subscribe to {sub.topic!r}: the bus is stopped")
         self._subs.setdefault(sub.topic, []).append(sub)
 
     def discard(self, sub: Subscription) -> None:
@@ -141,6 +144,7 @@ class Topics:
         return len(subs)
 
     def close_all(self) -> None:
+        self.closed = True
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 sub.close()

@@ -129,3 +129,18 @@ async def test_real_clock_scales_time() -> None:
     assert fired.done()
     assert clock.now() - before >= 5.0
     assert clock.wall().tzinfo is datetime.UTC
+
+
+async def test_many_requests_under_a_manual_clock_leave_no_timers_behind() -> None:
+    class Echo(Actor):
+        @handler
+        async def retry(self, msg: Retry) -> int:
+            return msg.attempt
+
+    clock = ManualClock()
+    async with Bus(clock=clock) as bus:
+        bus.spawn(Echo(), "PS1/Echo")
+        for i in range(5000):
+            assert await bus.request("PS1/Echo", Retry(i), timeout=30) == i
+        assert clock.pending == 0
+        assert len(clock._timers) < 3000  # cancelled timeouts are compacted away

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anyio
 import msgspec
 import pytest
 
@@ -170,3 +171,26 @@ async def test_stop_actor_drains_runs_on_stop_and_unregisters() -> None:
             await bus.stop_actor("PS1/A")
         assert bus.counters("PS1/A").handled == 5
         bus.spawn(Stage(), "PS1/A")  # the address is free again
+
+
+async def test_cancelled_from_outside_the_bus_still_stops_every_actor() -> None:
+    before = asyncio.all_tasks()
+    stage = Stage()
+    with anyio.CancelScope() as outer:
+        async with Bus(clock=ManualClock()) as bus:
+            bus.spawn(stage, "PS1/A")
+            await bus.send("PS1/A", Job(1))
+            outer.cancel()
+            await asyncio.sleep(0)  # cancelled here
+            pytest.fail("not cancelled")
+    assert outer.cancelled_caught
+    assert stage.events == ["start", "stop"]
+    assert asyncio.all_tasks() == before
+
+
+async def test_subscribing_to_a_stopped_bus_is_refused() -> None:
+    async with Bus(clock=ManualClock()) as bus:
+        pass
+    with pytest.raises(BusClosed, match="status"):
+        async with bus.subscribe("status"):
+            pass

@@ -176,3 +176,18 @@ async def test_dead_letters_are_published_and_counted() -> None:
         assert bus.counters("PS1/DistMgr").dead_letters == 2
         assert flaky.handled == []
         assert bus.counters("PS1/DistMgr").failed == 0
+
+
+async def test_escalation_while_draining_on_exit_is_raised() -> None:
+    flaky = Flaky()
+
+    async def body() -> None:
+        async with Bus(clock=ManualClock(), max_restarts=0) as bus:
+            bus.spawn(flaky, "PS1/DistMgr")
+            await bus.send("PS1/DistMgr", Work(1))
+            await bus.send("PS1/DistMgr", Work(-1))  # handled during the drain on exit
+            await bus.send("PS1/DistMgr", Work(2))
+
+    with pytest.raises(EscalationError, match="PS1/DistMgr failed 1 times"):
+        await body()
+    assert flaky.handled == [1]
