@@ -1,0 +1,177 @@
+"""SMSDBMON: trigger rows in, bus messages out, in commit order, each once.
+
+It reads ``TableChangeNotifications`` rows with ``RowID`` above its position (RowID order
+is commit order: every write goes through the site's single writer), turns each into a
+message (:mod:`actors.messages`) for DistMgr or PkgXferMgr, and logs the reference's
+``RCV:`` / ``SND:`` lines to ``smsdbmon.log``. It is woken at once by every commit of the
+writer in this process, and by a slow safety poll on the clock for anything else.
+
+Exactly once, and why
+---------------------
+A notification counts as delivered when the destination's mailbox accepted it: ``send``
+returned. The bus never enqueues a send that was cancelled, and there is no await between
+``send`` returning and the in-memory position moving past that row, so a kill (a
+cancellation: ``stop_actor``, a restart after a failure, the bus stopping) lands either
+before the message was accepted (it will be sent again) or after the position moved (it
+will not). The position is saved to ``SmsDbMonPosition`` after each batch and once more in
+``on_stop``, in the same transaction that deletes the delivered rows; a new instance reads
+it back. So across a stop and restart, or an actor restart, nothing is skipped or repeated.
+
+If the process dies outright, the mailboxes die with it and so do messages accepted since
+the last saved position; those are delivered again after the restart (at least once).
+That is the right side to err on: every message carries ``notification_id`` (increasing),
+so a consumer that keeps durable state can drop an ID it has already acted on, and the
+consumers' work is idempotent anyway (DistMgr re-reads the package's rows, PkgXferMgr the
+job's).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+
+from actors.messages import (
+    DistributionJobNotification,
+    PackageNotification,
+    PullResponseNotification,
+    SmsDbMonNotification,
+)
+from actors.sitedb import SMSDBMON_CONSUMER, ChangeNotification, SiteDatabase, SiteDatabaseClosed
+from actors.status import CMTraceLog
+from bus import Actor, UnknownAddress
+
+__all__ = ["SmsDbMon"]
+
+
+class SmsDbMon(Actor):
+    """SMS_DATABASE_NOTIFICATION_MONITOR of one site server.
+
+    ``distmgr`` / ``pkgxfermgr`` are the destination addresses (default ``<SITE>/DistMgr``
+    and ``<SITE>/PkgXferMgr``); ``server_root`` is the server's folder, used to name the
+    inbox files in the log lines.
+    """
+
+    def __init__(
+        self,
+        db: SiteDatabase,
+        *,
+        site: str,
+        server_root: str | Path = ".",
+        distmgr: str | None = None,
+        pkgxfermgr: str | None = None,
+        poll_interval: float = 60.0,
+        log: CMTraceLog | None = None,
+        batch_size: int = 1000,
+        consumer: str = SMSDBMON_CONSUMER,
+    ) -> None:
+        if poll_interval <= 0 or batch_size < 1:
+            raise ValueError("poll_interval must be > 0 and batch_size >= 1")
+        self.db = db
+        self.site = site
+        self.distmgr = distmgr or f"{site}/DistMgr"
+        self.pkgxfermgr = pkgxfermgr or f"{site}/PkgXferMgr"
+        self.poll_interval = poll_interval
+        self.batch_size = batch_size
+        self.consumer = consumer
+        self.log_file = log
+        inboxes = Path(server_root) / "inboxes"
+        self._distmgr_box = inboxes / "distmgr.box"
+        self._pkgxfer_box = inboxes / "PkgTransferMgr.box"
+        self.position = 0  # RowID of the last notification delivered
+        self._saved = 0  # ... and of the last one recorded in the database
+        self.delivered = 0
+        self._wake = anyio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def on_start(self) -> None:
+        saved = await self.db.position(self.consumer)
+        self._saved = max(self._saved, saved)
+        self.position = max(self.position, saved)
+        self.db.remove_commit_listener(self._on_commit)  # a restart must not add it twice
+        self.db.add_commit_listener(self._on_commit)
+        self.start_task(self._monitor)
+        self.start_task(self._poll)
+
+    async def on_stop(self) -> None:
+        self.db.remove_commit_listener(self._on_commit)
+        try:
+            await self._save_position()
+        except SiteDatabaseClosed:
+            self.log.warning(
+                "%s: database closed before position %d was saved", self.address, self.position
+            )
+        if self.log_file is not None:
+            self.log_file.flush()
+
+    def _on_commit(self) -> None:
+        self._wake.set()
+
+    async def _poll(self) -> None:
+        while True:
+            await self.clock.sleep(self.poll_interval)
+            self._wake.set()
+
+    async def _monitor(self) -> None:
+        while True:
+            self._wake = anyio.Event()  # a commit from now on wakes the wait below
+            await self._drain()
+            await self._wake.wait()
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        while True:
+            rows = await self.db.notifications_after(self.position, self.batch_size)
+            if not rows:
+                return
+            try:
+                for n in rows:
+                    if not await self._deliver(n):
+                        return  # destination not there yet: retry on the next wake-up
+                    self.position = n.row_id  # no await since send returned (see above)
+                    self.delivered += 1
+            finally:
+                if self.log_file is not None:
+                    self.log_file.flush()
+                await self._save_position()
+
+    async def _save_position(self) -> None:
+        position = self.position
+        if position > self._saved:
+            with anyio.CancelScope(shield=True):
+                await self.db.save_position(self.consumer, position)
+            self._saved = max(self._saved, position)
+
+    async def _deliver(self, n: ChangeNotification) -> bool:
+        built = self._message(n)
+        log = self.log_file
+        if built is None:
+            self.log.error("%s: no rule %r for a %s row; skipped", self.address, n.rule, n.table)
+            return True
+        address, msg, dropped = built
+        if log is not None:
+            log.write(f"RCV: {n.operation} on {n.table} for {n.rule} [{n.key}][{n.row_id}]")
+        try:
+            await self.send(address, msg)
+        except UnknownAddress:
+            self.log.warning("%s: %s is not running; will retry", self.address, address)
+            return False
+        if log is not None:
+            log.write(f"SND: Dropped {dropped} [{n.row_id}]")
+        return True
+
+    def _message(self, n: ChangeNotification) -> tuple[str, SmsDbMonNotification, Path] | None:
+        if n.rule == "PkgNotify_Add":
+            pkg = PackageNotification(n.row_id, n.key, n.arg1, n.arg2, n.arg3)
+            return self.distmgr, pkg, self._distmgr_box / f"{n.key}.PKN"
+        if n.rule == "DistributionJob_Creation":
+            job = DistributionJobNotification(n.row_id, n.arg1, n.key, n.arg2, n.arg3, n.arg4)
+            return self.pkgxfermgr, job, self._pkgxfer_box / f"{n.key}.PKN"
+        if n.rule == "PullDPResponse_UpdIns":
+            pul = PullResponseNotification(
+                n.row_id, int(n.key), n.key2, n.arg1, n.arg2, n.operation
+            )
+            return self.distmgr, pul, self._distmgr_box / "incoming" / f"{n.key}.PUL"
+        return None
