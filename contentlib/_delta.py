@@ -50,17 +50,19 @@ def _window_log(total: int) -> int:
 
 
 def _level(size: int) -> int:
-    return 19 if size <= (4 << 20) else 9
+    return 19 if size <= (1 << 20) else 9
 
 
 def encode_reference(old_path: Path, new_path: Path, out: BinaryIO) -> None:
     """zstd "patch-from": compress new with all of old as its dictionary."""
     old = old_path.read_bytes()
     new_size = new_path.stat().st_size
+    window_log = _window_log(len(old) + new_size)
+    # Tables sized to the window, else a large dictionary is only partly indexed (measured on
+    # a 6 MiB file with 4 small overwrites: level 9 default 1,573,400 bytes, sized 663).
+    tables = min(window_log, 25)
     params = zstd.ZstdCompressionParameters.from_level(
-        _level(new_size),
-        window_log=_window_log(len(old) + new_size),
-        enable_ldm=len(old) > (8 << 20),
+        _level(new_size), window_log=window_log, hash_log=tables, chain_log=tables
     )
     cctx = zstd.ZstdCompressor(
         dict_data=zstd.ZstdCompressionDict(old, dict_type=zstd.DICT_TYPE_RAWCONTENT),

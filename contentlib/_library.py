@@ -148,12 +148,11 @@ class ContentLibrary:
         entries: list[FileEntry] = []
         pinned: list[str] = []
         totals = {"read": 0, "stored": 0, "shared": 0}
-        touched: set[Path] = set()
         todo = iter(listing)
 
         async def worker() -> None:
             for rel, path, st in todo:
-                sha, size, stored = await self._ingest_file(path, known.get(rel), pinned, touched)
+                sha, size, stored = await self._ingest_file(path, known.get(rel), pinned)
                 entries.append(FileEntry(rel, size, sha, st.st_mode & 0o7777))
                 totals["read"] += size
                 totals["stored"] += size if stored else 0
@@ -164,7 +163,8 @@ class ContentLibrary:
                 async with anyio.create_task_group() as tg:
                     for _ in range(min(self.workers, max(1, len(listing)))):
                         tg.start_soon(worker)
-                await self._thread(_fs.fsync_dirs, touched)
+                # One syncfs for all new files and their folders, before the manifest exists.
+                await self._thread(_fs.sync_filesystem, self._filelib)
                 manifest = make_manifest(content_id, package_id, version, entries)
                 await self._commit(manifest)
             finally:
@@ -172,7 +172,7 @@ class ContentLibrary:
         return SnapshotReport(manifest, totals["read"], totals["stored"], totals["shared"])
 
     async def _ingest_file(
-        self, path: Path, before: FileEntry | None, pinned: list[str], touched: set[Path]
+        self, path: Path, before: FileEntry | None, pinned: list[str]
     ) -> tuple[str, int, bool]:
         if before is not None and self.has_file(before.sha256):
             # Probably unchanged since the last version: hash only, copy only if it changed.
@@ -180,11 +180,8 @@ class ContentLibrary:
             if sha == before.sha256 and self._pin_if_present(sha, pinned):
                 return sha, size, False
         tmp = _fs.temp_name(self._tmp)
-        sha, size = await self._thread(_fs.copy_hashing, path, tmp)
-        stored = self._place(sha, tmp, pinned)
-        if stored:
-            touched.add(self.file_path(sha).parent)
-        return sha, size, stored
+        sha, size = await self._thread(lambda: _fs.copy_hashing(path, tmp, fsync=False))
+        return sha, size, self._place(sha, tmp, pinned)
 
     def _pin_if_present(self, sha: str, pinned: list[str]) -> bool:
         # No await between the check and the pin: a concurrent remove cannot slip in.
