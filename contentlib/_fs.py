@@ -168,6 +168,19 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
+def check_regular(path: Path) -> None:
+    """UnsafePath unless path is a regular file (not a symlink, device, FIFO, ...)."""
+    os.close(_open_regular(path))
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _open_regular(path: Path) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -191,13 +192,15 @@ class ContentLibrary:
         pinned.append(sha)
         return True
 
-    def _place(self, sha: str, tmp: Path, pinned: list[str] | None) -> bool:
+    def _place(
+        self, sha: str, tmp: Path, pinned: list[str] | None, *, replace: bool = False
+    ) -> bool:
         """Pin sha and move a verified temp file into FileLib; False if it was already there."""
         if pinned is not None:
             self._pins[sha] += 1
             pinned.append(sha)
         final = self.file_path(sha)
-        if final.exists():
+        if final.exists() and not replace:
             tmp.unlink()
             return False
         final.parent.mkdir(exist_ok=True)
@@ -230,18 +233,44 @@ class ContentLibrary:
         await self._thread(_fs.fsync_dir, self.file_path(sha256).parent)
 
     async def add_file_from_path(
-        self, sha256: str, size: int, path: str | os.PathLike[str]
+        self,
+        sha256: str,
+        size: int,
+        path: str | os.PathLike[str],
+        *,
+        move: bool = False,
+        replace: bool = False,
     ) -> None:
-        """Store a copy of a staged file after checking its size and hash."""
+        """Store a staged file after checking its size and hash.
+
+        ``move``: take the staged file itself (renamed into the library's private tmp/ first,
+        then hashed there, so nobody can change it between check and use; copied when it is
+        on another filesystem). ``replace``: overwrite a stored copy (a redistribute repairs
+        a damaged file)."""
         _paths.check_sha256(sha256)
         tmp = _fs.temp_name(self._tmp)
-        got_sha, got_size = await self._thread(_fs.copy_hashing, Path(path), tmp)
+
+        def take() -> tuple[str, int]:
+            if move:
+                try:
+                    _fs.check_regular(Path(path))
+                    os.replace(path, tmp)
+                    os.chmod(tmp, 0o644)
+                    return _fs.hash_file(tmp)
+                except OSError as e:
+                    if e.errno != errno.EXDEV:
+                        raise
+            return _fs.copy_hashing(Path(path), tmp)
+
         try:
+            got_sha, got_size = await self._thread(take)
             _check(sha256, size, got_sha, got_size)
-        except HashMismatch:
-            tmp.unlink()
+            if move:
+                await self._thread(_fs.fsync_file, tmp)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
             raise
-        self._place(sha256, tmp, None)
+        self._place(sha256, tmp, None, replace=replace)
         await self._thread(_fs.fsync_dir, self.file_path(sha256).parent)
 
     async def add_content(self, manifest: Manifest) -> None:

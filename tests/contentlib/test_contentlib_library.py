@@ -213,3 +213,25 @@ async def test_garbage_collection_removes_only_unreferenced(tmp_path: Path) -> N
     assert await lib.collect_garbage() == 1
     assert lib.has_file(sha(b"kept"))
     assert not lib.has_file(sha(b"orphan"))
+
+
+async def test_add_file_from_path_move_and_replace(tmp_path: Path) -> None:
+    lib = ContentLibrary(tmp_path / "lib")
+    data = os.urandom(20_000)
+    staged = tmp_path / "staged.tmp"
+    staged.write_bytes(data)
+    await lib.add_file_from_path(sha(data), len(data), staged, move=True)
+    assert not staged.exists()
+    assert lib.file_path(sha(data)).read_bytes() == data
+    lib.file_path(sha(data)).write_bytes(b"damaged")  # a redistribute repairs it
+    staged.write_bytes(data)
+    await lib.add_file_from_path(sha(data), len(data), staged, move=True, replace=True)
+    assert lib.file_path(sha(data)).read_bytes() == data
+    staged.write_bytes(b"wrong")
+    with pytest.raises(HashMismatch):
+        await lib.add_file_from_path(sha(data), len(data), staged, move=True, replace=True)
+    assert lib.file_path(sha(data)).read_bytes() == data
+    assert not list((tmp_path / "lib" / "tmp").iterdir())
+    (tmp_path / "link").symlink_to(lib.file_path(sha(data)))
+    with pytest.raises(UnsafePath):
+        await lib.add_file_from_path(sha(data), len(data), tmp_path / "link", move=True)
