@@ -71,6 +71,7 @@ class SmsProvider:
         self.user = user
         self.log = log
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self._date_cache: tuple[dt.datetime | None, str] = (None, "")
 
     # -- operations ----------------------------------------------------------------------
 
@@ -80,38 +81,26 @@ class SmsProvider:
             raise InvalidArgument("a package needs a name")
         if priority not in (1, 2, 3):
             raise InvalidArgument(f"priority {priority} is not 1 (high), 2 (medium) or 3 (low)")
-        source_date = self._now().strftime("%m/%d/%Y %H:%M:%S")
+        source_date = self._source_date()
         site = self.site
 
         def op(conn: sqlite3.Connection) -> str:
             source_text = os.path.abspath(source)
             _check_source(source_text)
-            row = conn.execute(
-                "SELECT LastID FROM PackageIDCounters WHERE SiteCode = ?", (site,)
+            (number,) = conn.execute(
+                "INSERT INTO PackageIDCounters (SiteCode, LastID) VALUES (?, 1)"
+                " ON CONFLICT (SiteCode) DO UPDATE SET LastID = LastID + 1 RETURNING LastID",
+                (site,),
             ).fetchone()
-            number = (row[0] if row else 0) + 1
-            while conn.execute(
-                "SELECT 1 FROM SMSPackages WHERE PkgID = ?", (f"{site}{number:05X}",)
-            ).fetchone():
-                number += 1
             if number > _MAX_PACKAGE_NUMBER:
                 raise PackageIdsExhausted(site)
             pkg_id = f"{site}{number:05X}"
-            conn.execute(
-                "INSERT INTO PackageIDCounters (SiteCode, LastID) VALUES (?, ?)"
-                " ON CONFLICT (SiteCode) DO UPDATE SET LastID = excluded.LastID",
-                (site, number),
-            )
             values = _package_values(pkg_id, name, source_text, site, source_date, priority)
             conn.execute(_INSERT_PACKAGE, values)
             return pkg_id
 
         pkg_id = await self.db.write(op)
-        self._audit(
-            "CExtProviderClassObject::DoPutInstanceInstance",
-            f"Auditing: User {self.user} created an instance of class SMS_Package.",
-            f'Processed insert instance notification for: SMS_Package.PackageID="{pkg_id}"',
-        )
+        self._audit(f'created an instance of class SMS_Package.PackageID="{pkg_id}"')
         return pkg_id
 
     async def add_distribution_points(self, pkg_id: str, dps: Sequence[str]) -> None:
@@ -190,9 +179,8 @@ class SmsProvider:
 
         await self.db.write(op)
         self._audit(
-            f'ExecMethodAsync : SMS_DistributionPoint.PackageID="{pkg_id}",'
-            f'ServerNALPath="{target.nal_path}"::RefreshNow',
-            f"Auditing: User {self.user} modified an instance of class SMS_DistributionPoint.",
+            "modified an instance of class SMS_DistributionPoint"
+            f'.PackageID="{pkg_id}",ServerNALPath="{target.nal_path}" (RefreshNow)'
         )
 
     async def remove_distribution_points(self, pkg_id: str, dps: Sequence[str]) -> None:
@@ -230,11 +218,7 @@ class SmsProvider:
             )
 
         await self.db.write(op)
-        self._audit(
-            "CExtProviderClassObject::DoDeleteInstance",
-            f"Auditing: User {self.user} deleted an instance of class SMS_Package.",
-            f'Processed delete instance notification for: SMS_Package.PackageID="{pkg_id}"',
-        )
+        self._audit(f'deleted an instance of class SMS_Package.PackageID="{pkg_id}"')
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -253,21 +237,23 @@ class SmsProvider:
             out.append(dp)
         return out
 
+    def _source_date(self) -> str:
+        """Now, as SourceDate is written ("05/16/2016 15:22:12"); formatted once a second."""
+        now = self._now().replace(microsecond=0)
+        if now != self._date_cache[0]:
+            self._date_cache = (now, now.strftime("%m/%d/%Y %H:%M:%S"))
+        return self._date_cache[1]
+
     def _audit_method(self, pkg_id: str, method: str) -> None:
         self._audit(
-            f'ExecMethodAsync : SMS_Package.PackageID="{pkg_id}"::{method}',
-            f"CExtProviderClassObject::DoExecuteMethod {method}",
-            f"Auditing: User {self.user} called an audited method of an instance of class"
-            " SMS_Package.",
+            f'called an audited method of an instance of class SMS_Package.PackageID="{pkg_id}"'
+            f"::{method}"
         )
 
-    def _audit(self, *lines: str) -> None:
-        if self.log is None:
-            return
-        when = self._now()
-        for line in lines:
-            self.log.write(f"{line}~", when=when)
-        self.log.flush()
+    def _audit(self, what: str) -> None:
+        """The operation's audit line, in SMSProv.log's words, naming the instance."""
+        if self.log is not None:
+            self.log.write(f"Auditing: User {self.user} {what}.~", when=self._now())
 
 
 class _Pkg:

@@ -27,6 +27,7 @@ job's).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import anyio
@@ -75,9 +76,11 @@ class SmsDbMon(Actor):
         self.batch_size = batch_size
         self.consumer = consumer
         self.log_file = log
+        # inbox folders as strings: the log names a file per notification, keep that cheap
         inboxes = Path(server_root) / "inboxes"
-        self._distmgr_box = inboxes / "distmgr.box"
-        self._pkgxfer_box = inboxes / "PkgTransferMgr.box"
+        self._distmgr_box = f"{inboxes / 'distmgr.box'}{os.sep}"
+        self._pulls_box = f"{inboxes / 'distmgr.box' / 'incoming'}{os.sep}"
+        self._pkgxfer_box = f"{inboxes / 'PkgTransferMgr.box'}{os.sep}"
         self.position = 0  # RowID of the last notification delivered
         self._saved = 0  # ... and of the last one recorded in the database
         self.delivered = 0
@@ -126,15 +129,16 @@ class SmsDbMon(Actor):
             rows = await self.db.notifications_after(self.position, self.batch_size)
             if not rows:
                 return
+            lines: list[str] = []
             try:
                 for n in rows:
-                    if not await self._deliver(n):
+                    if not await self._deliver(n, lines):
                         return  # destination not there yet: retry on the next wake-up
                     self.position = n.row_id  # no await since send returned (see above)
                     self.delivered += 1
             finally:
-                if self.log_file is not None:
-                    self.log_file.flush()
+                if self.log_file is not None and lines:
+                    self.log_file.write_lines(lines)
                 await self._save_position()
 
     async def _save_position(self) -> None:
@@ -144,34 +148,32 @@ class SmsDbMon(Actor):
                 await self.db.save_position(self.consumer, position)
             self._saved = max(self._saved, position)
 
-    async def _deliver(self, n: ChangeNotification) -> bool:
+    async def _deliver(self, n: ChangeNotification, lines: list[str]) -> bool:
+        """Send one notification's message; its RCV/SND log lines go to ``lines``."""
         built = self._message(n)
-        log = self.log_file
         if built is None:
             self.log.error("%s: no rule %r for a %s row; skipped", self.address, n.rule, n.table)
             return True
         address, msg, dropped = built
-        if log is not None:
-            log.write(f"RCV: {n.operation} on {n.table} for {n.rule} [{n.key}][{n.row_id}]")
+        lines.append(f"RCV: {n.operation} on {n.table} for {n.rule} [{n.key}][{n.row_id}]")
         try:
             await self.send(address, msg)
         except UnknownAddress:
             self.log.warning("%s: %s is not running; will retry", self.address, address)
             return False
-        if log is not None:
-            log.write(f"SND: Dropped {dropped} [{n.row_id}]")
+        lines.append(f"SND: Dropped {dropped} [{n.row_id}]")
         return True
 
-    def _message(self, n: ChangeNotification) -> tuple[str, SmsDbMonNotification, Path] | None:
+    def _message(self, n: ChangeNotification) -> tuple[str, SmsDbMonNotification, str] | None:
         if n.rule == "PkgNotify_Add":
             pkg = PackageNotification(n.row_id, n.key, n.arg1, n.arg2, n.arg3)
-            return self.distmgr, pkg, self._distmgr_box / f"{n.key}.PKN"
+            return self.distmgr, pkg, f"{self._distmgr_box}{n.key}.PKN"
         if n.rule == "DistributionJob_Creation":
             job = DistributionJobNotification(n.row_id, n.arg1, n.key, n.arg2, n.arg3, n.arg4)
-            return self.pkgxfermgr, job, self._pkgxfer_box / f"{n.key}.PKN"
+            return self.pkgxfermgr, job, f"{self._pkgxfer_box}{n.key}.PKN"
         if n.rule == "PullDPResponse_UpdIns":
             pul = PullResponseNotification(
                 n.row_id, int(n.key), n.key2, n.arg1, n.arg2, n.operation
             )
-            return self.distmgr, pul, self._distmgr_box / "incoming" / f"{n.key}.PUL"
+            return self.distmgr, pul, f"{self._pulls_box}{n.key}.PUL"
         return None

@@ -9,12 +9,14 @@ its ``STATMSG:`` line to the component's log in CMTrace format (:class:`CMTraceL
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Literal, NamedTuple
 
@@ -251,15 +253,21 @@ _CMTRACE_TYPE = {"I": 1, "W": 2, "E": 3}
 class CMTraceLog:
     """One component's log file in CMTrace format, appended to.
 
-    Writes are buffered; :meth:`flush` pushes them to the file (callers flush at the end of
-    a unit of work, :meth:`close` flushes too). Safe to call from several threads.
+    Lines are buffered and reach the file within ``flush_delay`` seconds (one write call
+    for everything logged in between), at :meth:`flush`, or at :meth:`close`. Written from
+    a thread with no event loop, a line is flushed at once. Safe to use from several threads.
     """
 
-    def __init__(self, path: Path, component: str) -> None:
+    def __init__(self, path: Path, component: str, *, flush_delay: float = 0.05) -> None:
         self.path = path
         self.component = component
+        self.flush_delay = flush_delay
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
+        self._pending: list[str] = []
+        self._scheduled = False
+        self._second = -1
+        self._stamp = ("", "")
 
     def write(
         self,
@@ -269,26 +277,60 @@ class CMTraceLog:
         when: dt.datetime | None = None,
         thread: int | None = None,
     ) -> None:
-        when = (when or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
-        line = (
-            f"<![LOG[{message}]LOG]!>"
-            f'<time="{when:%H:%M:%S}.{when.microsecond // 1000:03d}+000"'
-            f' date="{when:%m-%d-%Y}" component="{self.component}" context=""'
-            f' type="{_CMTRACE_TYPE.get(severity, 1)}"'
-            f' thread="{thread if thread is not None else threading.get_native_id()}" file="">\n'
+        self.write_lines((message,), severity=severity, when=when, thread=thread)
+
+    def write_lines(
+        self,
+        messages: Iterable[str],
+        *,
+        severity: str = "I",
+        when: dt.datetime | None = None,
+        thread: int | None = None,
+    ) -> None:
+        """Several lines with one time stamp (cheaper than one :meth:`write` each)."""
+        ts = time.time() if when is None else when.timestamp()
+        second = int(ts)
+        if second != self._second:  # format the date and time once per second
+            t = time.gmtime(second)
+            self._stamp = (time.strftime("%H:%M:%S", t), time.strftime("%m-%d-%Y", t))
+            self._second = second
+        hms, date = self._stamp
+        tid = thread if thread is not None else threading.get_native_id()
+        tail = (
+            f']LOG]!><time="{hms}.{int((ts - second) * 1000):03d}+000" date="{date}"'
+            f' component="{self.component}" context="" type="{_CMTRACE_TYPE.get(severity, 1)}"'
+            f' thread="{tid}" file="">\n'
         )
+        lines = [f"<![LOG[{m}{tail}" for m in messages]
         with self._lock:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = self.path.open("a", encoding="utf-8")
-            self._file.write(line)
+            self._pending.extend(lines)
+            if self._scheduled:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._scheduled = True
+        if loop is None:
+            self.flush()
+        else:
+            loop.call_later(self.flush_delay, self.flush)
 
     def flush(self) -> None:
         with self._lock:
-            if self._file is not None:
-                self._file.flush()
+            self._scheduled = False
+            if not self._pending:
+                return
+            if self._file is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = self.path.open("a", encoding="utf-8")
+            self._file.write("".join(self._pending))
+            self._pending.clear()
+            self._file.flush()
 
     def close(self) -> None:
+        self.flush()
         with self._lock:
             if self._file is not None:
                 self._file.close()

@@ -2,27 +2,35 @@
 
 One task owns the write connection. Callers submit operations (plain functions of a
 ``sqlite3.Connection``) and await their results. The writer takes everything queued (up
-to ``max_batch``), runs it in ONE worker-thread hop inside ONE transaction, each operation
-in its own savepoint, and commits once: 100 concurrent callers cost one commit, not 100.
+to ``max_batch``), runs it in ONE worker-thread hop inside ONE transaction and commits
+once: 100 concurrent callers cost one commit, not 100.
 
 Why a bare ``sqlite3`` connection driven through ``anyio.to_thread`` rather than aiosqlite
 here: aiosqlite crosses to its thread once per statement (~100-180 us each), which caps a
 writer at a few thousand operations per second. Readers use aiosqlite (see database.py).
 
-An operation that raises is rolled back to its savepoint and its caller gets the
-exception; the others in the batch still commit. If the commit itself fails, every caller
-in the batch gets that error and nothing of the batch is written; the writer goes on.
+Failure isolation: a batch first runs optimistically, with no savepoint per operation. If
+an operation raises, the transaction is rolled back and the batch runs again with each
+operation in its own savepoint, so the failing one is undone alone, its caller gets the
+exception, and the others commit. Hence the rule for operations: **touch only the
+connection** (and read-only checks such as ``os.stat``), because one may run twice. If the
+commit itself fails, every caller in the batch gets that error, nothing of the batch is
+written, and the writer goes on.
+
+Callers wait on asyncio futures (the bus is asyncio-only too): at these rates the cost of
+the waiting primitive matters.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskStatus
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 __all__ = ["SiteDatabaseClosed", "WriteOp", "Writer"]
 
@@ -35,23 +43,27 @@ class SiteDatabaseClosed(RuntimeError):
 
 
 class _Pending(Generic[T]):
-    __slots__ = ("done", "error", "finished", "fn", "result")
+    __slots__ = ("error", "finished", "fn", "future", "result")
 
-    def __init__(self, fn: WriteOp[T]) -> None:
+    def __init__(self, fn: WriteOp[T], future: asyncio.Future[T] | None) -> None:
         self.fn = fn
-        self.done = anyio.Event()
+        self.future = future
         self.result: T | None = None
         self.error: BaseException | None = None
-        self.finished = False
+        self.finished = False  # set by the writer thread once the batch is over
 
 
 class Writer:
     def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 1000) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
         self._conn = conn
         self.max_batch = max_batch
-        self._send: MemoryObjectSendStream[_Pending[Any]]
-        self._recv: MemoryObjectReceiveStream[_Pending[Any]]
-        self._send, self._recv = anyio.create_memory_object_stream[_Pending[Any]](max_batch)
+        # Unbounded, but every caller awaits its own result, so its depth is bounded by the
+        # number of concurrent callers.
+        self._queue: deque[_Pending[Any]] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._closed = False
         self._limiter = anyio.CapacityLimiter(1)
         self._listeners: list[Callable[[], None]] = []
         self.commits = 0
@@ -70,55 +82,84 @@ class Writer:
 
         A caller cancelled while waiting does not take the write back: it may still commit.
         """
-        pending = _Pending(fn)
-        try:
-            await self._send.send(pending)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as e:
-            raise SiteDatabaseClosed("the site database is closed") from e
-        await pending.done.wait()
-        if pending.error is not None:
-            raise pending.error
-        return pending.result  # type: ignore[return-value]
+        if self._closed:
+            raise SiteDatabaseClosed("the site database is closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(fn, future))
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+        return await future
 
     def close(self) -> None:
         """Stop taking writes; what is queued still runs, then :meth:`run` returns."""
-        self._send.close()
+        self._closed = True
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        queue = self._queue
+        loop = asyncio.get_running_loop()
         task_status.started()
-        async with self._recv:
-            async for first in self._recv:
-                batch: list[_Pending[Any]] = [first]
-                while len(batch) < self.max_batch:
+        try:
+            while True:
+                if not queue:
+                    if self._closed:
+                        return
+                    self._wakeup = loop.create_future()
                     try:
-                        batch.append(self._recv.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
+                        await self._wakeup
+                    finally:
+                        self._wakeup = None
+                    continue
+                batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
                 # Not abandoned on cancel: a batch is never torn, its callers always hear back.
                 try:
                     await anyio.to_thread.run_sync(self._run_batch, batch, limiter=self._limiter)
                 finally:
                     for p in batch:
-                        if not p.finished:
-                            p.error = SiteDatabaseClosed("the database closed before the write ran")
-                        p.done.set()
+                        self._settle(p)
                 self.commits += 1
                 self.operations += len(batch)
                 for listener in tuple(self._listeners):
                     listener()
+        finally:
+            self._closed = True
+            while queue:  # cancelled with writes still queued: they never ran
+                self._settle(queue.popleft())
+
+    @staticmethod
+    def _settle(p: _Pending[Any]) -> None:
+        future = p.future
+        if future is None or future.done():  # the caller was cancelled: nobody to tell
+            return
+        if p.error is not None:
+            future.set_exception(p.error)
+        elif not p.finished:
+            future.set_exception(SiteDatabaseClosed("the database closed before the write ran"))
+        else:
+            future.set_result(p.result)
 
     def _run_batch(self, batch: list[_Pending[Any]]) -> None:
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for p in batch:
-                conn.execute("SAVEPOINT op")
-                try:
+            try:
+                for p in batch:  # optimistic: no savepoints
                     p.result = p.fn(conn)
-                except Exception as e:
-                    conn.execute("ROLLBACK TO op")
-                    p.error = e
-                conn.execute("RELEASE op")
+            except Exception:
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                for p in batch:  # again, each in a savepoint, to undo a failure alone
+                    p.result, p.error = None, None
+                    conn.execute("SAVEPOINT op")
+                    try:
+                        p.result = p.fn(conn)
+                    except Exception as e:
+                        conn.execute("ROLLBACK TO op")
+                        p.error = e
+                    conn.execute("RELEASE op")
             conn.execute("COMMIT")
         except Exception as e:  # the transaction itself failed (disk full, I/O error, ...)
             if conn.in_transaction:

@@ -104,8 +104,11 @@ async def test_create_package_writes_the_reference_row(tmp_path: Path) -> None:
         (second, 2, 2),
     ]
     log = (tmp_path / "logs" / "SMSProv.log").read_text()
-    assert "Auditing: User CONTOSO\\Admin created an instance of class SMS_Package.~" in log
-    assert f'Processed insert instance notification for: SMS_Package.PackageID="{pkg}"~' in log
+    assert (
+        "Auditing: User CONTOSO\\Admin created an instance of class"
+        f' SMS_Package.PackageID="{pkg}".~' in log
+    )
+    assert log.count("Auditing:") == 2  # one line per operation
 
 
 async def test_package_ids_are_sequential_per_site(tmp_path: Path) -> None:
@@ -135,7 +138,10 @@ async def test_add_distribution_points_writes_the_reference_rows(tmp_path: Path)
         (pkg, 2, 4),  # insert PkgNotification (...) values (N'<PackageID>', 2, 4, GetDate())
     ]
     log = (tmp_path / "logs" / "SMSProv.log").read_text()
-    assert f'ExecMethodAsync : SMS_Package.PackageID="{pkg}"::AddDistributionPoints~' in log
+    assert (
+        f'called an audited method of an instance of class SMS_Package.PackageID="{pkg}"'
+        "::AddDistributionPoints.~" in log
+    )
 
 
 async def test_refresh_redistribute_remove_delete_rows(tmp_path: Path) -> None:
@@ -291,11 +297,14 @@ async def test_bad_call_is_refused_and_writes_nothing(
         pkg = await provider.create_package("Dummy1", src)
         await provider.add_distribution_points(pkg, ["PS1SYS.CONTOSO.COM"])
         before = _dump(tmp_path / "site.db")
+        assert provider.log is not None
+        provider.log.flush()
         log_before = (tmp_path / "logs" / "SMSProv.log").read_text()
         with pytest.raises(error) as info:
             await call(provider, pkg, src)
         assert names in str(info.value), case
         assert _dump(tmp_path / "site.db") == before, case
+        provider.log.flush()
         assert (tmp_path / "logs" / "SMSProv.log").read_text() == log_before
 
 

@@ -60,11 +60,11 @@ class FailingOnce(SmsDbMon):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.crash_at = crash_at
 
-    async def _deliver(self, n: object) -> bool:
+    async def _deliver(self, n: object, lines: list[str]) -> bool:
         if self.delivered + 1 == self.crash_at:
             self.crash_at = -1
             raise RuntimeError("injected crash")
-        return await super()._deliver(n)  # type: ignore[arg-type]
+        return await super()._deliver(n, lines)  # type: ignore[arg-type]
 
 
 def _pkg_ids(got: list[object]) -> list[str]:
