@@ -299,19 +299,32 @@ def _package_values(
     pkg_id: str, name: str, source: str, site: str, source_date: str, priority: int
 ) -> tuple[object, ...]:
     """The reference's ``insert SMSPackages`` values for a new package, column by column."""
-    values: dict[str, object] = {
-        "PkgID": pkg_id, "Name": name, "Version": "", "Language": "", "Manufacturer": "",
-        "Description": "", "ISVString": "", "Hash": "", "NewHash": "", "Source": source,
-        "SourceSite": site, "StoredPkgPath": "", "RefreshSchedule": "",
-        "LastRefresh": DEFAULT_LAST_REFRESH, "StoredPkgVersion": 0, "ShareName": "",
-        "PreferredAddress": "", "StorePkgFlag": 2, "ShareType": 1, "HashVersion": 1,
-        "Architecture": "", "ImagePath": "", "Permission": 15, "UseForcedDisconnect": 0,
-        "ForcedRetryDelay": 2, "DisconnectDelay": 5, "IgnoreSchedule": 0, "Priority": priority,
-        "PkgFlags": 16777216, "MIFFilename": "", "MIFPublisher": "", "MIFName": "",
-        "MIFVersion": "", "SourceVersion": 1, "SourceDate": source_date, "SourceSize": 0,
-        "SourceCompSize": 0, "ImageFlags": 0, "PackageType": 0, "AlternateContentProviders": "",
-        "SourceLocaleID": 1033, "TransformReadiness": 0,
-        "TransformAnalysisDate": "1980/01/01 00:00:00", "UpdateMask": 0, "UpdateMaskEx": 0,
-        "Action": int(PackageAction.ADD), "DefaultImage": 0,
-    }  # fmt: skip
-    return tuple(values[c] for c in SMSPACKAGES_COLUMNS)
+    values = list(_NEW_PACKAGE)
+    for column, value in (
+        ("PkgID", pkg_id),
+        ("Name", name),
+        ("Source", source),
+        ("SourceSite", site),
+        ("SourceDate", source_date),
+        ("Priority", priority),
+    ):
+        values[_COLUMN[column]] = value
+    return tuple(values)
+
+
+_COLUMN = {c: i for i, c in enumerate(SMSPACKAGES_COLUMNS)}
+# The reference's values for the columns a new package does not choose.
+_DEFAULTS: dict[str, object] = {
+    "Version": "", "Language": "", "Manufacturer": "", "Description": "", "ISVString": "",
+    "Hash": "", "NewHash": "", "StoredPkgPath": "", "RefreshSchedule": "",
+    "LastRefresh": DEFAULT_LAST_REFRESH, "StoredPkgVersion": 0, "ShareName": "",
+    "PreferredAddress": "", "StorePkgFlag": 2, "ShareType": 1, "HashVersion": 1,
+    "Architecture": "", "ImagePath": "", "Permission": 15, "UseForcedDisconnect": 0,
+    "ForcedRetryDelay": 2, "DisconnectDelay": 5, "IgnoreSchedule": 0, "PkgFlags": 16777216,
+    "MIFFilename": "", "MIFPublisher": "", "MIFName": "", "MIFVersion": "", "SourceVersion": 1,
+    "SourceSize": 0, "SourceCompSize": 0, "ImageFlags": 0, "PackageType": 0,
+    "AlternateContentProviders": "", "SourceLocaleID": 1033, "TransformReadiness": 0,
+    "TransformAnalysisDate": "1980/01/01 00:00:00", "UpdateMask": 0, "UpdateMaskEx": 0,
+    "Action": int(PackageAction.ADD), "DefaultImage": 0,
+}  # fmt: skip
+_NEW_PACKAGE: tuple[object, ...] = tuple(_DEFAULTS.get(c) for c in SMSPACKAGES_COLUMNS)
