@@ -7,13 +7,18 @@ __all__ = [
     "DuplicateDistribution",
     "HierarchyConfigError",
     "InvalidArgument",
+    "LinkCut",
+    "LinkDown",
     "NotDistributed",
     "NotSourceSite",
+    "NotSupported",
     "PackageIdsExhausted",
     "SourceUnavailable",
+    "TransferError",
     "UnknownDistributionPoint",
     "UnknownPackage",
     "UnknownSite",
+    "WaitTimeout",
 ]
 
 
@@ -89,3 +94,40 @@ class NotSourceSite(CmdistError):
 
 class InvalidArgument(CmdistError):
     """A provider call with a malformed argument (an empty name, no DPs, ...)."""
+
+
+class TransferError(CmdistError):
+    """Moving content to a DP or a site failed; the job is retried on the configured schedule."""
+
+
+class LinkDown(TransferError):
+    """A link refused a transfer (down, or an injected connection failure)."""
+
+    def __init__(self, link: str, reason: str = "the link is down") -> None:
+        self.link = link
+        super().__init__(f"link {link}: {reason}")
+
+
+class LinkCut(TransferError):
+    """A transfer over a link was cut half way (an injected fault)."""
+
+    def __init__(self, link: str, sent: int) -> None:
+        self.link = link
+        self.sent = sent
+        super().__init__(f"link {link} was cut after {sent} bytes of this transfer")
+
+
+class NotSupported(CmdistError):
+    """A request this build of cmdist cannot carry out yet; the message says what and why."""
+
+
+class WaitTimeout(CmdistError):
+    """``Hierarchy.wait`` ran out of time; ``pending`` names the DPs that are not final."""
+
+    def __init__(self, pkg_id: str, timeout: float, pending: dict[str, str]) -> None:
+        self.pkg_id = pkg_id
+        self.pending = pending
+        detail = ", ".join(f"{dp} ({state})" for dp, state in sorted(pending.items()))
+        super().__init__(
+            f"package {pkg_id!r} is not final on every DP after {timeout:g} s: {detail}"
+        )

@@ -11,9 +11,11 @@ import msgspec
 
 __all__ = [
     "DistributionJobNotification",
+    "PackageChanged",
     "PackageNotification",
     "PullResponseNotification",
     "SmsDbMonNotification",
+    "TransferStatus",
 ]
 
 
@@ -61,3 +63,27 @@ class PullResponseNotification(msgspec.Struct, frozen=True):
 
 
 SmsDbMonNotification = PackageNotification | DistributionJobNotification | PullResponseNotification
+
+
+class TransferStatus(msgspec.Struct, frozen=True):
+    """An ``.STA`` file in ``distmgr.box\\incoming``: PkgXferMgr's status of a job on a DP.
+
+    ``status`` is a :class:`~actors.sitedb.PkgStatusValue`: 0 when a sending thread starts,
+    3 installed, 4 retrying, 5 failed, 6 removed. Sent as a request: the job is finished
+    only once DistMgr has stored the status, so a crash in between repeats, never loses, it.
+    """
+
+    job_id: int
+    pkg_id: str
+    version: int
+    dp: str  # server name
+    nal_path: str
+    status: int
+    detail: str = ""
+
+
+class PackageChanged(msgspec.Struct, frozen=True):
+    """Published by DistMgr on ``package_changed`` when a package's DP status changed or
+    the package was deleted; ``Hierarchy.wait`` re-reads the status when it sees one."""
+
+    pkg_id: str

@@ -360,7 +360,7 @@ class ComponentLogs:
             log.close()
 
 
-Publish = Callable[[str, StatusMessage], Awaitable[None]]
+Publish = Callable[[str, StatusMessage], Awaitable[object]]
 
 
 class StatusReporter:

@@ -1,0 +1,438 @@
+"""DistMgr: the distribution manager of a site server.
+
+The main thread takes SMSDBMON's package notifications into the package processing queue
+(a package queued twice is processed once; one that changes while it is processed is
+processed again after). ``package_processing_threads`` workers each take a package: on its
+source site a new or refreshed package is snapshotted into the site's content library as
+a new version (SHA-256 content hash, algorithm 32780), then DP threads, at most
+``threads_per_package`` at a time, create the PkgXferMgr jobs (``DistributionJobs``) and
+reset the DP's action, as the reference's SQL shows. The STA statuses PkgXferMgr sends
+back become the DP's ``PkgStatus`` Type 2 row and the status messages 2330 / 2332.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import deque
+from pathlib import Path
+
+import anyio
+
+from actors.config import HierarchyConfig
+from actors.messages import PackageChanged, PackageNotification, TransferStatus
+from actors.sitedb import (
+    DistributionPointRow,
+    JobAction,
+    PackageAction,
+    PackageRow,
+    PkgServerRow,
+    PkgStatusType,
+    PkgStatusValue,
+    ServerAction,
+    SiteDatabase,
+    product_time,
+)
+from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, CMTraceLog, StatusReporter
+from bus import Actor, handler
+from contentlib import ContentLibError, ContentLibrary, SnapshotReport
+
+__all__ = ["PACKAGE_CHANGED_TOPIC", "DistMgr"]
+
+PACKAGE_CHANGED_TOPIC = "package_changed"
+"""DistMgr publishes a package ID here whenever one of its ``PkgStatus`` rows changed or
+the package was deleted (what ``Hierarchy.wait`` listens to)."""
+
+_HASH_ALGORITHM = 32780  # CALG_SHA_256, as the reference logs it
+
+
+class DistMgr(Actor):
+    """``<SITE>/DistMgr``."""
+
+    # Notifications are only queued here; STA statuses are processed by several workers
+    # at once (each is a few database writes that the single writer group-commits).
+    workers = 8
+    mailbox_size = 10_000
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        hierarchy: HierarchyConfig,
+        db: SiteDatabase,
+        library: ContentLibrary,
+        reporter: StatusReporter,
+        log: CMTraceLog | None = None,
+    ) -> None:
+        self.site = site
+        self.hierarchy = hierarchy
+        self.settings = hierarchy.settings
+        self.db = db
+        self.library = library
+        self.reporter = reporter
+        self.log_file = log
+        self._queue: deque[str] = deque()
+        self._queued: set[str] = set()
+        self._running: set[str] = set()
+        self._again: set[str] = set()
+        self._wake = anyio.Event()
+        self._deleting = anyio.Lock()
+        self.processed = 0
+
+    async def on_start(self) -> None:
+        for _ in range(self.settings.package_processing_threads):
+            self.start_task(self._processing_thread)
+        # What a previous run was told but did not finish: packages and DPs with an action.
+        rows = await self.db.fetchall(
+            "SELECT PkgID FROM SMSPackages WHERE Action <> 0 UNION"
+            " SELECT PkgID FROM PkgServers WHERE SiteCode = ? AND (Action <> 0"
+            " OR RefreshTrigger <> 0) ORDER BY 1",
+            (self.site,),
+        )
+        for (pkg_id,) in rows:
+            self._enqueue(pkg_id)
+
+    # -- the main thread -----------------------------------------------------------------
+
+    @handler
+    async def notified(self, msg: PackageNotification) -> None:
+        self._log(f"Found package properties updated notification for package '{msg.pkg_id}'")
+        self._enqueue(msg.pkg_id)
+
+    def _enqueue(self, pkg_id: str) -> None:
+        if pkg_id in self._queued:
+            return  # already waiting: one processing covers both notifications
+        if pkg_id in self._running:
+            self._again.add(pkg_id)  # changed while being processed: once more after
+            return
+        self._log(f"Adding package '{pkg_id}' to package processing queue.")
+        self._queued.add(pkg_id)
+        self._queue.append(pkg_id)
+        self._wake.set()
+
+    async def _processing_thread(self) -> None:
+        while True:
+            while not self._queue:
+                self._wake = anyio.Event()
+                await self._wake.wait()
+            pkg_id = self._queue.popleft()
+            self._queued.discard(pkg_id)
+            self._log(
+                f"~Currently using {len(self._running)} out of"
+                f" {self.settings.package_processing_threads} allowed package processing"
+                " threads."
+            )
+            self._running.add(pkg_id)
+            self._log(
+                f"~Started package processing thread for package '{pkg_id}',"
+                f" thread ID = {threading.get_native_id():#X}"
+            )
+            try:
+                await self._process(pkg_id)
+            finally:
+                self._running.discard(pkg_id)
+                self.processed += 1
+                self._log(f"~Exiting package processing thread for package {pkg_id}.")
+            if pkg_id in self._again:
+                self._again.discard(pkg_id)
+                self._enqueue(pkg_id)
+
+    # -- a package processing thread -----------------------------------------------------
+
+    async def _process(self, pkg_id: str) -> None:
+        pkg = await self.db.package(pkg_id)
+        if pkg is None:
+            return
+        self._log(
+            f"~Processing package {pkg_id} (SourceVersion:{pkg.source_version};"
+            f"StoredVersion:{pkg.stored_pkg_version})"
+        )
+        new_version = False
+        if pkg.source_site == self.site and pkg.action in (PackageAction.ADD, PackageAction.UPDATE):
+            stored = await self._store_new_version(pkg)
+            if stored is None:
+                return
+            pkg, new_version = stored, True
+        elif pkg.action == PackageAction.NONE:
+            self._log(
+                f"No action specified for the package {pkg_id}, however there may be"
+                " package server changes for this package."
+            )
+        servers = await self.db.pkg_servers(pkg_id, site_code=self.site)
+        await self._dp_threads(pkg, servers, new_version)
+        if pkg.action == PackageAction.DELETE:
+            await self._finish_delete(pkg)
+        elif new_version:
+            self._log(
+                f"~StoredPkgVersion ({pkg.stored_pkg_version}) of package {pkg_id}."
+                f" StoredPkgVersion in database is {pkg.stored_pkg_version}."
+            )
+            self._log(
+                f"~SourceVersion ({pkg.source_version}) of package {pkg_id}."
+                f" SourceVersion in database is {pkg.source_version}."
+            )
+            await self._report(2301, (pkg.name, pkg_id), pkg_id)
+
+    async def _store_new_version(self, pkg: PackageRow) -> PackageRow | None:
+        """Snapshot the source as the next version; the updated row, or None on failure."""
+        pkg_id = pkg.pkg_id
+        adding = pkg.stored_pkg_version == 0
+        version = pkg.stored_pkg_version + 1
+        content_id = f"{pkg_id}.{version}"
+        if adding:
+            await self._report(2300, (pkg.name, pkg_id), pkg_id)
+            self._log(f"Start adding package {pkg_id}...")
+        else:
+            self._log(f"Start updating the package {pkg_id}...")
+        self._log(
+            f"~The Package Action is {pkg.action}, the Update Mask is {pkg.update_mask}"
+            f" and UpdateMaskEx is {pkg.update_mask_ex}."
+        )
+        self._log(f"Taking package snapshot for package {pkg_id} from source {pkg.source}")
+        try:
+            if content_id in self.library.content_ids(pkg_id):
+                # A crash after the snapshot and before the database said so: take it again.
+                await self.library.remove_content(content_id)
+            report: SnapshotReport = await self.library.snapshot(
+                pkg_id, Path(pkg.source), content_id
+            )
+        except (OSError, ContentLibError) as exc:
+            self._log(f"Failed to take a snapshot of package {pkg_id}: {exc}", severity="E")
+            await self._report(2306, (pkg.name, pkg.source), pkg_id)
+            await self._report(2302, (pkg.name, pkg_id), pkg_id)
+            await self.db.execute(
+                "update SMSPackages set Action = 0 where PkgID = ? and Action = ?",
+                (pkg_id, pkg.action),
+            )
+            return None
+        manifest = report.manifest
+        self._log(
+            f"The size of package {pkg_id}, version {version} is {manifest.size // 1024} KBytes"
+        )
+        self._log(f"Writing package definition for {pkg_id}")
+        self._log(f"Creating hash for algorithm {_HASH_ALGORITHM}")
+        self._log(f"The hash for algorithm {_HASH_ALGORITHM} is {manifest.content_hash}")
+        self._log(f"~Adding these contents to the package {pkg_id} version {version}.")
+        await self._report(2376, (pkg_id,), pkg_id)
+        size_kb = manifest.size // 1024
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "update SMSPackages set SourceVersion = ?, StoredPkgVersion = ?, Hash = ?,"
+                " NewHash = ?, SourceSize = ?, LastRefresh = ?, UpdateMask = 0,"
+                " UpdateMaskEx = 0, Action = 0 where PkgID = ?",
+                (
+                    version,
+                    version,
+                    manifest.content_hash,
+                    manifest.content_hash,
+                    size_kb,
+                    product_time(),
+                    pkg_id,
+                ),
+            )
+            conn.execute(
+                "insert or replace into PackageContents (PkgID, ContentID, PackageVersion,"
+                " Hash, Size) values (?, ?, ?, ?, ?)",
+                (pkg_id, content_id, version, manifest.content_hash, manifest.size),
+            )
+
+        await self.db.write(op)
+        if not adding:
+            self._log(
+                f"~The source for package {pkg_id} has changed or the package source needs"
+                " to be refreshed"
+            )
+            self._log(f"~Successfully created/updated the package {pkg_id}.")
+            await self._report(2311, (pkg_id,), pkg_id)
+        # The previous version stays as the base of deltas to DPs; older ones go.
+        for old in self.library.content_ids(pkg_id):
+            if _version(old) < version - 1:
+                await self.library.remove_content(old)
+        updated = await self.db.package(pkg_id)
+        return updated
+
+    async def _dp_threads(
+        self, pkg: PackageRow, servers: list[PkgServerRow], new_version: bool
+    ) -> None:
+        work: list[tuple[PkgServerRow, DistributionPointRow]] = []
+        for server in servers:
+            wanted = server.action != ServerAction.NONE or server.refresh_trigger or new_version
+            removing = server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE
+            if not wanted or (pkg.stored_pkg_version == 0 and not removing):
+                continue
+            dp = await self.db.distribution_point(server.nal_path)
+            if dp is not None:
+                work.append((server, dp))
+        if not work:
+            return
+        limiter = anyio.CapacityLimiter(self.settings.threads_per_package)
+
+        async def dp_thread(server: PkgServerRow, dp: DistributionPointRow) -> None:
+            async with limiter:
+                if server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE:
+                    await self._remove_from_dp(pkg, dp)
+                else:
+                    await self._add_to_dp(pkg, server, dp)
+
+        async with anyio.create_task_group() as tg:
+            for server, dp in work:
+                verb = "removing" if server.action == ServerAction.REMOVE else "adding"
+                self._log(f"Start {verb} package {pkg.pkg_id} to server {dp.nal_path}...")
+                self._log(
+                    f"~Created DP processing thread for addition or update of package"
+                    f" {pkg.pkg_id} on server {dp.nal_path}"
+                )
+                tg.start_soon(dp_thread, server, dp)
+            self._log(
+                f"~Waiting for all DP threads to complete for package {pkg.pkg_id}"
+                " processing thread."
+            )
+        self._log(f"~All DP threads have completed for package {pkg.pkg_id} processing thread.")
+
+    async def _add_to_dp(
+        self, pkg: PackageRow, server: PkgServerRow, dp: DistributionPointRow
+    ) -> None:
+        self._log(
+            f"DP Thread: Attempting to add or update package {pkg.pkg_id} on DP {dp.nal_path}"
+        )
+        if pkg.source_site != self.site:
+            await self._report(2342, (pkg.name, dp.nal_path), pkg.pkg_id, dp.nal_path)
+        action = JobAction.REDISTRIBUTE if server.refresh_trigger else JobAction.ADD_OR_UPDATE
+        await self.db.create_distribution_job(
+            dp=dp, pkg_id=pkg.pkg_id, package_version=pkg.stored_pkg_version, action=action
+        )
+        await self._set_status(pkg.pkg_id, dp, PkgStatusValue.NONE, pkg.stored_pkg_version)
+        self._log(
+            f"~Created package transfer job to send package {pkg.pkg_id} to distribution"
+            f" point {dp.nal_path}."
+        )
+        await self._report(2357, (pkg.pkg_id, dp.nal_path), pkg.pkg_id, dp.nal_path)
+
+    async def _remove_from_dp(self, pkg: PackageRow, dp: DistributionPointRow) -> None:
+        """A remove job for PkgXferMgr, which runs it after the DP's earlier jobs."""
+        self._log(f"DP Thread: Attempting to remove package {pkg.pkg_id} from DP {dp.nal_path}")
+        now = product_time()
+
+        def op(conn: sqlite3.Connection) -> None:
+            if conn.execute(
+                "SELECT 1 FROM DistributionJobs WHERE DPID = ? AND PkgID = ? AND Action = ?",
+                (dp.dp_id, pkg.pkg_id, int(JobAction.REMOVE)),
+            ).fetchone():
+                return  # already asked; processed again for another notification
+            conn.execute(
+                "insert into DistributionJobs (DPID, PkgID, PackageVersion, State,"
+                " CreationTime, Action) values (?, ?, ?, 0, ?, ?)",
+                (dp.dp_id, pkg.pkg_id, pkg.stored_pkg_version, now, int(JobAction.REMOVE)),
+            )
+            # Action stays 3 until the DP confirms (the STA with status 6 deletes the row).
+            conn.execute(
+                "update PkgServers set UpdateMask = 0, RefreshTrigger = 0, LastRefresh = ?"
+                " where PkgID = ? and NALPath = ?",
+                (now, pkg.pkg_id, dp.nal_path),
+            )
+
+        await self.db.write(op)
+        await self._set_status(
+            pkg.pkg_id, dp, PkgStatusValue.PENDING_REMOVE, pkg.stored_pkg_version
+        )
+
+    async def _finish_delete(self, pkg: PackageRow) -> None:
+        """Once no DP holds the package any more, its content and rows go."""
+        async with self._deleting:  # the last two DPs' STAs can arrive together
+            if await self.db.package(pkg.pkg_id) is not None:
+                await self._delete_rows(pkg)
+
+    async def _delete_rows(self, pkg: PackageRow) -> None:
+        left = await self.db.scalar(
+            "SELECT COUNT(*) FROM PkgServers WHERE PkgID = ?", (pkg.pkg_id,)
+        )
+        if left:
+            return  # the last DP's STA brings us back here
+        for content_id in self.library.content_ids(pkg.pkg_id):
+            await self.library.remove_content(content_id)
+
+        def op(conn: sqlite3.Connection) -> None:
+            for table, column in (
+                ("DistributionJobs", "PkgID"),
+                ("PkgStatus", "ID"),
+                ("PackageContents", "PkgID"),
+                ("SMSPackages", "PkgID"),
+            ):
+                conn.execute(f"delete from {table} where {column} = ?", (pkg.pkg_id,))
+
+        await self.db.write(op)
+        self._log(f"Package {pkg.pkg_id} has been deleted from site {self.site}")
+        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg.pkg_id))
+
+    # -- STA: status from PkgXferMgr -----------------------------------------------------
+
+    @handler
+    async def transfer_status(self, msg: TransferStatus) -> None:
+        self._log(f"~Processing STA for regular DP {msg.nal_path}")
+        self._log(f"~Processing status update for package {msg.pkg_id}")
+        dp = await self.db.distribution_point(msg.nal_path)
+        pkg = await self.db.package(msg.pkg_id)
+        if dp is None or pkg is None:
+            return
+        status = PkgStatusValue(msg.status)
+        await self._set_status(msg.pkg_id, dp, status, msg.version)
+        self._log(
+            f"~Successfully updated the package server status for {msg.nal_path} for package"
+            f" {msg.pkg_id}, Status {int(status)}"
+        )
+        if status == PkgStatusValue.INSTALLED:
+            await self._report(2330, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path)
+        elif status == PkgStatusValue.REMOVED:
+            await self.db.execute(
+                "delete from PkgServers where PkgID = ? and NALPath = ? and Action = ?",
+                (msg.pkg_id, msg.nal_path, int(ServerAction.REMOVE)),
+            )
+            await self._report(2332, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path)
+            if pkg.action == PackageAction.DELETE:
+                await self._finish_delete(pkg)
+
+    async def _set_status(
+        self, pkg_id: str, dp: DistributionPointRow, status: PkgStatusValue, version: int
+    ) -> None:
+        server = dp.server_name
+        installed = status == PkgStatusValue.INSTALLED
+        await self.db.set_pkg_status(
+            pkg_id=pkg_id,
+            type=PkgStatusType.DP,
+            site_code=dp.site_code,
+            pkg_server=dp.nal_path,
+            status=int(status),
+            source_version=version,
+            location=(
+                f'MSWNET:["SMS_SITE={dp.site_code}"]\\\\{server}\\SMSPKGC$\\{pkg_id}\\'
+                if installed
+                else ""
+            ),
+            http_url=f"http://{server}/SMS_DP_SMSPKG$/{pkg_id}" if installed else "",
+            sig_url=f"http://{server}/SMS_DP_SMSSIG$/{pkg_id}" if installed else "",
+            sig_location=(
+                f'MSWNET:["SMS_SITE={dp.site_code}"]\\\\{server}\\SMSSIG$\\{pkg_id}.{version}.tar'
+                if installed
+                else ""
+            ),
+        )
+        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _report(
+        self, message_id: int, strings: tuple[str, ...], pkg_id: str, nal_path: str | None = None
+    ) -> None:
+        attributes = {ATTR_PACKAGE_ID: pkg_id}
+        if nal_path is not None:
+            attributes[ATTR_DP_NAL_PATH] = nal_path
+        await self.reporter.report(message_id, strings, attributes)
+
+    def _log(self, line: str, *, severity: str = "I") -> None:
+        if self.log_file is not None:
+            self.log_file.write(line, severity=severity)
+
+
+def _version(content_id: str) -> int:
+    return int(content_id.rsplit(".", 1)[1])

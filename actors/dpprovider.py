@@ -1,0 +1,162 @@
+"""The SMS DP Provider of one distribution point: its content library and its staging share.
+
+PkgXferMgr copies files into the DP's ``SMS_DP$`` staging folder and then asks the DP,
+through these messages, to verify them and add them to its content library; last it adds
+the content version itself. Nothing staged becomes visible before its size and SHA-256
+match, and a version becomes visible only when every file it names is present.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from actors.status import CMTraceLog
+from bus import Actor, handler
+from contentlib import ContentLibrary, ContentNotFound, FileSignature, Manifest
+
+__all__ = [
+    "DPAddContent",
+    "DPAddFile",
+    "DPApplyDelta",
+    "DPInventory",
+    "DPProvider",
+    "DPQuery",
+    "DPRemovePackage",
+    "DPSignature",
+    "staging_name",
+]
+
+
+class DPQuery(msgspec.Struct, frozen=True):
+    """What the DP holds of a package: which of ``hashes`` it has, and its latest version."""
+
+    pkg_id: str
+    hashes: tuple[str, ...]
+
+
+class DPInventory(msgspec.Struct, frozen=True):
+    present: tuple[bool, ...]
+    previous: Manifest | None  # the package's latest content version on this DP
+
+
+class DPAddFile(msgspec.Struct, frozen=True):
+    """Verify a staged file and move it into the library (``replace``: overwrite a stored
+    copy, as Redistribute does, so a damaged file on the DP is mended)."""
+
+    sha256: str
+    size: int
+    staged: str  # a file name in SMS_DP$
+    replace: bool = False
+
+
+class DPApplyDelta(msgspec.Struct, frozen=True):
+    """Rebuild a file from a stored older file and a staged delta."""
+
+    old_sha256: str
+    staged: str
+    sha256: str
+    size: int
+
+
+class DPSignature(msgspec.Struct, frozen=True):
+    """The chunk signature of a stored file (the RDC signature a delta is computed from)."""
+
+    sha256: str
+
+
+class DPAddContent(msgspec.Struct, frozen=True):
+    """Add a content version whose files are all in the library; older versions of the
+    package go (their files stay while another version or package still uses them)."""
+
+    manifest: Manifest
+
+
+class DPRemovePackage(msgspec.Struct, frozen=True):
+    pkg_id: str
+
+
+def staging_name(sha256: str, content_id: str, suffix: str = "temp") -> str:
+    """``<SHA256>-<ContentID>.temp``, as the reference's "Sending file" line shows."""
+    return f"{sha256}-{content_id}.{suffix}"
+
+
+class DPProvider(Actor):
+    """``<DP>/DPProvider``: the DP's SCCMContentLib and SMS_DP$ under its own folder."""
+
+    workers = 4  # files of several jobs are verified at once; contentlib is safe for that
+
+    def __init__(self, name: str, root: Path, *, log: CMTraceLog | None = None) -> None:
+        self.name = name
+        self.root = root
+        self.staging = root / "SMS_DP$"
+        self.library = ContentLibrary(root / "SCCMContentLib")
+        self.log_file = log
+
+    async def on_start(self) -> None:
+        self.staging.mkdir(parents=True, exist_ok=True)
+
+    def staged_path(self, name: str) -> Path:
+        path = self.staging / name
+        if path.parent != self.staging or name.startswith("."):
+            raise ValueError(f"DP {self.name}: staged name {name!r} is not a plain file name")
+        return path
+
+    @handler
+    async def query(self, msg: DPQuery) -> DPInventory:
+        versions = self.library.content_ids(msg.pkg_id)
+        previous = self.library.manifest(versions[-1]) if versions else None
+        return DPInventory(tuple(self.library.has_file(h) for h in msg.hashes), previous)
+
+    @handler
+    async def signature(self, msg: DPSignature) -> FileSignature:
+        return await self.library.signature(msg.sha256)
+
+    @handler
+    async def add_file(self, msg: DPAddFile) -> None:
+        staged = self.staged_path(msg.staged)
+        try:
+            await self.library.add_file_from_path(
+                msg.sha256, msg.size, staged, move=True, replace=msg.replace
+            )
+        finally:
+            staged.unlink(missing_ok=True)
+
+    @handler
+    async def apply_delta(self, msg: DPApplyDelta) -> None:
+        staged = self.staged_path(msg.staged)
+        try:
+            delta = await anyio.to_thread.run_sync(staged.read_bytes)
+            await self.library.apply_file_delta(msg.old_sha256, delta, msg.sha256, msg.size)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    @handler
+    async def add_content(self, msg: DPAddContent) -> None:
+        manifest = msg.manifest
+        await self.library.add_content(manifest)
+        for old in self.library.content_ids(manifest.package_id):
+            if old != manifest.content_id:
+                await self.library.remove_content(old)
+        self._log(
+            f"Content '{manifest.content_id}' for package '{manifest.package_id}'"
+            " has been added to content library successfully"
+        )
+
+    @handler
+    async def remove_package(self, msg: DPRemovePackage) -> None:
+        for content_id in self.library.content_ids(msg.pkg_id):
+            try:
+                await self.library.remove_content(content_id)
+            except ContentNotFound:
+                continue
+            self._log(
+                f"Content '{content_id}' for package '{msg.pkg_id}'"
+                " has been removed from content library successfully"
+            )
+
+    def _log(self, line: str) -> None:
+        if self.log_file is not None:
+            self.log_file.write(line)

@@ -1,0 +1,268 @@
+"""The public facade: a running hierarchy of sites and DPs, and the admin operations on it.
+
+async with Hierarchy.open("hierarchy.toml", root=data_dir) as h:
+    pkg = await h.create_package("Dummy1", source=src_dir, site="PS1")
+    await h.distribute(pkg, ["PS1DP1.CONTOSO.COM"])
+    await h.wait(pkg, timeout=60)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from actors._site import SiteServer
+from actors.config import HierarchyConfig, load_hierarchy
+from actors.distmgr import PACKAGE_CHANGED_TOPIC
+from actors.errors import NotSupported, UnknownDistributionPoint, UnknownPackage, WaitTimeout
+from actors.sitedb import PackageAction, PkgStatusType, PkgStatusValue, ServerAction
+from actors.status import STATUS_TOPIC, StatusMessage, last_message_id
+from bus import Bus, Clock, RealClock
+
+__all__ = ["ContentStatus", "Hierarchy", "Package"]
+
+
+class Package(msgspec.Struct, frozen=True):
+    """A package created through the facade (its ID names its source site: ``PS100026``)."""
+
+    pkg_id: str
+    name: str
+    site: str
+
+
+class ContentStatus(msgspec.Struct, frozen=True):
+    """One targeted DP's view of a package."""
+
+    dp: str  # server name, PS1DP1.CONTOSO.COM
+    nal_path: str
+    state: str  # "Installed", "InProgress", "Retrying", "Failed", "Removed"
+    version: int  # the version the DP's content library holds (0: none)
+    last_message: int | None  # the last status message ID that concerned this DP
+
+    @property
+    def final(self) -> bool:
+        return self.state in ("Installed", "Failed", "Removed")
+
+
+_STATES = {
+    PkgStatusValue.INSTALLED: "Installed",
+    PkgStatusValue.RETRY: "Retrying",
+    PkgStatusValue.FAILED: "Failed",
+    PkgStatusValue.REMOVED: "Removed",
+}
+
+
+class Hierarchy:
+    """A running hierarchy; open it with :meth:`open`."""
+
+    def __init__(self, config: HierarchyConfig, bus: Bus) -> None:
+        self.config = config
+        self.bus = bus
+        self.sites: dict[str, SiteServer] = {}
+        self._changed = anyio.Event()
+
+    @classmethod
+    @asynccontextmanager
+    async def open(
+        cls,
+        config: str | Path | HierarchyConfig,
+        *,
+        root: str | Path | None = None,
+        clock: Clock | None = None,
+        time_scale: float | None = None,
+    ) -> AsyncIterator[Hierarchy]:
+        """Start every site server, DP and component of the hierarchy; stop them on exit.
+
+        ``root`` overrides the file's data root; ``time_scale`` its setting (ignored when a
+        ``clock`` is given)."""
+        if isinstance(config, HierarchyConfig):
+            cfg = (
+                config
+                if root is None
+                else msgspec.structs.replace(
+                    config,
+                    settings=msgspec.structs.replace(config.settings, data_root=str(root)),
+                )
+            )
+        else:
+            cfg = load_hierarchy(config, root=root)
+        scale = cfg.settings.time_scale if time_scale is None else time_scale
+        bus = Bus(clock=clock or RealClock(time_scale=scale))
+        async with AsyncExitStack() as stack:
+            sites = [await SiteServer.open(stack, cfg, s, bus) for s in cfg.sites]
+            async with bus, anyio.create_task_group() as tg:
+                h = cls(cfg, bus)
+                for site in sites:
+                    h.sites[site.code] = site
+                    await site.start()
+                await tg.start(h._watch)
+                try:
+                    yield h
+                finally:
+                    tg.cancel_scope.cancel()
+
+    async def _watch(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with self.bus.subscribe(PACKAGE_CHANGED_TOPIC, buffer=10_000) as sub:
+            task_status.started()
+            async for _ in sub:
+                self._changed.set()
+                self._changed = anyio.Event()
+
+    # -- admin operations (the SMS Provider of the package's site) -----------------------
+
+    async def create_package(self, name: str, source: str | Path, *, site: str) -> Package:
+        server = self._site(site)
+        pkg_id = await server.provider.create_package(name, source)
+        return Package(pkg_id, name, server.code)
+
+    async def distribute(self, pkg: Package | str, dps: Sequence[str]) -> None:
+        """AddDistributionPoints: send the package to these DPs."""
+        server, pkg_id = await self._package(pkg)
+        if isinstance(dps, str):
+            dps = [dps]
+        for name in dps:
+            dp = self.config.dp(name)
+            if dp.pull:
+                raise NotSupported(
+                    f"{dp.name} is a pull DP: pull distribution points are not supported"
+                    " yet (issue #7)"
+                )
+            if dp.site != server.code:
+                raise NotSupported(
+                    f"{dp.name} is a DP of site {dp.site}, package {pkg_id} belongs to site"
+                    f" {server.code}: distribution across sites is not supported yet (issue #6)"
+                )
+        await server.provider.add_distribution_points(pkg_id, list(dps))
+
+    async def update(self, pkg: Package | str) -> None:
+        """RefreshPkgSource: snapshot the source again as a new version, send the changes."""
+        server, pkg_id = await self._package(pkg)
+        await server.provider.refresh_pkg_source(pkg_id)
+
+    async def redistribute(self, pkg: Package | str, dp: str) -> None:
+        """Send every file of the package to ``dp`` again, overwriting what it holds."""
+        server, pkg_id = await self._package(pkg)
+        await server.provider.redistribute(pkg_id, dp)
+
+    async def remove(self, pkg: Package | str, dps: Sequence[str]) -> None:
+        """Remove the package from these DPs (shared files stay while referenced)."""
+        server, pkg_id = await self._package(pkg)
+        names = [dps] if isinstance(dps, str) else list(dps)
+        await server.provider.remove_distribution_points(pkg_id, names)
+
+    async def delete(self, pkg: Package | str, *, timeout: float = 60.0) -> None:
+        """Delete the package: it leaves every DP and the site; returns when it is gone."""
+        server, pkg_id = await self._package(pkg)
+        await server.provider.delete_package(pkg_id)
+        with anyio.fail_after(timeout):
+            while await server.db.package(pkg_id) is not None:
+                await self._changed.wait()
+
+    # -- status --------------------------------------------------------------------------
+
+    async def content_status(self, pkg: Package | str) -> list[ContentStatus]:
+        """One record per DP the package targets (or was removed from), by DP name."""
+        server, pkg_id = await self._package(pkg)
+        db = server.db
+        rows = {r.pkg_server: r for r in await db.pkg_status(pkg_id) if r.type == PkgStatusType.DP}
+        servers = {s.nal_path: s for s in await db.pkg_servers(pkg_id)}
+        targeted = servers.keys()
+        out: list[ContentStatus] = []
+        for nal in sorted(targeted | rows.keys()):
+            dp_row = await db.distribution_point(nal)
+            if dp_row is None:
+                continue
+            row = rows.get(nal)
+            state = (
+                "InProgress"
+                if row is None
+                else _STATES.get(PkgStatusValue(row.status), "InProgress")
+            )
+            server_row = servers.get(nal)
+            if server_row is not None and (
+                server_row.action != ServerAction.NONE
+                or server_row.refresh_trigger
+                or state == "Removed"  # added back after a removal
+            ):
+                state = "InProgress"  # asked for, and DistMgr has not yet made it a job
+            library = server.dp_library(dp_row.server_name)
+            held = library.content_ids(pkg_id) if library is not None else []
+            version = int(held[-1].rsplit(".", 1)[1]) if held else 0
+            out.append(
+                ContentStatus(
+                    dp=dp_row.server_name,
+                    nal_path=nal,
+                    state=state,
+                    version=version,
+                    last_message=await last_message_id(db, pkg_id, nal),
+                )
+            )
+        return out
+
+    async def wait(self, pkg: Package | str, timeout: float = 60.0) -> list[ContentStatus]:
+        """Until every targeted DP is final for the package's current version: Installed
+        (holding that version), Failed or Removed. ``WaitTimeout`` names the others."""
+        server, pkg_id = await self._package(pkg)
+        with anyio.move_on_after(timeout if math.isfinite(timeout) else None):
+            while True:
+                changed = self._changed
+                status, pending = await self._pending(server, pkg_id)
+                if not pending:
+                    return status
+                await changed.wait()
+        _, pending = await self._pending(server, pkg_id)
+        raise WaitTimeout(pkg_id, timeout, pending)
+
+    async def _pending(
+        self, server: SiteServer, pkg_id: str
+    ) -> tuple[list[ContentStatus], dict[str, str]]:
+        row = await server.db.package(pkg_id)
+        if row is None:
+            raise UnknownPackage(pkg_id)
+        status = await self.content_status(pkg_id)
+        pending = {
+            s.dp: s.state
+            for s in status
+            if not s.final or (s.state == "Installed" and s.version != row.stored_pkg_version)
+        }
+        if row.action != PackageAction.NONE:
+            pending[server.code] = "processing the package"  # DistMgr has not yet taken it
+        return status, pending
+
+    async def extract(self, pkg: Package | str, dp: str, out_dir: str | Path) -> Path:
+        """Rebuild the package folder, as it was in its source, from ``dp``'s library."""
+        server, pkg_id = await self._package(pkg)
+        self.config.dp(dp)  # UnknownDistributionPoint
+        library = server.dp_library(dp)
+        held = library.content_ids(pkg_id) if library is not None else []
+        if library is None or not held:
+            raise UnknownDistributionPoint(f"{dp} (it holds no content of package {pkg_id})")
+        out = Path(out_dir)
+        await library.extract(held[-1], out)
+        return out
+
+    async def status_messages(self, *, buffer: int = 10_000) -> AsyncIterator[StatusMessage]:
+        """Every status message raised from now on, in order (a slow reader loses the
+        oldest beyond ``buffer``, counted on the subscription)."""
+        async with self.bus.subscribe(STATUS_TOPIC, buffer=buffer, policy="drop_oldest") as sub:
+            async for msg in sub:
+                if isinstance(msg, StatusMessage):
+                    yield msg
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _site(self, code: str) -> SiteServer:
+        self.config.site(code)  # UnknownSite
+        return self.sites[code]
+
+    async def _package(self, pkg: Package | str) -> tuple[SiteServer, str]:
+        pkg_id = pkg.pkg_id if isinstance(pkg, Package) else pkg
+        server = self.sites.get(pkg_id[:3])
+        if server is None or await server.db.package(pkg_id) is None:
+            raise UnknownPackage(pkg_id)
+        return server, pkg_id

@@ -1,0 +1,425 @@
+"""PkgXferMgr: the package transfer manager of a site server.
+
+It takes the ``DistributionJobs`` rows SMSDBMON hands it and, for a standard DP, runs a
+sending thread per job: every file the DP lacks (all of them on Redistribute) is copied in
+chunks over the DP's link into its ``SMS_DP$`` share, as a delta against the DP's previous
+version of the file where that is smaller, and the DP provider is asked to verify and add
+each file and then the content version. A cut transfer resumes from the staged bytes on
+the next try; a failed job is retried on ``distribution_retry_delay``.
+
+Jobs of one package on one DP run in creation order, and a newer job supersedes an older
+one that has not started (an update queued behind a distribute sends only the newest).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import anyio
+import msgspec
+
+from actors.config import Settings
+from actors.dpprovider import (
+    DPAddContent,
+    DPAddFile,
+    DPApplyDelta,
+    DPInventory,
+    DPQuery,
+    DPRemovePackage,
+    DPSignature,
+    staging_name,
+)
+from actors.errors import TransferError
+from actors.messages import DistributionJobNotification, TransferStatus
+from actors.network import NetworkLink
+from actors.sitedb import (
+    DistributionJobRow,
+    DistributionPointRow,
+    JobAction,
+    JobState,
+    PkgStatusValue,
+    SiteDatabase,
+    product_time,
+)
+from actors.status import (
+    ATTR_DP_NAL_PATH,
+    ATTR_PACKAGE_ID,
+    ATTR_PACKAGE_VERSION,
+    CMTraceLog,
+    StatusReporter,
+)
+from bus import Actor, BusError, handler
+from contentlib import ContentLibError, ContentLibrary, FileEntry, FileSignature
+
+__all__ = ["PkgXferMgr", "RetryJob"]
+
+# Chunk sizes: the reference writes 983040-byte blocks to a throttled share; a local,
+# unthrottled copy goes in large blocks, one worker-thread hop each.
+_LINK_CHUNK = 983040
+_LOCAL_CHUNK = 64 << 20
+# Below this a file is sent whole: a delta cannot save enough to pay for itself.
+_DELTA_MIN_SIZE = 16 << 10
+
+
+class RetryJob(msgspec.Struct, frozen=True):
+    """Scheduled by PkgXferMgr itself when a job failed and its retry delay has passed."""
+
+    job_id: int
+
+
+class PkgXferMgr(Actor):
+    """``<SITE>/PkgXferMgr``: sending threads (workers) for standard-DP jobs."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        db: SiteDatabase,
+        library: ContentLibrary,
+        reporter: StatusReporter,
+        settings: Settings,
+        links: Mapping[str, NetworkLink],
+        dp_root: Callable[[DistributionPointRow], Path],
+        log: CMTraceLog | None = None,
+    ) -> None:
+        self.site = site
+        self.db = db
+        self.library = library
+        self.reporter = reporter
+        self.settings = settings
+        self.links = links
+        self.dp_root = dp_root
+        self.log_file = log
+        self.distmgr = f"{site}/DistMgr"
+        # Sending capacity: max packages x threads per package sending threads.
+        self.workers = settings.pkgxfer_max_packages * settings.pkgxfer_threads_per_package
+        self.mailbox_size = 10_000
+        self._active: set[int] = set()
+        self._order: defaultdict[tuple[int, str], anyio.Lock] = defaultdict(anyio.Lock)
+
+    async def on_start(self) -> None:
+        # Jobs a previous run accepted but did not finish are taken up again; a job that
+        # also arrives from SMSDBMON is run once (``_active`` and the row's state).
+        for job in await self.db.distribution_jobs():
+            if job.state == JobState.RETRYING:
+                self.send_later(
+                    self.settings.distribution_retry_delay, self.address, RetryJob(job.job_id)
+                )
+            elif job.state != JobState.FAILED:
+                self.send_later(0.0, self.address, RetryJob(job.job_id))
+
+    @handler
+    async def job_created(self, msg: DistributionJobNotification) -> None:
+        await self._run(msg.job_id)
+
+    @handler
+    async def retry(self, msg: RetryJob) -> None:
+        await self._run(msg.job_id)
+
+    # -- one job -------------------------------------------------------------------------
+
+    async def _run(self, job_id: int) -> None:
+        if job_id in self._active:
+            return
+        self._active.add(job_id)
+        try:
+            job = await self.db.distribution_job(job_id)
+            if job is None or job.state == JobState.FAILED:
+                return  # finished (the row is deleted) or given up
+            async with self._order[(job.dp_id, job.pkg_id)]:
+                await self._run_in_order(job_id)
+        finally:
+            self._active.discard(job_id)
+
+    async def _run_in_order(self, job_id: int) -> None:
+        job = await self.db.distribution_job(job_id)
+        if job is None or job.state == JobState.FAILED:
+            return
+        newer = await self.db.scalar(
+            "SELECT COUNT(*) FROM DistributionJobs WHERE DPID = ? AND PkgID = ? AND JobID > ?",
+            (job.dp_id, job.pkg_id, job.job_id),
+        )
+        if newer:
+            self._log(f"~Job {job_id} for package {job.pkg_id} is superseded by a newer job")
+            await self.db.execute("delete from DistributionJobs where JobID = ?", (job_id,))
+            return
+        dp = await self.db.distribution_point(job.dp_id)
+        if dp is None:
+            await self.db.execute("delete from DistributionJobs where JobID = ?", (job_id,))
+            return
+        if job.action == JobAction.REMOVE:
+            await self._remove(job, dp)
+            return
+        self._log(
+            f"Found send request with ID: {job_id}, Package: {job.pkg_id},"
+            f" Version:{job.package_version}, Priority: 2, Destination: {dp.server_name},"
+            " DPPriority: 200"
+        )
+        self._log(
+            f"Sending thread starting for Job: {job_id}, package: {job.pkg_id},"
+            f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
+            " DPPriority: 200"
+        )
+        await self._set_state(job_id, JobState.SENDING)
+        await self._status(job, dp, PkgStatusValue.NONE)
+        try:
+            await self._send(job, dp)
+        except (TransferError, ContentLibError, BusError, OSError) as exc:
+            await self._failed(job, dp, exc)
+            return
+        self._log("~Sending completed successfully")
+        self._log(
+            f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
+            f" to distribution point {dp.server_name}"
+        )
+        await self._report(8200, job, dp, with_dp=False)
+        await self._status(job, dp, PkgStatusValue.INSTALLED)
+        await self._report(8210, job, dp)
+        self._log("Sending thread complete~")
+        await self.db.execute("delete from DistributionJobs where JobID = ?", (job_id,))
+
+    async def _send(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
+        content_id = f"{job.pkg_id}.{job.package_version}"
+        try:
+            manifest = self.library.manifest(content_id)
+        except ContentLibError as exc:
+            raise TransferError(
+                f"content {content_id} is not in the content library of site {self.site}"
+            ) from exc
+        redistribute = job.action == JobAction.REDISTRIBUTE
+        self._log(f"Sending legacy content {content_id} for package {job.pkg_id}")
+        self._log(f"Redistribute={int(redistribute)}, Related=")
+        provider = _provider(dp)
+        link = self.links[dp.server_name]
+        inventory: DPInventory = await self.request(
+            provider, DPQuery(job.pkg_id, tuple(f.sha256 for f in manifest.files))
+        )
+        previous = {f.path: f for f in inventory.previous.files} if inventory.previous else {}
+        done: set[str] = set()
+        for entry, present in zip(manifest.files, inventory.present, strict=True):
+            if entry.sha256 in done or (present and not redistribute):
+                continue
+            done.add(entry.sha256)
+            old = previous.get(entry.path)
+            if (
+                not redistribute
+                and old is not None
+                and old.sha256 != entry.sha256
+                and entry.size >= _DELTA_MIN_SIZE
+                and await self._send_delta(entry, old, content_id, dp, link)
+            ):
+                continue
+            await self._send_file(entry, content_id, dp, link, replace=redistribute)
+            self._log(f"Adding {entry.path} file in {content_id}")
+        await self.request(provider, DPAddContent(manifest))
+        self._log(f"Completed post-actions for remote DP {dp.server_name}")
+
+    async def _send_file(
+        self,
+        entry: FileEntry,
+        content_id: str,
+        dp: DistributionPointRow,
+        link: NetworkLink,
+        *,
+        replace: bool,
+    ) -> None:
+        name = staging_name(entry.sha256, content_id)
+        staged = self.dp_root(dp) / "SMS_DP$" / name
+        self._log(f"Sending file '\\\\{dp.server_name}\\SMS_DP$\\{name}'")
+        await _transmit(self.library.file_path(entry.sha256), entry.size, staged, link, self._log)
+        await self.request(_provider(dp), DPAddFile(entry.sha256, entry.size, name, replace))
+
+    async def _send_delta(
+        self,
+        entry: FileEntry,
+        old: FileEntry,
+        content_id: str,
+        dp: DistributionPointRow,
+        link: NetworkLink,
+    ) -> bool:
+        """Send ``entry`` as a delta from the DP's ``old`` file; False when not smaller."""
+        if self.library.has_file(old.sha256):
+            delta = bytes(await self.library.file_delta(old.sha256, entry.sha256))
+        else:  # the site no longer has the old file: the DP's signature of it will do
+            sig: FileSignature = await self.request(_provider(dp), DPSignature(old.sha256))
+            delta = bytes(await self.library.file_delta_from_signature(sig, entry.sha256))
+        if len(delta) >= entry.size:
+            return False
+        name = staging_name(entry.sha256, content_id, "delta")
+        staged = self.dp_root(dp) / "SMS_DP$" / name
+        self._log(
+            f"Sending delta of {entry.path} ({len(delta)} of {entry.size} bytes)"
+            f" '\\\\{dp.server_name}\\SMS_DP$\\{name}'"
+        )
+        await _transmit(delta, len(delta), staged, link, self._log)
+        await self.request(_provider(dp), DPApplyDelta(old.sha256, name, entry.sha256, entry.size))
+        self._log(f"Adding {entry.path} file in {content_id} (delta)")
+        return True
+
+    async def _remove(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
+        self._log(f"Removing package {job.pkg_id} from distribution point {dp.server_name}")
+        try:
+            await self.request(_provider(dp), DPRemovePackage(job.pkg_id))
+        except BusError as exc:
+            await self._failed(job, dp, exc)
+            return
+        await self._status(job, dp, PkgStatusValue.REMOVED)
+        await self.db.execute("delete from DistributionJobs where JobID = ?", (job.job_id,))
+
+    async def _failed(
+        self, job: DistributionJobRow, dp: DistributionPointRow, exc: BaseException
+    ) -> None:
+        failures = job.failure_count + 1
+        give_up = failures > self.settings.distribution_retry_count
+        delay = self.settings.distribution_retry_delay
+        restart = self.clock.wall().timestamp() + delay
+        self._log(
+            f"Failed to send package {job.pkg_id} version {job.package_version} to"
+            f" {dp.server_name}: {exc}. Failure count = {failures}/"
+            f"{self.settings.distribution_retry_count}",
+            severity="E" if give_up else "W",
+        )
+        await self.db.execute(
+            "update DistributionJobs set State = ?, FailureCount = ?, RestartTime = ?,"
+            " LastUpdateTime = ? where JobID = ?",
+            (
+                int(JobState.FAILED if give_up else JobState.RETRYING),
+                failures,
+                None if give_up else product_time(_utc(restart)),
+                product_time(),
+                job.job_id,
+            ),
+        )
+        await self._report(8204 if give_up else 8203, job, dp)
+        await self._status(
+            job, dp, PkgStatusValue.FAILED if give_up else PkgStatusValue.RETRY, str(exc)
+        )
+        if not give_up:
+            self.send_later(delay, self.address, RetryJob(job.job_id))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _set_state(self, job_id: int, state: JobState) -> None:
+        await self.db.execute(
+            "update DistributionJobs set State = ?, LastUpdateTime = ? where JobID = ?",
+            (int(state), product_time(), job_id),
+        )
+
+    async def _status(
+        self,
+        job: DistributionJobRow,
+        dp: DistributionPointRow,
+        status: PkgStatusValue,
+        detail: str = "",
+    ) -> None:
+        """The STA to DistMgr; awaited, so the job ends only after the status is stored."""
+        await self.request(
+            self.distmgr,
+            TransferStatus(
+                job.job_id,
+                job.pkg_id,
+                job.package_version,
+                dp.server_name,
+                dp.nal_path,
+                int(status),
+                detail,
+            ),
+        )
+        self._log(
+            f"Sent status to the distribution manager for pkg {job.pkg_id}, version"
+            f" {job.package_version}, status {int(status)} and distribution point"
+            f" {dp.nal_path}~"
+        )
+
+    async def _report(
+        self,
+        message_id: int,
+        job: DistributionJobRow,
+        dp: DistributionPointRow,
+        *,
+        with_dp: bool = True,
+    ) -> None:
+        attributes = {ATTR_PACKAGE_ID: job.pkg_id, ATTR_PACKAGE_VERSION: str(job.package_version)}
+        if with_dp:
+            attributes[ATTR_DP_NAL_PATH] = dp.nal_path
+        await self.reporter.report(
+            message_id, (job.pkg_id, str(job.package_version), dp.server_name), attributes
+        )
+
+    def _log(self, line: str, *, severity: str = "I") -> None:
+        if self.log_file is not None:
+            self.log_file.write(line, severity=severity)
+
+
+def _provider(dp: DistributionPointRow) -> str:
+    return f"{dp.server_name}/DPProvider"
+
+
+def _utc(ts: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ts, dt.UTC)
+
+
+async def _transmit(
+    source: Path | bytes,
+    size: int,
+    staged: Path,
+    link: NetworkLink,
+    log: Callable[[str], None],
+) -> None:
+    """Copy ``source`` to the staged file over ``link``, resuming after a cut transfer.
+
+    Bytes a cut transfer left in the staged file are kept and the copy goes on from their
+    end ("Attempt to write N bytes ... at position P"); the DP verifies the whole file's
+    hash before it is used, so a damaged remainder costs one more try, never bad content.
+    """
+    await link.open()
+    position = await anyio.to_thread.run_sync(_resume_position, staged, size)
+    chunk = _LINK_CHUNK if link.throttled else _LOCAL_CHUNK
+    while position < size or size == 0:
+        n = link.allowance(min(chunk, size - position))
+        await anyio.to_thread.run_sync(_write_range, source, staged, position, n)
+        if link.throttled:
+            log(f"~Wrote {n} bytes to {staged.name} at position {position}")
+        position += n
+        await link.carry(n)
+        if size == 0:
+            break
+
+
+def _resume_position(staged: Path, size: int) -> int:
+    try:
+        have = staged.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if have > size:
+        staged.unlink()
+        return 0
+    return have
+
+
+def _write_range(source: Path | bytes, staged: Path, position: int, n: int) -> None:
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT
+    fd = os.open(staged, flags, 0o644)
+    try:
+        os.ftruncate(fd, position)  # drop anything past the resume point
+        if isinstance(source, bytes):
+            os.pwrite(fd, source[position : position + n], position)
+            return
+        with open(source, "rb") as src:
+            src.seek(position)
+            offset = position
+            remaining = n
+            while remaining:
+                block = src.read(min(remaining, 8 << 20))
+                if not block:
+                    raise TransferError(f"{source} ended before {position + n} bytes")
+                os.pwrite(fd, block, offset)
+                offset += len(block)
+                remaining -= len(block)
+    finally:
+        os.close(fd)
