@@ -376,11 +376,15 @@ class DistMgr(Actor):
         if dp is None or pkg is None:
             return
         status = PkgStatusValue(msg.status)
-        await self._set_status(msg.pkg_id, dp, status, msg.version)
+        await self._set_status(msg.pkg_id, dp, status, msg.version, publish=False)
         self._log(
             f"~Successfully updated the package server status for {msg.nal_path} for package"
             f" {msg.pkg_id}, Status {int(status)}"
         )
+        if status in (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED):
+            # The job is done once its final status is stored (PkgXferMgr's own delete
+            # after this reply is then a no-op): whoever sees the status sees no job left.
+            await self.db.execute("delete from DistributionJobs where JobID = ?", (msg.job_id,))
         if status == PkgStatusValue.INSTALLED:
             await self._report(2330, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path)
         elif status == PkgStatusValue.REMOVED:
@@ -391,9 +395,17 @@ class DistMgr(Actor):
             await self._report(2332, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path)
             if pkg.action == PackageAction.DELETE:
                 await self._finish_delete(pkg)
+        # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.
+        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(msg.pkg_id))
 
     async def _set_status(
-        self, pkg_id: str, dp: DistributionPointRow, status: PkgStatusValue, version: int
+        self,
+        pkg_id: str,
+        dp: DistributionPointRow,
+        status: PkgStatusValue,
+        version: int,
+        *,
+        publish: bool = True,
     ) -> None:
         server = dp.server_name
         installed = status == PkgStatusValue.INSTALLED
@@ -417,7 +429,8 @@ class DistMgr(Actor):
                 else ""
             ),
         )
-        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+        if publish:
+            await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
 
     # -- helpers -------------------------------------------------------------------------
 

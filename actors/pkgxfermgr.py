@@ -18,6 +18,7 @@ import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -112,6 +113,12 @@ class PkgXferMgr(Actor):
             elif job.state != JobState.FAILED:
                 self.send_later(0.0, self.address, RetryJob(job.job_id))
 
+    async def request(self, address: str, msg: Any, timeout: float | None = None) -> Any:
+        """Ask DistMgr or a DP provider, with no clock timeout by default: their time is
+        real work (hashing a file, a database write), not simulated network time, and a
+        60-clock-second timeout at time_scale 0.0001 fired after 6 ms and failed good jobs."""
+        return await super().request(address, msg, timeout)
+
     @handler
     async def job_created(self, msg: DistributionJobNotification) -> None:
         await self._run(msg.job_id)
@@ -177,8 +184,10 @@ class PkgXferMgr(Actor):
             f" to distribution point {dp.server_name}"
         )
         await self._report(8200, job, dp, with_dp=False)
-        await self._status(job, dp, PkgStatusValue.INSTALLED)
+        # 8210 before the status-3 STA: DistMgr's 2330 follows it, as in the reference, and
+        # once the DP reads Installed every message of the job is stored.
         await self._report(8210, job, dp)
+        await self._status(job, dp, PkgStatusValue.INSTALLED)
         self._log("Sending thread complete~")
         await self.db.execute("delete from DistributionJobs where JobID = ?", (job_id,))
 
