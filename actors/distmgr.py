@@ -132,6 +132,7 @@ class DistMgr(Actor):
             finally:
                 self._running.discard(pkg_id)
                 self.processed += 1
+                await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
                 self._log(f"~Exiting package processing thread for package {pkg_id}.")
             if pkg_id in self._again:
                 self._again.discard(pkg_id)
