@@ -1,166 +1,466 @@
 """The ``cmdist`` command line.
 
-``cmdist demo`` is, for now, a bus demo: a pipeline of actors (a source, a pool of hashing
-workers, a collector) pushing real messages, then request/reply round trips, with the
-figures measured on this machine. It becomes the hierarchy demo once the flows exist.
+``cmdist demo``: the default hierarchy in a fresh data root; generated packages of mixed
+sizes are distributed to the standard DPs of site PS1, one is updated and one redistributed,
+with live progress fed by the status messages, then the content status and measured figures.
+``cmdist status --root DIR``: the content status a run left in DIR, read from the site
+databases without starting anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import hashlib
-import json
+import random
 import sys
+import tempfile
 import time
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
 
+import anyio
+import anyio.lowlevel
 import msgspec
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from rich.table import Column, Table
 
-from bus import Actor, Bus, handler, loop_name, run
+import actors
+from actors._cli_status import DataRootError, PackageStatus, read_status, status_table
+from actors.config import HierarchyConfig, load_hierarchy
+from actors.errors import CmdistError, HierarchyConfigError
+from actors.hierarchy import Hierarchy, Package
+from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, StatusMessage, describe
+from bus import run
 
-_MASK = (1 << 64) - 1
+__all__ = ["main"]
 
+DEMO_SITE = "PS1"
+INSTALLED_MESSAGE = 8210  # PkgXferMgr: package sent to the DP and installed there
+MiB = 1 << 20
 
-class Chunk(msgspec.Struct, frozen=True):
-    seq: int
-    data: bytes
-
-
-class Digest(msgspec.Struct, frozen=True):
-    seq: int
-    digest: bytes
-
-
-class Tally(msgspec.Struct, frozen=True):
-    """Ask the collector how many digests it holds."""
-
-
-class Progress(msgspec.Struct, frozen=True):
-    done: int
+# -- generated packages ------------------------------------------------------------------
 
 
-def _payload(seq: int) -> bytes:
-    return seq.to_bytes(8, "little") * 8
+class _Source(NamedTuple):
+    name: str
+    path: Path
+    files: int
+    size: int
 
 
-def _fold(digest: bytes) -> int:
-    return int.from_bytes(digest[:8], "little")
+def _text(name: str, n: int, size: int) -> bytes:
+    line = f"{name}: line %d of a generated text file for the cmdist demo ({n})\n"
+    out = bytearray()
+    i = 0
+    while len(out) < size:
+        out += (line % i).encode()
+        i += 1
+    return bytes(out[:size])
 
 
-class Source(Actor):
-    def __init__(self, chunks: int) -> None:
-        self.chunks = chunks
-
-    async def produce(self) -> None:
-        for seq in range(self.chunks):
-            await self.send("demo/Hasher", Chunk(seq, _payload(seq)))
-
-
-class Hasher(Actor):
-    workers = 3  # one mailbox, three concurrent workers (a worker pool)
-
-    @handler
-    async def chunk(self, msg: Chunk) -> None:
-        await self.send("demo/Collector", Digest(msg.seq, hashlib.sha256(msg.data).digest()))
-
-
-class Collector(Actor):
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self.count = 0
-        self.checksum = 0
-        self.finished = asyncio.Event()
-
-    @handler
-    async def digest(self, msg: Digest) -> None:
-        self.count += 1
-        self.checksum = (self.checksum + _fold(msg.digest)) & _MASK
-        if self.count % 10_000 == 0:
-            await self.publish("demo/progress", Progress(self.count))
-        if self.count == self.expected:
-            self.finished.set()
-
-    @handler
-    async def tally(self, msg: Tally) -> int:
-        return self.count
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-
-
-async def _demo(chunks: int, round_trips: int) -> dict[str, Any]:
-    async with Bus() as bus:
-        collector = bus.spawn(Collector(chunks), "demo/Collector")
-        bus.spawn(Hasher(), "demo/Hasher")
-        source = bus.spawn(Source(chunks), "demo/Source")
-        async with bus.subscribe("demo/progress", buffer=4, policy="drop_oldest") as progress:
-            t0 = time.perf_counter()
-            source.start_task(source.produce)
-            await collector.finished.wait()
-            elapsed = time.perf_counter() - t0
-            updates = progress.received
-        latencies: list[float] = []
-        for _ in range(round_trips):
-            r0 = time.perf_counter_ns()
-            await bus.request("demo/Collector", Tally())
-            latencies.append((time.perf_counter_ns() - r0) / 1000)
-        counters = {a: bus.counters(a) for a in ("demo/Source", "demo/Hasher", "demo/Collector")}
-        loop = loop_name()
-    expected = 0
-    for seq in range(chunks):  # the same digests computed directly: the bus lost nothing
-        expected = (expected + _fold(hashlib.sha256(_payload(seq)).digest())) & _MASK
-    messages = chunks * 2  # source -> hasher pool -> collector
-    return {
-        "loop": loop,
-        "messages": messages,
-        "seconds": round(elapsed, 3),
-        "msgs_per_s": round(messages / elapsed),
-        "round_trips": round_trips,
-        "rr_p50_us": round(_percentile(latencies, 50), 2),
-        "rr_p99_us": round(_percentile(latencies, 99), 2),
-        "checksum_ok": collector.checksum == expected,
-        "progress_updates": updates,
-        "dead_letters": bus.dead_letter_count,
-        "actors": {a: msgspec.structs.asdict(c) for a, c in counters.items()},
+def _make_package(folder: Path, index: int, scale: float) -> _Source:
+    """Package ``index`` of the demo: the kinds cycle through small text files, a 5 MiB
+    binary, a 20 MiB binary, a tree of 200 small files and a mix (sizes times ``scale``)."""
+    rng = random.Random(index)
+    kind = ("Docs", "Tool", "Image", "Tree", "Mixed")[index % 5]
+    name = f"{kind}{index + 1:02d}"
+    src = folder / name
+    files: dict[str, bytes] = {
+        "readme.txt": _text(name, 0, 2_000),
+        "notes.txt": _text(name, 1, 1_500),
     }
+    if kind == "Docs":
+        files |= {f"doc{i}.txt": _text(name, i + 2, rng.randrange(2_000, 20_000)) for i in range(6)}
+    elif kind == "Tool":
+        files["setup.exe"] = rng.randbytes(max(1, int(5 * MiB * scale)))
+    elif kind == "Image":
+        files["image.wim"] = rng.randbytes(max(1, int(20 * MiB * scale)))
+    elif kind == "Tree":
+        for i in range(max(10, int(200 * scale))):
+            files[f"dir{i % 10}/sub{i % 3}/file{i:03d}.dat"] = rng.randbytes(
+                rng.randrange(1_000, 8_000)
+            )
+    else:
+        files |= {f"config{i}.xml": _text(name, i + 2, 4_000) for i in range(3)}
+        files["lib.dll"] = rng.randbytes(max(1, int(MiB * scale)))
+    for rel, data in files.items():
+        path = src / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return _Source(name, src, len(files), sum(len(d) for d in files.values()))
 
 
-def _print(result: dict[str, Any]) -> None:
-    print(f"cmdist demo: actor pipeline on the bus ({result['loop']} loop)")
-    print(
-        f"  {result['messages']:,} messages in {result['seconds']:.3f} s: "
-        f"{result['msgs_per_s']:,} msg/s; digests checked: "
-        f"{'ok' if result['checksum_ok'] else 'MISMATCH'}; dead letters: {result['dead_letters']}"
+def _edit(src: Path) -> None:
+    """An update: patch the middle of the largest file, rewrite one file, add one, drop one."""
+    biggest = max((p for p in src.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(biggest.read_bytes())
+    span = max(1, min(64 * 1024, len(data) // 4))
+    mid = len(data) // 2
+    data[mid : mid + span] = random.Random(-1).randbytes(span)
+    biggest.write_bytes(bytes(data))
+    (src / "readme.txt").write_text("readme, version 2\n" * 100)
+    (src / "CHANGES.txt").write_text("version 2: patched, readme rewritten, notes dropped\n")
+    (src / "notes.txt").unlink()
+
+
+# -- live progress, fed by the status messages --------------------------------------------
+
+
+class _Phase:
+    """One operation on one package: done when every DP in ``nals`` has reported 8210."""
+
+    def __init__(self, pkg: Package, label: str, nals: Sequence[str]) -> None:
+        self.pkg = pkg
+        self.label = label
+        self.nals = frozenset(nals)
+        self.installed: set[str] = set()
+        self.started = time.perf_counter()
+        self.finished: float | None = None
+        self.done = anyio.Event()
+        self.task: TaskID | None = None
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.perf_counter()) - self.started
+
+
+class _Progress:
+    """Routes status messages to the current phase of their package and shows it: a live
+    rich progress table on a terminal, one line per finished phase otherwise (CI, pipes),
+    nothing with ``quiet`` (``--json``)."""
+
+    def __init__(self, console: Console, dp_names: dict[str, str], *, quiet: bool) -> None:
+        self.console = console
+        self.dp_names = dp_names
+        self.quiet = quiet
+        self.current: dict[str, _Phase] = {}
+        self.progress: Progress | None = None
+        if console.is_terminal and not quiet:
+            self.progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=20),
+                MofNCompleteColumn(),
+                TextColumn("DPs"),
+                TextColumn(
+                    "{task.fields[last]}",
+                    table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+                ),
+                console=console,
+                expand=True,
+            )
+
+    def __enter__(self) -> _Progress:
+        if self.progress is not None:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            self.console.print(text, soft_wrap=True)  # long paths stay whole
+
+    def watch(self, pkg: Package, label: str, nals: Sequence[str]) -> _Phase:
+        """Start a phase; call it before the operation so no message is missed."""
+        phase = _Phase(pkg, label, nals)
+        self.current[pkg.pkg_id] = phase
+        if self.progress is not None:
+            phase.task = self.progress.add_task(
+                f"{pkg.pkg_id} {pkg.name:<8} {label:<12}", total=len(nals), last=""
+            )
+        return phase
+
+    async def follow(self, h: Hierarchy) -> None:
+        async for msg in h.status_messages():
+            self._on(msg)
+
+    def _on(self, msg: StatusMessage) -> None:
+        phase = self.current.get(msg.attributes.get(ATTR_PACKAGE_ID, ""))
+        if phase is None or phase.done.is_set():
+            return
+        nal = msg.attributes.get(ATTR_DP_NAL_PATH, "")
+        if msg.message_id == INSTALLED_MESSAGE and nal in phase.nals:
+            phase.installed.add(nal)
+        if self.progress is not None and phase.task is not None:
+            where = self.dp_names.get(nal, "")
+            self.progress.update(
+                phase.task,
+                completed=len(phase.installed),
+                last=f"{msg.message_id} {where}  {describe(msg)}".replace("  ", " "),
+            )
+        if phase.installed >= phase.nals:
+            phase.finished = time.perf_counter()
+            phase.done.set()
+            if self.progress is None:
+                self.say(
+                    f"  {phase.pkg.pkg_id} {phase.pkg.name:<8} {phase.label:<12} installed on"
+                    f" {len(phase.installed)}/{len(phase.nals)} DPs in"
+                    f" {phase.seconds * 1000:,.0f} ms"
+                )
+
+
+# -- the demo ------------------------------------------------------------------------------
+
+
+class PackageFigures(msgspec.Struct, frozen=True):
+    pkg_id: str
+    name: str
+    files: int
+    bytes: int
+    latency_ms: float  # distribute to Installed on every DP
+
+
+class DemoResult(msgspec.Struct, frozen=True):
+    root: str
+    logs: list[str]
+    site: str
+    dps: list[str]
+    time_scale: float
+    packages: int
+    bytes: int  # source bytes of every package
+    bytes_delivered: int  # to every DP
+    seconds: float  # create + distribute, until every package is Installed everywhere
+    mb_s: float
+    lat_p50_ms: float
+    lat_max_ms: float
+    update_ms: float
+    redistribute_ms: float
+    per_package: list[PackageFigures]
+    status: list[PackageStatus]
+    ok: bool  # every package Installed at its current version on every DP
+
+
+class _DemoOptions(NamedTuple):
+    config: HierarchyConfig
+    root: Path
+    packages: int
+    scale: float
+    time_scale: float
+    timeout: float
+
+
+async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
+    cfg = opts.config
+    dps = [d for d in cfg.dps_of(DEMO_SITE) if not d.pull]
+    nals = [d.nal_path for d in dps]
+    sources = [_make_package(opts.root / "sources", i, opts.scale) for i in range(opts.packages)]
+    total = sum(s.size for s in sources)
+    view.say(
+        f"cmdist demo: {len(sources)} packages ({total / MiB:,.1f} MiB) to {len(dps)} DPs of"
+        f" {DEMO_SITE} ({', '.join(d.name for d in dps)}); time scale {opts.time_scale:g};"
+        f" data root {opts.root}"
     )
-    print(
-        f"  {result['round_trips']:,} request/reply round trips: "
-        f"p50 {result['rr_p50_us']:.1f} µs, p99 {result['rr_p99_us']:.1f} µs"
+    async with (
+        Hierarchy.open(cfg, time_scale=opts.time_scale) as h,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(view.follow, h)
+        # one checkpoint: the follower runs up to its subscription before any work starts
+        await anyio.lowlevel.checkpoint()
+        with view:
+            t0 = time.perf_counter()
+            pkgs = [await h.create_package(s.name, s.path, site=DEMO_SITE) for s in sources]
+            phases = []
+            for pkg in pkgs:
+                phases.append(view.watch(pkg, "distribute", nals))
+                await h.distribute(pkg, [d.name for d in dps])
+            await _settle(h, phases, opts.timeout)
+            seconds = time.perf_counter() - t0
+
+            target = pkgs[max(range(len(sources)), key=lambda i: sources[i].size)]
+            _edit(sources[pkgs.index(target)].path)
+            update = view.watch(target, "update", nals)
+            await h.update(target)
+            await _settle(h, [update], opts.timeout)
+
+            # not the site server's own DP: a DP reached over the network
+            again = next((d for d in dps if d.name != cfg.site(DEMO_SITE).server), dps[0])
+            redist = view.watch(pkgs[0], f"redist {again.name.split('.')[0]}", [again.nal_path])
+            await h.redistribute(pkgs[0], again.name)
+            await _settle(h, [redist], opts.timeout)
+        status = []
+        for pkg in pkgs:
+            row = await h.sites[pkg.site].db.package(pkg.pkg_id)
+            version = row.stored_pkg_version if row is not None else 0
+            records = tuple(await h.content_status(pkg))
+            status.append(PackageStatus(pkg.pkg_id, pkg.name, pkg.site, version, records))
+        tg.cancel_scope.cancel()
+
+    latencies = sorted(p.seconds * 1000 for p in phases)
+    delivered = total * len(dps)
+    return DemoResult(
+        root=str(opts.root),
+        logs=[str(p) for p in sorted(opts.root.glob("*/logs")) if any(p.iterdir())],
+        site=DEMO_SITE,
+        dps=[d.name for d in dps],
+        time_scale=opts.time_scale,
+        packages=len(pkgs),
+        bytes=total,
+        bytes_delivered=delivered,
+        seconds=round(seconds, 3),
+        mb_s=round(delivered / seconds / 1e6, 1),
+        lat_p50_ms=round(latencies[len(latencies) // 2], 1),
+        lat_max_ms=round(latencies[-1], 1),
+        update_ms=round(update.seconds * 1000, 1),
+        redistribute_ms=round(redist.seconds * 1000, 1),
+        per_package=[
+            PackageFigures(p.pkg_id, s.name, s.files, s.size, round(ph.seconds * 1000, 1))
+            for p, s, ph in zip(pkgs, sources, phases, strict=True)
+        ],
+        status=status,
+        ok=all(s.installed for s in status),
     )
-    print(f"  {'actor':<16}{'workers':>8}{'handled':>10}{'failed':>8}{'high water':>12}")
-    for address, c in result["actors"].items():
-        print(
-            f"  {address:<16}{c['workers']:>8}{c['handled']:>10,}{c['failed']:>8}"
-            f"{c['mailbox_high_water']:>12,}"
+
+
+async def _settle(h: Hierarchy, phases: Sequence[_Phase], timeout: float) -> None:
+    """Every phase's DPs reported Installed, and the facade agrees."""
+    for phase in phases:
+        try:
+            with anyio.fail_after(timeout):
+                await phase.done.wait()
+        except TimeoutError:
+            status = await h.content_status(phase.pkg)
+            states = ", ".join(f"{s.dp} {s.state} v{s.version}" for s in status)
+            raise CmdistError(
+                f"{phase.pkg.pkg_id} ({phase.label}) is not installed on every DP after"
+                f" {timeout:g} s: {states}"
+            ) from None
+        await h.wait(phase.pkg, timeout=timeout)
+
+
+def _print_demo(console: Console, result: DemoResult) -> None:
+    console.print(status_table(result.status))
+    figures = Table(title="Distribute: create to Installed on every DP", title_justify="left")
+    for header in ("package", "name", "files", "MiB", "distribute→Installed ms"):
+        figures.add_column(header, justify="left" if header in ("package", "name") else "right")
+    for p in result.per_package:
+        figures.add_row(
+            p.pkg_id, p.name, str(p.files), f"{p.bytes / MiB:,.2f}", f"{p.latency_ms:,.1f}"
         )
+    console.print(figures)
+    console.print(
+        f"{result.packages} packages, {result.bytes / MiB:,.1f} MiB of sources,"
+        f" {result.bytes_delivered / MiB:,.1f} MiB delivered to {len(result.dps)} DPs"
+        f" in {result.seconds:.2f} s: {result.mb_s:,.1f} MB/s;"
+        f" latency p50 {result.lat_p50_ms:,.0f} ms, max {result.lat_max_ms:,.0f} ms",
+        soft_wrap=True,
+    )
+    console.print(
+        f"update to Installed on every DP: {result.update_ms:,.0f} ms;"
+        f" redistribute to Installed: {result.redistribute_ms:,.0f} ms"
+    )
+    verdict = "every package Installed on every DP" if result.ok else "NOT every package Installed"
+    console.print(f"{verdict}.  Data root: {result.root}", soft_wrap=True)
+    console.print("Logs (CMTrace):")
+    for folder in result.logs:
+        names = ", ".join(sorted(p.name for p in Path(folder).iterdir()))
+        console.print(f"  {folder}: {names}", soft_wrap=True)
+    console.print(f"Content status again: cmdist status --root {result.root}", soft_wrap=True)
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+class UsageError(CmdistError):
+    """Bad arguments the parser cannot see (a folder in use, a missing hierarchy file)."""
+
+
+def _default_hierarchy() -> Path:
+    return Path(actors.__file__).resolve().parent.parent / "hierarchy.toml"
+
+
+def _load(path: str | None, root: Path) -> HierarchyConfig:
+    file = Path(path) if path else _default_hierarchy()
+    if not file.is_file():
+        raise UsageError(f"hierarchy file {file} not found: give one with --hierarchy PATH")
+    return load_hierarchy(file, root=root)
+
+
+def _demo_command(args: argparse.Namespace, console: Console) -> int:
+    if args.root:
+        root = Path(args.root).resolve()
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise UsageError(f"--root {root} is not an empty folder: give a new or empty one")
+        root.mkdir(parents=True, exist_ok=True)
+    else:
+        root = Path(tempfile.mkdtemp(prefix="cmdist-demo-"))
+    opts = _DemoOptions(
+        _load(args.hierarchy, root), root, args.packages, args.scale, args.time_scale, args.timeout
+    )
+    short = {d.nal_path: d.name.split(".")[0] for d in opts.config.dps}
+    view = _Progress(console, short, quiet=args.json)
+    result = run(_demo, opts, view)
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+    else:
+        _print_demo(console, result)
+    return 0 if result.ok else 1
+
+
+def _status_command(args: argparse.Namespace, console: Console) -> int:
+    root = Path(args.root).resolve()
+    if not root.is_dir():
+        raise DataRootError(f"data root {root} does not exist (or is not a folder)")
+    packages = run(read_status, _load(args.hierarchy, root))
+    if args.json:
+        out = {
+            "root": str(root),
+            "packages": packages,
+            "installed": all(p.installed for p in packages),
+        }
+        print(msgspec.json.encode(out).decode())
+        return 0
+    console.print(status_table(packages))
+    installed = sum(p.installed for p in packages)
+    console.print(
+        f"{len(packages)} packages, {installed} Installed on every DP they target;"
+        f" data root {root}",
+        soft_wrap=True,
+    )
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmdist", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser(
+        "demo", help="distribute generated packages to the DPs of PS1, with live progress"
+    )
+    demo.add_argument("--root", help="data root to create (default: a new temporary folder)")
+    demo.add_argument("--packages", type=int, default=5, help="packages to generate (default 5)")
+    demo.add_argument(
+        "--scale", type=float, default=1.0, help="multiply generated file sizes (default 1)"
+    )
+    demo.add_argument(
+        "--time-scale", type=float, default=0.01, help="multiply every interval (default 0.01)"
+    )
+    demo.add_argument("--timeout", type=float, default=120.0, help="seconds per wait")
+    demo.add_argument("--hierarchy", help="hierarchy file (default: the repository's)")
+    demo.add_argument("--json", action="store_true", help="one JSON object, no progress")
+    status = commands.add_parser("status", help="content status of a data root left by a run")
+    status.add_argument("--root", required=True, help="the data root of a run")
+    status.add_argument("--hierarchy", help="hierarchy file (default: the repository's)")
+    status.add_argument("--json", action="store_true", help="one JSON object")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="cmdist")
-    commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="run the demo and print measured figures")
-    demo.add_argument("--chunks", type=int, default=100_000, help="chunks through the pipeline")
-    demo.add_argument("--round-trips", type=int, default=10_000)
-    demo.add_argument("--asyncio", action="store_true", help="plain asyncio instead of uvloop")
-    demo.add_argument("--json", action="store_true", help="machine output")
+    parser = _parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    if args.chunks < 1 or args.round_trips < 1:
-        parser.error("--chunks and --round-trips must be >= 1")
-    result = run(_demo, args.chunks, args.round_trips, use_uvloop=False if args.asyncio else None)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
-        _print(result)
-    return 0 if result["checksum_ok"] and result["dead_letters"] == 0 else 1
+    if args.command == "demo" and (args.packages < 1 or args.scale <= 0 or args.time_scale <= 0):
+        parser.error("--packages must be >= 1, --scale and --time-scale > 0")
+    # no terminal (CI, a pipe): rich prints plain text; 120 columns keep the tables whole
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    try:
+        if args.command == "demo":
+            return _demo_command(args, console)
+        return _status_command(args, console)
+    except (DataRootError, HierarchyConfigError, UsageError) as exc:
+        print(f"cmdist {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except CmdistError as exc:
+        print(f"cmdist {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,192 @@
+"""Content status of a data root a run left behind, read without starting the hierarchy,
+and the table both ``cmdist status`` and ``cmdist demo`` print.
+
+Nothing here writes: the site databases are only queried (their writer has nothing to do)
+and each DP's content library is read from its DataLib manifests, not opened as a
+:class:`~contentlib.ContentLibrary` (that would clean the library's temp folder under a
+run that may still be going).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import msgspec
+from rich.table import Table
+
+from actors._site import dp_root
+from actors.config import HierarchyConfig
+from actors.errors import CmdistError
+from actors.hierarchy import ContentStatus
+from actors.sitedb import (
+    JobState,
+    PkgStatusType,
+    PkgStatusValue,
+    ServerAction,
+    SiteDatabase,
+)
+from actors.status import last_message_id
+from contentlib import Manifest
+
+__all__ = ["DataRootError", "PackageStatus", "read_status", "site_databases", "status_table"]
+
+# PkgStatus values a DP can stay in; every other value is on its way somewhere
+_FINAL_STATES = {
+    PkgStatusValue.INSTALLED: "Installed",
+    PkgStatusValue.RETRY: "Retrying",
+    PkgStatusValue.FAILED: "Failed",
+    PkgStatusValue.REMOVED: "Removed",
+}
+_MANIFEST = msgspec.json.Decoder(Manifest)
+
+
+class DataRootError(CmdistError):
+    """A data root that holds no run: it does not exist, or has no site database."""
+
+
+class PackageStatus(msgspec.Struct, frozen=True):
+    """One package and the content status of every DP it targets, by DP name."""
+
+    pkg_id: str
+    name: str
+    site: str
+    version: int  # the site's current version of the package (StoredPkgVersion)
+    dps: tuple[ContentStatus, ...]
+
+    @property
+    def installed(self) -> bool:
+        """Installed at the current version on every targeted DP."""
+        return bool(self.dps) and all(
+            d.state == "Installed" and d.version == self.version for d in self.dps
+        )
+
+
+def site_databases(config: HierarchyConfig) -> list[Path]:
+    """The site databases under the hierarchy's data root; ``DataRootError`` when none."""
+    root = config.data_root
+    if not root.is_dir():
+        raise DataRootError(f"data root {root} does not exist (or is not a folder)")
+    found = [
+        path
+        for site in config.sites
+        if (path := config.server_root(site.server) / "site.db").is_file()
+    ]
+    if not found:
+        servers = ", ".join(s.server for s in config.sites)
+        raise DataRootError(
+            f"data root {root} holds no site database: expected <root>/<site server>/site.db"
+            f" for one of {servers} (hierarchy {config.file})"
+        )
+    return found
+
+
+async def read_status(config: HierarchyConfig) -> list[PackageStatus]:
+    """Every package of every site database under the data root, by package ID."""
+    out: dict[str, PackageStatus] = {}
+    for path in site_databases(config):
+        server = path.parent.name.upper()
+        site = next(s for s in config.sites if s.server.upper() == server)
+        async with SiteDatabase.open(path) as db:
+            for pkg in await db.packages():
+                dps = await _dp_status(config, db, pkg.pkg_id, site.code)
+                seen = out.get(pkg.pkg_id)
+                if seen is None:
+                    out[pkg.pkg_id] = PackageStatus(
+                        pkg.pkg_id, pkg.name, pkg.source_site, pkg.stored_pkg_version, dps
+                    )
+                else:  # the package as another site sees it: its own DPs
+                    merged = tuple(sorted({*seen.dps, *dps}, key=lambda d: d.dp))
+                    out[pkg.pkg_id] = msgspec.structs.replace(seen, dps=merged)
+    return [out[k] for k in sorted(out)]
+
+
+async def _dp_status(
+    config: HierarchyConfig, db: SiteDatabase, pkg_id: str, site_code: str
+) -> tuple[ContentStatus, ...]:
+    """What ``Hierarchy.content_status`` says, from the rows and the DPs' folders alone."""
+    rows = {
+        r.pkg_server: r
+        for r in await db.pkg_status(pkg_id)
+        if r.type == PkgStatusType.DP and r.site_code == site_code
+    }
+    servers = {s.nal_path: s for s in await db.pkg_servers(pkg_id, site_code)}
+    busy = await _busy_dps(db, pkg_id)
+    out: list[ContentStatus] = []
+    for nal in servers.keys() | rows.keys():
+        dp = await db.distribution_point(nal)
+        if dp is None:
+            continue
+        row = rows.get(nal)
+        state = (
+            "InProgress"
+            if row is None
+            else _FINAL_STATES.get(PkgStatusValue(row.status), "InProgress")
+        )
+        server_row = servers.get(nal)
+        asked = server_row is not None and (
+            server_row.action != ServerAction.NONE
+            or server_row.refresh_trigger
+            or state == "Removed"  # added back after a removal
+        )
+        if asked or dp.dp_id in busy:
+            state = "InProgress"  # asked for, or a job for it is still open
+        library = dp_root(config, dp.server_name, dp.is_site_server) / "SCCMContentLib"
+        out.append(
+            ContentStatus(
+                dp=dp.server_name,
+                nal_path=nal,
+                state=state,
+                version=_held_version(library, pkg_id),
+                last_message=await last_message_id(db, pkg_id, nal),
+            )
+        )
+    return tuple(sorted(out, key=lambda d: d.dp))
+
+
+async def _busy_dps(db: SiteDatabase, pkg_id: str) -> set[int]:
+    """DPs with an open (not given up) distribution job for the package."""
+    rows = await db.fetchall(
+        "SELECT DPID FROM DistributionJobs WHERE PkgID = ? AND State <> ?",
+        (pkg_id, int(JobState.FAILED)),
+    )
+    return {int(r[0]) for r in rows}
+
+
+def _held_version(library: Path, pkg_id: str) -> int:
+    """The latest version of the package a DP's library holds (0: none)."""
+    versions = [
+        _MANIFEST.decode(path.read_bytes()).version
+        for path in (library / "DataLib").glob(f"{pkg_id}.*.json")
+    ]
+    return max(versions, default=0)
+
+
+def status_table(packages: Iterable[PackageStatus], *, title: str = "Content status") -> Table:
+    table = Table(title=title, title_justify="left")
+    for header in ("package", "name", "DP", "state", "version", "last message"):
+        table.add_column(header, justify="right" if header == "version" else "left")
+    for pkg in packages:
+        for i, dp in enumerate(pkg.dps or _NO_DPS):
+            state = dp.state
+            if state == "Installed" and dp.version != pkg.version:
+                state = f"Installed (v{dp.version}, current v{pkg.version})"
+            table.add_row(
+                pkg.pkg_id if i == 0 else "",
+                pkg.name if i == 0 else "",
+                dp.dp,
+                _styled(state),
+                str(dp.version),
+                "" if dp.last_message is None else str(dp.last_message),
+            )
+    return table
+
+
+_NO_DPS: Sequence[ContentStatus] = (ContentStatus("(no DP)", "", "-", 0, None),)
+
+
+def _styled(state: str) -> str:
+    colour = {"Installed": "green", "Failed": "red", "Retrying": "yellow"}.get(
+        state.split(" ", 1)[0], ""
+    )
+    return f"[{colour}]{state}[/]" if colour else state

@@ -1,0 +1,108 @@
+"""``cmdist demo`` and ``cmdist status`` end to end: real hierarchy, real files, real SQLite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.cli import main
+
+PS1_DPS = {
+    "PS1SITE.CONTOSO.COM",
+    "PS1DP1.CONTOSO.COM",
+    "PS1DP2.CONTOSO.COM",
+    "PS1SYS.CONTOSO.COM",
+}
+FAST = ["--scale", "0.005", "--time-scale", "0.001", "--timeout", "60"]
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> Any:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_demo_installs_every_package_everywhere_and_status_reads_the_same(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "run"
+    assert main(["demo", "--root", str(root), "--packages", "3", "--json", *FAST]) == 0
+    demo = _json(capsys)
+
+    assert demo["ok"] is True
+    assert demo["root"] == str(root.resolve())
+    assert [p["name"] for p in demo["status"]] == ["Docs01", "Tool02", "Image03"]
+    for pkg in demo["status"]:
+        assert {d["dp"] for d in pkg["dps"]} == PS1_DPS
+        for dp in pkg["dps"]:
+            assert (dp["state"], dp["version"]) == ("Installed", pkg["version"]), (pkg, dp)
+    # the largest package was updated (version 2), the others were not
+    assert [p["version"] for p in demo["status"]] == [1, 1, 2]
+    assert demo["packages"] == 3
+    assert demo["bytes_delivered"] == demo["bytes"] * 4
+    assert len(demo["per_package"]) == 3
+    assert any(Path(p).parent.name == "PS1SITE.CONTOSO.COM" for p in demo["logs"])
+    assert (root / "PS1SITE.CONTOSO.COM" / "logs" / "distmgr.log").stat().st_size > 0
+
+    assert main(["status", "--root", str(root), "--json"]) == 0
+    status = _json(capsys)
+    assert status["installed"] is True
+    assert status["packages"] == demo["status"]
+
+
+def test_demo_and_status_print_readable_tables_without_a_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "run"
+    assert main(["demo", "--root", str(root), "--packages", "1", *FAST]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out  # no terminal: no escape codes, no live display
+    assert "Docs01   distribute   installed on 4/4 DPs" in out
+    assert "Content status" in out
+    assert "every package Installed on every DP" in out
+    assert f"{root.resolve() / 'PS1SITE.CONTOSO.COM' / 'logs'}: " in out
+    assert "distmgr.log" in out
+
+    assert main(["status", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.count("│ Installed ") == 4
+    assert f"1 packages, 1 Installed on every DP they target; data root {root.resolve()}" in out
+
+
+def test_status_of_a_missing_root_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere"
+    assert main(["status", "--root", str(missing)]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err
+    assert "does not exist" in err
+    assert not missing.exists()  # reading created nothing
+
+
+def test_status_of_a_root_without_site_databases_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "PS1SITE.CONTOSO.COM").mkdir()
+    assert main(["status", "--root", str(tmp_path), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "holds no site database" in captured.err
+    assert not (tmp_path / "PS1SITE.CONTOSO.COM" / "site.db").exists()
+
+
+def test_demo_refuses_a_root_in_use_and_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["demo", "--root", str(tmp_path)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+    assert main(["demo", "--root", str(tmp_path / "r"), "--hierarchy", str(tmp_path / "x")]) == 2
+    assert "hierarchy file" in capsys.readouterr().err
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--packages", "0"])
+    assert "--packages" in capsys.readouterr().err
