@@ -189,7 +189,7 @@ class _Progress:
             self.progress.update(
                 phase.task,
                 completed=len(phase.installed),
-                last=f"{msg.message_id} {where}  {describe(msg)}".replace("  ", " "),
+                last=" ".join(filter(None, (str(msg.message_id), where, describe(msg)))),
             )
         if phase.installed >= phase.nals:
             phase.finished = time.perf_counter()
@@ -249,9 +249,8 @@ async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
     sources = [_make_package(opts.root / "sources", i, opts.scale) for i in range(opts.packages)]
     total = sum(s.size for s in sources)
     view.say(
-        f"cmdist demo: {len(sources)} packages ({total / MiB:,.1f} MiB) to {len(dps)} DPs of"
-        f" {DEMO_SITE} ({', '.join(d.name for d in dps)}); time scale {opts.time_scale:g};"
-        f" data root {opts.root}"
+        f"cmdist demo: {len(sources)} packages ({total / MiB:,.1f} MiB) to the {len(dps)} DPs"
+        f" of {DEMO_SITE}, time scale {opts.time_scale:g}, data root {opts.root}"
     )
     async with (
         Hierarchy.open(cfg, time_scale=opts.time_scale) as h,
