@@ -332,7 +332,7 @@ async def _settle(h: Hierarchy, phases: Sequence[_Phase], timeout: float) -> Non
 
 def _print_demo(console: Console, result: DemoResult) -> None:
     console.print(status_table(result.status))
-    figures = Table(title="Distribute: create to Installed on every DP", title_justify="left")
+    figures = Table(title="Distribute to Installed on every DP", title_justify="left")
     for header in ("package", "name", "files", "MiB", "distribute→Installed ms"):
         figures.add_column(header, justify="left" if header in ("package", "name") else "right")
     for p in result.per_package:
