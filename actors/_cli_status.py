@@ -15,30 +15,14 @@ from pathlib import Path
 import msgspec
 from rich.table import Table
 
-from actors._site import dp_root
+from actors._content_status import ContentStatus, dp_content_status
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
-from actors.hierarchy import ContentStatus
 from actors.sitedb import (
-    JobState,
-    PkgStatusType,
-    PkgStatusValue,
-    ServerAction,
     SiteDatabase,
 )
-from actors.status import last_message_id
-from contentlib import Manifest
 
 __all__ = ["DataRootError", "PackageStatus", "read_status", "site_databases", "status_table"]
-
-# PkgStatus values a DP can stay in; every other value is on its way somewhere
-_FINAL_STATES = {
-    PkgStatusValue.INSTALLED: "Installed",
-    PkgStatusValue.RETRY: "Retrying",
-    PkgStatusValue.FAILED: "Failed",
-    PkgStatusValue.REMOVED: "Removed",
-}
-_MANIFEST = msgspec.json.Decoder(Manifest)
 
 
 class DataRootError(CmdistError):
@@ -89,7 +73,7 @@ async def read_status(config: HierarchyConfig) -> list[PackageStatus]:
         site = next(s for s in config.sites if s.server.upper() == server)
         async with SiteDatabase.open(path) as db:
             for pkg in await db.packages():
-                dps = await _dp_status(config, db, pkg.pkg_id, site.code)
+                dps = await dp_content_status(config, db, pkg.pkg_id, site.code)
                 seen = out.get(pkg.pkg_id)
                 if seen is None:
                     out[pkg.pkg_id] = PackageStatus(
@@ -99,67 +83,6 @@ async def read_status(config: HierarchyConfig) -> list[PackageStatus]:
                     merged = tuple(sorted({*seen.dps, *dps}, key=lambda d: d.dp))
                     out[pkg.pkg_id] = msgspec.structs.replace(seen, dps=merged)
     return [out[k] for k in sorted(out)]
-
-
-async def _dp_status(
-    config: HierarchyConfig, db: SiteDatabase, pkg_id: str, site_code: str
-) -> tuple[ContentStatus, ...]:
-    """What ``Hierarchy.content_status`` says, from the rows and the DPs' folders alone."""
-    rows = {
-        r.pkg_server: r
-        for r in await db.pkg_status(pkg_id)
-        if r.type == PkgStatusType.DP and r.site_code == site_code
-    }
-    servers = {s.nal_path: s for s in await db.pkg_servers(pkg_id, site_code)}
-    busy = await _busy_dps(db, pkg_id)
-    out: list[ContentStatus] = []
-    for nal in servers.keys() | rows.keys():
-        dp = await db.distribution_point(nal)
-        if dp is None:
-            continue
-        row = rows.get(nal)
-        state = (
-            "InProgress"
-            if row is None
-            else _FINAL_STATES.get(PkgStatusValue(row.status), "InProgress")
-        )
-        server_row = servers.get(nal)
-        asked = server_row is not None and (
-            server_row.action != ServerAction.NONE
-            or server_row.refresh_trigger
-            or state == "Removed"  # added back after a removal
-        )
-        if asked or dp.dp_id in busy:
-            state = "InProgress"  # asked for, or a job for it is still open
-        library = dp_root(config, dp.server_name, dp.is_site_server) / "SCCMContentLib"
-        out.append(
-            ContentStatus(
-                dp=dp.server_name,
-                nal_path=nal,
-                state=state,
-                version=_held_version(library, pkg_id),
-                last_message=await last_message_id(db, pkg_id, nal),
-            )
-        )
-    return tuple(sorted(out, key=lambda d: d.dp))
-
-
-async def _busy_dps(db: SiteDatabase, pkg_id: str) -> set[int]:
-    """DPs with an open (not given up) distribution job for the package."""
-    rows = await db.fetchall(
-        "SELECT DPID FROM DistributionJobs WHERE PkgID = ? AND State <> ?",
-        (pkg_id, int(JobState.FAILED)),
-    )
-    return {int(r[0]) for r in rows}
-
-
-def _held_version(library: Path, pkg_id: str) -> int:
-    """The latest version of the package a DP's library holds (0: none)."""
-    versions = [
-        _MANIFEST.decode(path.read_bytes()).version
-        for path in (library / "DataLib").glob(f"{pkg_id}.*.json")
-    ]
-    return max(versions, default=0)
 
 
 def status_table(packages: Iterable[PackageStatus], *, title: str = "Content status") -> Table:

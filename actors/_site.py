@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
 from actors.config import HierarchyConfig, Site
@@ -22,7 +22,7 @@ from actors.status import (
     ComponentLogs,
     StatusReporter,
 )
-from bus import Bus
+from bus import Bus, BusClosed
 from contentlib import ContentLibrary
 
 __all__ = ["SiteServer", "dp_root"]
@@ -52,7 +52,7 @@ class SiteServer:
             self.logs,
             site=site.code,
             system=site.server,
-            publish=bus.publish,
+            publish=self._publish,
             now=bus.clock.wall,
         )
         self.provider = SmsProvider(db, hierarchy, site.code, log=self.logs[PROVIDER])
@@ -127,6 +127,12 @@ class SiteServer:
             ),
             f"{code}/SMSDBMON",
         )
+
+    async def _publish(self, topic: str, msg: object) -> None:
+        # A status message is stored before it is published: while the bus drains at
+        # shutdown, subscribers are going away and the message is kept in the database.
+        with suppress(BusClosed):
+            await self.bus.publish(topic, msg)
 
     def close_logs(self) -> None:
         for logs in (self.logs, *self._dp_logs):

@@ -16,12 +16,13 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from actors._content_status import ContentStatus, dp_content_status
 from actors._site import SiteServer
 from actors.config import HierarchyConfig, load_hierarchy
 from actors.distmgr import PACKAGE_CHANGED_TOPIC
 from actors.errors import NotSupported, UnknownDistributionPoint, UnknownPackage, WaitTimeout
-from actors.sitedb import PackageAction, PkgStatusType, PkgStatusValue, ServerAction
-from actors.status import STATUS_TOPIC, StatusMessage, last_message_id
+from actors.sitedb import PackageAction
+from actors.status import STATUS_TOPIC, StatusMessage
 from bus import Bus, Clock, RealClock
 
 __all__ = ["ContentStatus", "Hierarchy", "Package"]
@@ -33,28 +34,6 @@ class Package(msgspec.Struct, frozen=True):
     pkg_id: str
     name: str
     site: str
-
-
-class ContentStatus(msgspec.Struct, frozen=True):
-    """One targeted DP's view of a package."""
-
-    dp: str  # server name, PS1DP1.CONTOSO.COM
-    nal_path: str
-    state: str  # "Installed", "InProgress", "Retrying", "Failed", "Removed"
-    version: int  # the version the DP's content library holds (0: none)
-    last_message: int | None  # the last status message ID that concerned this DP
-
-    @property
-    def final(self) -> bool:
-        return self.state in ("Installed", "Failed", "Removed")
-
-
-_STATES = {
-    PkgStatusValue.INSTALLED: "Installed",
-    PkgStatusValue.RETRY: "Retrying",
-    PkgStatusValue.FAILED: "Failed",
-    PkgStatusValue.REMOVED: "Removed",
-}
 
 
 class Hierarchy:
@@ -168,41 +147,7 @@ class Hierarchy:
     async def content_status(self, pkg: Package | str) -> list[ContentStatus]:
         """One record per DP the package targets (or was removed from), by DP name."""
         server, pkg_id = await self._package(pkg)
-        db = server.db
-        rows = {r.pkg_server: r for r in await db.pkg_status(pkg_id) if r.type == PkgStatusType.DP}
-        servers = {s.nal_path: s for s in await db.pkg_servers(pkg_id)}
-        targeted = servers.keys()
-        out: list[ContentStatus] = []
-        for nal in sorted(targeted | rows.keys()):
-            dp_row = await db.distribution_point(nal)
-            if dp_row is None:
-                continue
-            row = rows.get(nal)
-            state = (
-                "InProgress"
-                if row is None
-                else _STATES.get(PkgStatusValue(row.status), "InProgress")
-            )
-            server_row = servers.get(nal)
-            if server_row is not None and (
-                server_row.action != ServerAction.NONE
-                or server_row.refresh_trigger
-                or state == "Removed"  # added back after a removal
-            ):
-                state = "InProgress"  # asked for, and DistMgr has not yet made it a job
-            library = server.dp_library(dp_row.server_name)
-            held = library.content_ids(pkg_id) if library is not None else []
-            version = int(held[-1].rsplit(".", 1)[1]) if held else 0
-            out.append(
-                ContentStatus(
-                    dp=dp_row.server_name,
-                    nal_path=nal,
-                    state=state,
-                    version=version,
-                    last_message=await last_message_id(db, pkg_id, nal),
-                )
-            )
-        return out
+        return list(await dp_content_status(self.config, server.db, pkg_id, server.code))
 
     async def wait(self, pkg: Package | str, timeout: float = 60.0) -> list[ContentStatus]:
         """Until every targeted DP is final for the package's current version: Installed
