@@ -129,10 +129,12 @@ class DistMgr(Actor):
             )
             try:
                 await self._process(pkg_id)
+                # Not in ``finally``: a publish while the actor is cancelled at shutdown
+                # raised BusClosed over the cancellation.
+                await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
             finally:
                 self._running.discard(pkg_id)
                 self.processed += 1
-                await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
                 self._log(f"~Exiting package processing thread for package {pkg_id}.")
             if pkg_id in self._again:
                 self._again.discard(pkg_id)
