@@ -15,7 +15,7 @@ from pathlib import Path
 import msgspec
 from rich.table import Table
 
-from actors._content_status import ContentStatus, dp_content_status
+from actors._content_status import ContentStatus, dp_content_status, held_on_disk
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
 from actors.sitedb import (
@@ -68,12 +68,13 @@ def site_databases(config: HierarchyConfig) -> list[Path]:
 async def read_status(config: HierarchyConfig) -> list[PackageStatus]:
     """Every package of every site database under the data root, by package ID."""
     out: dict[str, PackageStatus] = {}
+    held = held_on_disk(config)
     for path in site_databases(config):
         server = path.parent.name.upper()
         site = next(s for s in config.sites if s.server.upper() == server)
         async with SiteDatabase.open(path) as db:
             for pkg in await db.packages():
-                dps = await dp_content_status(config, db, pkg.pkg_id, site.code)
+                dps = await dp_content_status(db, pkg.pkg_id, site.code, held)
                 seen = out.get(pkg.pkg_id)
                 if seen is None:
                     out[pkg.pkg_id] = PackageStatus(

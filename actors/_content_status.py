@@ -6,17 +6,24 @@ running hierarchy and on a data root a run left behind alike.
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import msgspec
 
 from actors._site import dp_root
 from actors.config import HierarchyConfig
-from actors.sitedb import JobState, PkgStatusType, PkgStatusValue, ServerAction, SiteDatabase
+from actors.sitedb import (
+    DistributionPointRow,
+    JobState,
+    PkgStatusType,
+    PkgStatusValue,
+    ServerAction,
+    SiteDatabase,
+)
 from actors.status import last_message_id
 from contentlib import Manifest
 
-__all__ = ["ContentStatus", "dp_content_status"]
+__all__ = ["ContentStatus", "HeldVersion", "dp_content_status", "held_on_disk"]
 
 
 class ContentStatus(msgspec.Struct, frozen=True):
@@ -43,10 +50,30 @@ _FINAL_STATES = {
 _MANIFEST = msgspec.json.Decoder(Manifest)
 
 
+HeldVersion = Callable[[DistributionPointRow, str], int]
+"""The latest version of a package a DP's content library holds (0: none)."""
+
+
+def held_on_disk(config: HierarchyConfig) -> HeldVersion:
+    """Read from each DP's DataLib manifests: for a data root no running hierarchy owns
+    (opening a ContentLibrary would clean its temp folder under a run still going)."""
+
+    def held(dp: DistributionPointRow, pkg_id: str) -> int:
+        library = dp_root(config, dp.server_name, dp.is_site_server) / "SCCMContentLib"
+        versions = [
+            _MANIFEST.decode(path.read_bytes()).version
+            for path in (library / "DataLib").glob(f"{pkg_id}.*.json")
+        ]
+        return max(versions, default=0)
+
+    return held
+
+
 async def dp_content_status(
-    config: HierarchyConfig, db: SiteDatabase, pkg_id: str, site_code: str
+    db: SiteDatabase, pkg_id: str, site_code: str, held: HeldVersion
 ) -> tuple[ContentStatus, ...]:
-    """What ``Hierarchy.content_status`` says, from the rows and the DPs' folders alone."""
+    """Per DP the package targets (or was removed from): state from the site's rows,
+    version from ``held``."""
     rows = {
         r.pkg_server: r
         for r in await db.pkg_status(pkg_id)
@@ -73,13 +100,12 @@ async def dp_content_status(
         )
         if asked or (dp.dp_id in busy and state in ("Installed", "Removed")):
             state = "InProgress"  # asked for, or a new job for it is still open
-        library = dp_root(config, dp.server_name, dp.is_site_server) / "SCCMContentLib"
         out.append(
             ContentStatus(
                 dp=dp.server_name,
                 nal_path=nal,
                 state=state,
-                version=_held_version(library, pkg_id),
+                version=held(dp, pkg_id),
                 last_message=await last_message_id(db, pkg_id, nal),
             )
         )
@@ -93,12 +119,3 @@ async def _busy_dps(db: SiteDatabase, pkg_id: str) -> set[int]:
         (pkg_id, int(JobState.FAILED)),
     )
     return {int(r[0]) for r in rows}
-
-
-def _held_version(library: Path, pkg_id: str) -> int:
-    """The latest version of the package a DP's library holds (0: none)."""
-    versions = [
-        _MANIFEST.decode(path.read_bytes()).version
-        for path in (library / "DataLib").glob(f"{pkg_id}.*.json")
-    ]
-    return max(versions, default=0)

@@ -141,6 +141,12 @@ class SiteServer:
     def _dp_root(self, dp: DistributionPointRow) -> Path:
         return dp_root(self.hierarchy, dp.server_name, dp.is_site_server)
 
+    def held_version(self, dp: DistributionPointRow, pkg_id: str) -> int:
+        """The latest version of the package the DP's library holds (0: none)."""
+        library = self.dp_library(dp.server_name)
+        held = library.content_ids(pkg_id) if library is not None else []
+        return int(held[-1].rsplit(".", 1)[1]) if held else 0
+
     def dp_library(self, name: str) -> ContentLibrary | None:
         provider = self.dps.get(name.upper())
         return provider.library if provider is not None else None

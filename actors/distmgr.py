@@ -15,7 +15,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -31,6 +34,8 @@ from actors.sitedb import (
     PkgStatusValue,
     ServerAction,
     SiteDatabase,
+    WriteOp,
+    ops,
     product_time,
 )
 from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, CMTraceLog, StatusReporter
@@ -302,20 +307,35 @@ class DistMgr(Actor):
         if pkg.source_site != self.site:
             await self._report(2342, (pkg.name, dp.nal_path), pkg.pkg_id, dp.nal_path)
         action = JobAction.REDISTRIBUTE if server.refresh_trigger else JobAction.ADD_OR_UPDATE
-        await self.db.create_distribution_job(
-            dp=dp, pkg_id=pkg.pkg_id, package_version=pkg.stored_pkg_version, action=action
-        )
-        await self._set_status(pkg.pkg_id, dp, PkgStatusValue.NONE, pkg.stored_pkg_version)
+        now = product_time()
+        in_progress = self._status_op(pkg.pkg_id, dp, PkgStatusValue.NONE, pkg.stored_pkg_version)
+
+        def op(conn: sqlite3.Connection) -> None:
+            ops.insert_distribution_job(
+                conn,
+                dp=dp,
+                pkg_id=pkg.pkg_id,
+                package_version=pkg.stored_pkg_version,
+                action=action,
+                now=now,
+            )
+            in_progress(conn)
+
         self._log(
             f"~Created package transfer job to send package {pkg.pkg_id} to distribution"
             f" point {dp.nal_path}."
         )
-        await self._report(2357, (pkg.pkg_id, dp.nal_path), pkg.pkg_id, dp.nal_path)
+        # The job, the DP's "in progress" row and 2357 in one commit.
+        await self._report(2357, (pkg.pkg_id, dp.nal_path), pkg.pkg_id, dp.nal_path, op=op)
+        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg.pkg_id))
 
     async def _remove_from_dp(self, pkg: PackageRow, dp: DistributionPointRow) -> None:
         """A remove job for PkgXferMgr, which runs it after the DP's earlier jobs."""
         self._log(f"DP Thread: Attempting to remove package {pkg.pkg_id} from DP {dp.nal_path}")
         now = product_time()
+        pending = self._status_op(
+            pkg.pkg_id, dp, PkgStatusValue.PENDING_REMOVE, pkg.stored_pkg_version
+        )
 
         def op(conn: sqlite3.Connection) -> None:
             if conn.execute(
@@ -334,11 +354,10 @@ class DistMgr(Actor):
                 " where PkgID = ? and NALPath = ?",
                 (now, pkg.pkg_id, dp.nal_path),
             )
+            pending(conn)
 
         await self.db.write(op)
-        await self._set_status(
-            pkg.pkg_id, dp, PkgStatusValue.PENDING_REMOVE, pkg.stored_pkg_version
-        )
+        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg.pkg_id))
 
     async def _finish_delete(self, pkg: PackageRow) -> None:
         """Once no DP holds the package any more, its content and rows go."""
@@ -379,71 +398,78 @@ class DistMgr(Actor):
         if dp is None or pkg is None:
             return
         status = PkgStatusValue(msg.status)
-        await self._set_status(msg.pkg_id, dp, status, msg.version, publish=False)
+        store_status = self._status_op(msg.pkg_id, dp, status, msg.version)
+        final = status in (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED)
+
+        def op(conn: sqlite3.Connection) -> None:
+            store_status(conn)
+            if final:
+                # The job is done once its final status is stored: whoever sees the
+                # status sees no job left.
+                ops.delete_job(conn, msg.job_id)
+            if status == PkgStatusValue.REMOVED:
+                conn.execute(
+                    "delete from PkgServers where PkgID = ? and NALPath = ? and Action = ?",
+                    (msg.pkg_id, msg.nal_path, int(ServerAction.REMOVE)),
+                )
+
+        # The status row, the job's end and 2330 / 2332 in one commit.
+        message = {PkgStatusValue.INSTALLED: 2330, PkgStatusValue.REMOVED: 2332}.get(status)
+        if message is None:
+            await self.db.write(op)
+        else:
+            await self._report(message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op)
         self._log(
             f"~Successfully updated the package server status for {msg.nal_path} for package"
             f" {msg.pkg_id}, Status {int(status)}"
         )
-        if status in (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED):
-            # The job is done once its final status is stored (PkgXferMgr's own delete
-            # after this reply is then a no-op): whoever sees the status sees no job left.
-            await self.db.execute("delete from DistributionJobs where JobID = ?", (msg.job_id,))
-        if status == PkgStatusValue.INSTALLED:
-            await self._report(2330, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path)
-        elif status == PkgStatusValue.REMOVED:
-            await self.db.execute(
-                "delete from PkgServers where PkgID = ? and NALPath = ? and Action = ?",
-                (msg.pkg_id, msg.nal_path, int(ServerAction.REMOVE)),
-            )
-            await self._report(2332, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path)
-            if pkg.action == PackageAction.DELETE:
-                await self._finish_delete(pkg)
+        if status == PkgStatusValue.REMOVED and pkg.action == PackageAction.DELETE:
+            await self._finish_delete(pkg)
         # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.
         await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(msg.pkg_id))
 
-    async def _set_status(
-        self,
-        pkg_id: str,
-        dp: DistributionPointRow,
-        status: PkgStatusValue,
-        version: int,
-        *,
-        publish: bool = True,
-    ) -> None:
+    def _status_op(
+        self, pkg_id: str, dp: DistributionPointRow, status: PkgStatusValue, version: int
+    ) -> Callable[[sqlite3.Connection], int]:
+        """The DP's PkgStatus Type 2 row, as the reference's STA processing writes it."""
         server = dp.server_name
-        installed = status == PkgStatusValue.INSTALLED
-        await self.db.set_pkg_status(
+        now = product_time()
+        row = partial(
+            ops.upsert_pkg_status,
             pkg_id=pkg_id,
             type=PkgStatusType.DP,
             site_code=dp.site_code,
             pkg_server=dp.nal_path,
             status=int(status),
             source_version=version,
-            location=(
-                f'MSWNET:["SMS_SITE={dp.site_code}"]\\\\{server}\\SMSPKGC$\\{pkg_id}\\'
-                if installed
-                else ""
-            ),
-            http_url=f"http://{server}/SMS_DP_SMSPKG$/{pkg_id}" if installed else "",
-            sig_url=f"http://{server}/SMS_DP_SMSSIG$/{pkg_id}" if installed else "",
-            sig_location=(
-                f'MSWNET:["SMS_SITE={dp.site_code}"]\\\\{server}\\SMSSIG$\\{pkg_id}.{version}.tar'
-                if installed
-                else ""
-            ),
+            now=now,
         )
-        if publish:
-            await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+        if status != PkgStatusValue.INSTALLED:
+            return row
+        share = f'MSWNET:["SMS_SITE={dp.site_code}"]\\\\{server}'
+        return partial(
+            row,
+            location=f"{share}\\SMSPKGC$\\{pkg_id}\\",
+            http_url=f"http://{server}/SMS_DP_SMSPKG$/{pkg_id}",
+            sig_url=f"http://{server}/SMS_DP_SMSSIG$/{pkg_id}",
+            sig_location=f"{share}\\SMSSIG$\\{pkg_id}.{version}.tar",
+        )
 
     # -- helpers -------------------------------------------------------------------------
 
     async def _report(
-        self, message_id: int, strings: tuple[str, ...], pkg_id: str, nal_path: str | None = None
+        self,
+        message_id: int,
+        strings: tuple[str, ...],
+        pkg_id: str,
+        nal_path: str | None = None,
+        *,
+        op: WriteOp[Any] | None = None,
     ) -> None:
         attributes = {ATTR_PACKAGE_ID: pkg_id}
         if nal_path is not None:
             attributes[ATTR_DP_NAL_PATH] = nal_path
-        await self.reporter.report(message_id, strings, attributes)
+        await self.reporter.report(message_id, strings, attributes, op=op)
 
     def _log(self, line: str, *, severity: str = "I") -> None:
         if self.log_file is not None:

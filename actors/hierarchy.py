@@ -147,7 +147,7 @@ class Hierarchy:
     async def content_status(self, pkg: Package | str) -> list[ContentStatus]:
         """One record per DP the package targets (or was removed from), by DP name."""
         server, pkg_id = await self._package(pkg)
-        return list(await dp_content_status(self.config, server.db, pkg_id, server.code))
+        return list(await dp_content_status(server.db, pkg_id, server.code, server.held_version))
 
     async def wait(self, pkg: Package | str, timeout: float = 60.0) -> list[ContentStatus]:
         """Until every targeted DP is final for the package's current version: Installed

@@ -51,6 +51,7 @@ from actors.status import (
     ATTR_PACKAGE_ID,
     ATTR_PACKAGE_VERSION,
     CMTraceLog,
+    StatusMessage,
     StatusReporter,
 )
 from bus import Actor, BusError, handler
@@ -183,13 +184,14 @@ class PkgXferMgr(Actor):
             f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
             f" to distribution point {dp.server_name}"
         )
-        await self._report(8200, job, dp, with_dp=False)
-        # 8210 before the status-3 STA: DistMgr's 2330 follows it, as in the reference, and
-        # once the DP reads Installed every message of the job is stored.
-        await self._report(8210, job, dp)
+        # 8200 and 8210 (one commit) before the status-3 STA: DistMgr's 2330 follows them,
+        # as in the reference, and once the DP reads Installed every message is stored.
+        await self.reporter.raise_messages(
+            [self._message(8200, job, dp), self._message(8210, job, dp)]
+        )
+        # DistMgr deletes the job with its final status (one commit): nothing left here.
         await self._status(job, dp, PkgStatusValue.INSTALLED)
         self._log("Sending thread complete~")
-        await self.db.execute("delete from DistributionJobs where JobID = ?", (job_id,))
 
     async def _send(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
         content_id = f"{job.pkg_id}.{job.package_version}"
@@ -276,8 +278,7 @@ class PkgXferMgr(Actor):
         except BusError as exc:
             await self._failed(job, dp, exc)
             return
-        await self._status(job, dp, PkgStatusValue.REMOVED)
-        await self.db.execute("delete from DistributionJobs where JobID = ?", (job.job_id,))
+        await self._status(job, dp, PkgStatusValue.REMOVED)  # DistMgr ends the job
 
     async def _failed(
         self, job: DistributionJobRow, dp: DistributionPointRow, exc: BaseException
@@ -292,18 +293,21 @@ class PkgXferMgr(Actor):
             f"{self.settings.distribution_retry_count}",
             severity="E" if give_up else "W",
         )
-        await self.db.execute(
-            "update DistributionJobs set State = ?, FailureCount = ?, RestartTime = ?,"
-            " LastUpdateTime = ? where JobID = ?",
-            (
-                int(JobState.FAILED if give_up else JobState.RETRYING),
-                failures,
-                None if give_up else product_time(_utc(restart)),
-                product_time(),
-                job.job_id,
+        row = (
+            int(JobState.FAILED if give_up else JobState.RETRYING),
+            failures,
+            None if give_up else product_time(_utc(restart)),
+            product_time(),
+            job.job_id,
+        )
+        await self.reporter.raise_messages(
+            [self._message(8204 if give_up else 8203, job, dp)],
+            op=lambda conn: conn.execute(
+                "update DistributionJobs set State = ?, FailureCount = ?, RestartTime = ?,"
+                " LastUpdateTime = ? where JobID = ?",
+                row,
             ),
         )
-        await self._report(8204 if give_up else 8203, job, dp)
         await self._status(
             job, dp, PkgStatusValue.FAILED if give_up else PkgStatusValue.RETRY, str(exc)
         )
@@ -344,18 +348,13 @@ class PkgXferMgr(Actor):
             f" {dp.nal_path}~"
         )
 
-    async def _report(
-        self,
-        message_id: int,
-        job: DistributionJobRow,
-        dp: DistributionPointRow,
-        *,
-        with_dp: bool = True,
-    ) -> None:
+    def _message(
+        self, message_id: int, job: DistributionJobRow, dp: DistributionPointRow
+    ) -> StatusMessage:
         attributes = {ATTR_PACKAGE_ID: job.pkg_id, ATTR_PACKAGE_VERSION: str(job.package_version)}
-        if with_dp:
+        if message_id != 8200:  # the reference's 8200 names no DP attribute
             attributes[ATTR_DP_NAL_PATH] = dp.nal_path
-        await self.reporter.report(
+        return self.reporter.message(
             message_id, (job.pkg_id, str(job.package_version), dp.server_name), attributes
         )
 
@@ -388,15 +387,15 @@ async def _transmit(
     await link.open()
     position = await anyio.to_thread.run_sync(_resume_position, staged, size)
     chunk = _LINK_CHUNK if link.throttled else _LOCAL_CHUNK
-    while position < size or size == 0:
+    while True:  # at least once: an empty file is written too
         n = link.allowance(min(chunk, size - position))
         await anyio.to_thread.run_sync(_write_range, source, staged, position, n)
         if link.throttled:
             log(f"~Wrote {n} bytes to {staged.name} at position {position}")
         position += n
         await link.carry(n)
-        if size == 0:
-            break
+        if position >= size:
+            return
 
 
 def _resume_position(staged: Path, size: int) -> int:

@@ -18,11 +18,11 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Literal, NamedTuple
+from typing import IO, Any, Literal, NamedTuple
 
 import msgspec
 
-from actors.sitedb import SiteDatabase
+from actors.sitedb import SiteDatabase, WriteOp
 
 __all__ = [
     "ATTR_DP_NAL_PATH",
@@ -422,22 +422,44 @@ class StatusReporter:
         severity: Severity | None = None,
         component: str | None = None,
         thread: int | None = None,
+        op: WriteOp[Any] | None = None,
     ) -> StatusMessage:
+        """Raise one message; ``op`` is the row change it reports, stored in the same
+        transaction (one commit, and no reader sees the change without its message)."""
         msg = self.message(message_id, strings, attributes, severity=severity, component=component)
-        await self.raise_message(msg, thread=thread)
+        await self.raise_messages((msg,), thread=thread, op=op)
         return msg
 
     async def raise_message(self, msg: StatusMessage, *, thread: int | None = None) -> int:
         """Store, log and publish an already built message; returns its RecordID."""
-        record_id = await self.db.write(lambda conn: _store(conn, msg))
-        tid = thread if thread is not None else threading.get_native_id()
-        log = self.logs[msg.component]
-        line = format_statmsg(msg, pid=self._pid, tid=tid)
-        log.write(line, severity=msg.severity, when=msg.time, thread=tid)
-        log.flush()
-        if self.publish is not None:
-            await self.publish(STATUS_TOPIC, msg)
+        (record_id,) = await self.raise_messages((msg,), thread=thread)
         return record_id
+
+    async def raise_messages(
+        self,
+        msgs: Sequence[StatusMessage],
+        *,
+        thread: int | None = None,
+        op: WriteOp[Any] | None = None,
+    ) -> list[int]:
+        """Store messages (and ``op``) in one transaction, then log and publish them in
+        order; returns their RecordIDs."""
+
+        def write(conn: sqlite3.Connection) -> list[int]:
+            if op is not None:
+                op(conn)
+            return [_store(conn, m) for m in msgs]
+
+        record_ids = await self.db.write(write)
+        tid = thread if thread is not None else threading.get_native_id()
+        for msg in msgs:
+            line = format_statmsg(msg, pid=self._pid, tid=tid)
+            # Buffered: the log reaches the file within its flush delay, not per message.
+            self.logs[msg.component].write(line, severity=msg.severity, when=msg.time, thread=tid)
+        if self.publish is not None:
+            for msg in msgs:
+                await self.publish(STATUS_TOPIC, msg)
+        return record_ids
 
 
 def _store(conn: sqlite3.Connection, msg: StatusMessage) -> int:

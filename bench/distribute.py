@@ -83,7 +83,7 @@ class _Tracker:
         self._processed: set[str] = set()
         self.all_done = anyio.Event()
         self.expected = 0
-        self._created = anyio.Event()
+        self.created = anyio.Event()
         self.expected_created = 0
 
     def feed(self, msg: StatusMessage) -> None:
@@ -91,7 +91,7 @@ class _Tracker:
         if msg.message_id == 2301:
             self._processed.add(pkg)
             if len(self._processed) >= self.expected_created:
-                self._created.set()
+                self.created.set()
         elif msg.message_id == 2330:
             self._installed[pkg] += 1
             if self._installed[pkg] == self.dps and pkg in self.started:
@@ -125,7 +125,7 @@ async def _run_case(case: _Case, work: Path) -> dict[str, Any]:
             pkgs: list[Package] = []
             for i, src in enumerate(sources):
                 pkgs.append(await h.create_package(f"Bench{i}", src, site="PS1"))
-            await tracker._created.wait()
+            await tracker.created.wait()
             create_s = time.perf_counter() - t_create
             tracker.expected = case.packages
             t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 """The site database: schema and triggers, the single group-committing writer, typed queries."""
 
+from actors.sitedb import ops
 from actors.sitedb._writer import SiteDatabaseClosed, WriteOp
 from actors.sitedb.database import SMSDBMON_CONSUMER, SiteDatabase, product_time
 from actors.sitedb.enums import (
@@ -52,5 +53,6 @@ __all__ = [
     "SiteType",
     "TableScope",
     "WriteOp",
+    "ops",
     "product_time",
 ]

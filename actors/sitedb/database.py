@@ -13,8 +13,9 @@ import aiosqlite
 import anyio
 
 from actors.config import HierarchyConfig
+from actors.sitedb import ops
 from actors.sitedb._writer import WriteOp, Writer
-from actors.sitedb.enums import JobAction, JobState, PkgStatusType, ServerAction, SiteType
+from actors.sitedb.enums import JobAction, JobState, PkgStatusType, SiteType
 from actors.sitedb.rows import (
     ChangeNotification,
     DistributionJobRow,
@@ -220,7 +221,6 @@ class SiteDatabase:
 
         await self.write(op)
 
-    # The reference's DP thread: create the PkgXferMgr job, then reset the DP's action.
     async def create_distribution_job(
         self,
         *,
@@ -230,23 +230,18 @@ class SiteDatabase:
         action: JobAction,
         when: dt.datetime | None = None,
     ) -> int:
+        """:func:`~actors.sitedb.ops.insert_distribution_job` in a transaction of its own."""
         now = product_time(when)
-
-        def op(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "insert into DistributionJobs (DPID, PkgID, PackageVersion, State, CreationTime,"
-                " Action) values (?, ?, ?, ?, ?, ?)",
-                (dp.dp_id, pkg_id, package_version, int(JobState.PENDING), now, int(action)),
+        return await self.write(
+            lambda conn: ops.insert_distribution_job(
+                conn,
+                dp=dp,
+                pkg_id=pkg_id,
+                package_version=package_version,
+                action=action,
+                now=now,
             )
-            conn.execute(
-                "update PkgServers set UpdateMask = 0, Action = 0, RefreshTrigger = 0,"
-                " LastRefresh = ? where PkgID = ? and NALPath = ? and SiteCode = ?"
-                " and Action <> ?",
-                (now, pkg_id, dp.nal_path, dp.site_code, int(ServerAction.REMOVE)),
-            )
-            return int(cur.lastrowid or 0)
-
-        return await self.write(op)
+        )
 
     async def set_pkg_status(
         self,
@@ -264,29 +259,25 @@ class SiteDatabase:
         state: int = 0,
         when: dt.datetime | None = None,
     ) -> int:
-        """Insert or update the package's Type 1 / Type 2 row; returns its PKID."""
+        """:func:`~actors.sitedb.ops.upsert_pkg_status` in a transaction of its own."""
         now = product_time(when)
-        values = (status, now, location, http_url, source_version, state, sig_url, sig_location)
-
-        def op(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "update PkgStatus set Status = ?, UpdateTime = ?, Location = ?, ShareName = '',"
-                " HTTPUrl = ?, SourceVersion = ?, Personality = 0, State = ?, SigURL = ?,"
-                " SigLocation = ? where ID = ? and Type = ? and SiteCode = ? and PkgServer = ?"
-                " RETURNING PKID",
-                (*values, pkg_id, int(type), site_code, pkg_server),
-            ).fetchone()
-            if row is not None:
-                return int(row[0])
-            cur = conn.execute(
-                "insert into PkgStatus (Status, UpdateTime, Location, HTTPUrl, SourceVersion,"
-                " State, SigURL, SigLocation, ID, Type, SiteCode, PkgServer)"
-                " values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (*values, pkg_id, int(type), site_code, pkg_server),
+        return await self.write(
+            lambda conn: ops.upsert_pkg_status(
+                conn,
+                pkg_id=pkg_id,
+                type=type,
+                site_code=site_code,
+                pkg_server=pkg_server,
+                status=status,
+                source_version=source_version,
+                now=now,
+                location=location,
+                http_url=http_url,
+                sig_url=sig_url,
+                sig_location=sig_location,
+                state=state,
             )
-            return int(cur.lastrowid or 0)
-
-        return await self.write(op)
+        )
 
     async def save_position(self, consumer: str, row_id: int) -> None:
         """Record that ``consumer`` delivered every notification up to ``row_id``, and drop
