@@ -135,18 +135,24 @@ class PkgXferMgr(Actor):
             return
         self._active.add(job_id)
         try:
-            job = await self.db.distribution_job(job_id)
+            job: DistributionJobRow | None = await self.db.distribution_job(job_id)
             if job is None or job.state == JobState.FAILED:
                 return  # finished (the row is deleted) or given up
-            async with self._order[(job.dp_id, job.pkg_id)]:
-                await self._run_in_order(job_id)
+            key = (job.dp_id, job.pkg_id)
+            lock = self._order[key]
+            waited = lock.locked()
+            async with lock:
+                if waited:  # an earlier job of this DP and package ran meanwhile
+                    job = await self.db.distribution_job(job_id)
+                if job is not None and job.state != JobState.FAILED:
+                    await self._run_in_order(job)
+            if not lock.locked() and not lock.statistics().tasks_waiting:
+                del self._order[key]  # one lock per DP and package in flight, not forever
         finally:
             self._active.discard(job_id)
 
-    async def _run_in_order(self, job_id: int) -> None:
-        job = await self.db.distribution_job(job_id)
-        if job is None or job.state == JobState.FAILED:
-            return
+    async def _run_in_order(self, job: DistributionJobRow) -> None:
+        job_id = job.job_id
         newer = await self.db.scalar(
             "SELECT COUNT(*) FROM DistributionJobs WHERE DPID = ? AND PkgID = ? AND JobID > ?",
             (job.dp_id, job.pkg_id, job.job_id),

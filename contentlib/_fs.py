@@ -37,19 +37,24 @@ def fsync_dirs(directories: Iterable[Path]) -> None:
         fsync_dir(d)
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same directory, fsync, rename over, fsync the directory."""
+def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Temp file in the same directory, fsync, rename over, fsync the directory.
+
+    ``durable=False`` (for data rebuilt from other files on open) keeps the atomic rename
+    and skips both fsyncs: a crash leaves the old or the new file, never a torn one."""
     tmp = temp_name(path.parent)
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def open_read(path: Path) -> BinaryIO:

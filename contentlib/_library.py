@@ -8,6 +8,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -262,16 +263,20 @@ class ContentLibrary:
                         raise
             return _fs.copy_hashing(Path(path), tmp)
 
-        try:
-            got_sha, got_size = await self._thread(take)
-            _check(sha256, size, got_sha, got_size)
-            if move:
-                await self._thread(_fs.fsync_file, tmp)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._place(sha256, tmp, None, replace=replace)
-        await self._thread(_fs.fsync_dir, self.file_path(sha256).parent)
+        def store() -> None:
+            # One worker-thread hop: take, check, make durable, place, sync the folder.
+            try:
+                got_sha, got_size = take()
+                _check(sha256, size, got_sha, got_size)
+                if move:
+                    _fs.fsync_file(tmp)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            self._place(sha256, tmp, None, replace=replace)
+            _fs.fsync_dir(self.file_path(sha256).parent)
+
+        await self._thread(store)
 
     async def add_content(self, manifest: Manifest) -> None:
         """Add a version whose files are all present; writes DataLib and PkgLib last."""
@@ -640,7 +645,9 @@ class ContentLibrary:
             entry = self._pkg_entry(package_id)
             path = self._pkglib / f"{package_id}.json"
             if entry.content_ids:
-                await self._thread(_fs.atomic_write, path, msgspec.json.encode(entry))
+                # Not synced: PkgLib is rebuilt from DataLib when the library opens.
+                data = msgspec.json.encode(entry)
+                await self._thread(partial(_fs.atomic_write, path, data, durable=False))
             else:
                 await self._thread(path.unlink, True)
 

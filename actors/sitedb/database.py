@@ -108,6 +108,8 @@ class SiteDatabase:
         self.path = path
         self._writer = writer
         self._reader = reader
+        # DistributionPoints changes only in seed(): its rows are read on every job.
+        self._dp_rows: dict[str | int, DistributionPointRow | None] = {}
 
     @classmethod
     @asynccontextmanager
@@ -220,6 +222,7 @@ class SiteDatabase:
             )
 
         await self.write(op)
+        self._dp_rows.clear()
 
     async def create_distribution_job(
         self,
@@ -339,6 +342,8 @@ class SiteDatabase:
 
     async def distribution_point(self, name_or_nal: str | int) -> DistributionPointRow | None:
         """By DPID, NAL path or server name."""
+        if name_or_nal in self._dp_rows:
+            return self._dp_rows[name_or_nal]
         arg: str | int = name_or_nal
         if isinstance(name_or_nal, int):
             where = "DPID = ?"
@@ -349,7 +354,8 @@ class SiteDatabase:
         row = await self.fetchone(
             f"SELECT {_DP_COLS} FROM DistributionPoints WHERE {where}", (arg,)
         )
-        return None if row is None else _dp(row)
+        found = self._dp_rows[name_or_nal] = None if row is None else _dp(row)
+        return found
 
     async def distribution_points(self, site_code: str | None = None) -> list[DistributionPointRow]:
         where, args = ("WHERE SiteCode = ?", (site_code,)) if site_code else ("", ())
