@@ -27,6 +27,7 @@ from actors.messages import PackageChanged, PackageNotification, TransferStatus
 from actors.sitedb import (
     DistributionPointRow,
     JobAction,
+    JobState,
     PackageAction,
     PackageRow,
     PkgServerRow,
@@ -394,15 +395,25 @@ class DistMgr(Actor):
         self._log(f"~Processing STA for regular DP {msg.nal_path}")
         self._log(f"~Processing status update for package {msg.pkg_id}")
         dp = await self.db.distribution_point(msg.nal_path)
-        pkg = await self.db.package(msg.pkg_id)
-        if dp is None or pkg is None:
+        if dp is None:
             return
         status = PkgStatusValue(msg.status)
         store_status = self._status_op(msg.pkg_id, dp, status, msg.version)
         final = status in (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED)
+        now = product_time()
+        deleting = False
 
         def op(conn: sqlite3.Connection) -> None:
+            nonlocal deleting
+            action = conn.execute(
+                "SELECT Action FROM SMSPackages WHERE PkgID = ?", (msg.pkg_id,)
+            ).fetchone()
+            if action is None:
+                raise _PackageGone(msg.pkg_id)  # deleted while the job ran: store nothing
+            deleting = action[0] == PackageAction.DELETE
             store_status(conn)
+            if status == PkgStatusValue.NONE:  # a sending thread started the job
+                ops.set_job_state(conn, msg.job_id, JobState.SENDING, now)
             if final:
                 # The job is done once its final status is stored: whoever sees the
                 # status sees no job left.
@@ -413,18 +424,25 @@ class DistMgr(Actor):
                     (msg.pkg_id, msg.nal_path, int(ServerAction.REMOVE)),
                 )
 
-        # The status row, the job's end and 2330 / 2332 in one commit.
+        # The status row, the job's state and 2330 / 2332 in one commit.
         message = {PkgStatusValue.INSTALLED: 2330, PkgStatusValue.REMOVED: 2332}.get(status)
-        if message is None:
-            await self.db.write(op)
-        else:
-            await self._report(message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op)
+        try:
+            if message is None:
+                await self.db.write(op)
+            else:
+                await self._report(
+                    message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op
+                )
+        except _PackageGone:
+            return
         self._log(
             f"~Successfully updated the package server status for {msg.nal_path} for package"
             f" {msg.pkg_id}, Status {int(status)}"
         )
-        if status == PkgStatusValue.REMOVED and pkg.action == PackageAction.DELETE:
-            await self._finish_delete(pkg)
+        if status == PkgStatusValue.REMOVED and deleting:
+            pkg = await self.db.package(msg.pkg_id)
+            if pkg is not None:
+                await self._finish_delete(pkg)
         # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.
         await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(msg.pkg_id))
 
@@ -474,6 +492,10 @@ class DistMgr(Actor):
     def _log(self, line: str, *, severity: str = "I") -> None:
         if self.log_file is not None:
             self.log_file.write(line, severity=severity)
+
+
+class _PackageGone(Exception):
+    """Raised inside a write to roll it back: the package no longer exists."""
 
 
 def _version(content_id: str) -> int:

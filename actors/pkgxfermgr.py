@@ -135,29 +135,25 @@ class PkgXferMgr(Actor):
             return
         self._active.add(job_id)
         try:
-            job: DistributionJobRow | None = await self.db.distribution_job(job_id)
-            if job is None or job.state == JobState.FAILED:
+            found = await self.db.distribution_job_superseded(job_id)
+            if found is None or found[0].state == JobState.FAILED:
                 return  # finished (the row is deleted) or given up
-            key = (job.dp_id, job.pkg_id)
+            key = (found[0].dp_id, found[0].pkg_id)
             lock = self._order[key]
             waited = lock.locked()
             async with lock:
                 if waited:  # an earlier job of this DP and package ran meanwhile
-                    job = await self.db.distribution_job(job_id)
-                if job is not None and job.state != JobState.FAILED:
-                    await self._run_in_order(job)
+                    found = await self.db.distribution_job_superseded(job_id)
+                if found is not None and found[0].state != JobState.FAILED:
+                    await self._run_in_order(*found)
             if not lock.locked() and not lock.statistics().tasks_waiting:
                 del self._order[key]  # one lock per DP and package in flight, not forever
         finally:
             self._active.discard(job_id)
 
-    async def _run_in_order(self, job: DistributionJobRow) -> None:
+    async def _run_in_order(self, job: DistributionJobRow, superseded: bool) -> None:
         job_id = job.job_id
-        newer = await self.db.scalar(
-            "SELECT COUNT(*) FROM DistributionJobs WHERE DPID = ? AND PkgID = ? AND JobID > ?",
-            (job.dp_id, job.pkg_id, job.job_id),
-        )
-        if newer:
+        if superseded:
             self._log(f"~Job {job_id} for package {job.pkg_id} is superseded by a newer job")
             await self.db.execute("delete from DistributionJobs where JobID = ?", (job_id,))
             return
@@ -178,8 +174,7 @@ class PkgXferMgr(Actor):
             f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
             " DPPriority: 200"
         )
-        await self._set_state(job_id, JobState.SENDING)
-        await self._status(job, dp, PkgStatusValue.NONE)
+        await self._status(job, dp, PkgStatusValue.NONE)  # DistMgr marks the job SENDING
         try:
             await self._send(job, dp)
         except (TransferError, ContentLibError, BusError, OSError) as exc:
@@ -322,12 +317,6 @@ class PkgXferMgr(Actor):
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def _set_state(self, job_id: int, state: JobState) -> None:
-        await self.db.execute(
-            "update DistributionJobs set State = ?, LastUpdateTime = ? where JobID = ?",
-            (int(state), product_time(), job_id),
-        )
-
     async def _status(
         self,
         job: DistributionJobRow,
@@ -391,17 +380,30 @@ async def _transmit(
     hash before it is used, so a damaged remainder costs one more try, never bad content.
     """
     await link.open()
-    position = await anyio.to_thread.run_sync(_resume_position, staged, size)
     chunk = _LINK_CHUNK if link.throttled else _LOCAL_CHUNK
+    resume_at: int | None = None  # found in the worker thread, with the first chunk
     while True:  # at least once: an empty file is written too
-        n = link.allowance(min(chunk, size - position))
-        await anyio.to_thread.run_sync(_write_range, source, staged, position, n)
+        position, n = await anyio.to_thread.run_sync(
+            _write_chunk, source, size, staged, resume_at, link.allowance(chunk)
+        )
         if link.throttled:
             log(f"~Wrote {n} bytes to {staged.name} at position {position}")
         position += n
+        resume_at = position
         await link.carry(n)
         if position >= size:
             return
+
+
+def _write_chunk(
+    source: Path | bytes, size: int, staged: Path, position: int | None, allowed: int
+) -> tuple[int, int]:
+    """Write the next chunk (at most ``allowed`` bytes); returns where it went and its size."""
+    if position is None:
+        position = _resume_position(staged, size)
+    n = min(allowed, size - position)
+    _write_range(source, staged, position, n)
+    return position, n
 
 
 def _resume_position(staged: Path, size: int) -> int:

@@ -379,6 +379,19 @@ class SiteDatabase:
         )
         return None if row is None else DistributionJobRow(*row)
 
+    async def distribution_job_superseded(
+        self, job_id: int
+    ) -> tuple[DistributionJobRow, bool] | None:
+        """The job, and whether a newer job of the same DP and package exists (one read)."""
+        cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLS.split(","))
+        row = await self.fetchone(
+            f"SELECT {cols}, EXISTS (SELECT 1 FROM DistributionJobs n WHERE n.DPID = j.DPID"
+            " AND n.PkgID = j.PkgID AND n.JobID > j.JobID)"
+            " FROM DistributionJobs j WHERE j.JobID = ?",
+            (job_id,),
+        )
+        return None if row is None else (DistributionJobRow(*row[:-1]), bool(row[-1]))
+
     async def distribution_jobs(
         self, *, state: JobState | None = None, dp_id: int | None = None
     ) -> list[DistributionJobRow]:

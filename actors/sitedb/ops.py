@@ -12,7 +12,7 @@ import sqlite3
 from actors.sitedb.enums import JobAction, JobState, PkgStatusType, ServerAction
 from actors.sitedb.rows import DistributionPointRow
 
-__all__ = ["delete_job", "insert_distribution_job", "upsert_pkg_status"]
+__all__ = ["delete_job", "insert_distribution_job", "set_job_state", "upsert_pkg_status"]
 
 
 def insert_distribution_job(
@@ -77,3 +77,10 @@ def upsert_pkg_status(
 
 def delete_job(conn: sqlite3.Connection, job_id: int) -> None:
     conn.execute("delete from DistributionJobs where JobID = ?", (job_id,))
+
+
+def set_job_state(conn: sqlite3.Connection, job_id: int, state: JobState, now: str) -> None:
+    conn.execute(
+        "update DistributionJobs set State = ?, LastUpdateTime = ? where JobID = ?",
+        (int(state), now, job_id),
+    )
