@@ -73,13 +73,14 @@ class ContentLibrary:
         self.workers = workers or max(2, os.cpu_count() or 2)
         self._limiter = anyio.CapacityLimiter(self.workers)
         self._manifests: dict[str, Manifest] = {}
+        self._versions: dict[str, dict[str, int]] = {}  # package -> content id -> version
         self._refs: Counter[str] = Counter()
         self._pins: Counter[str] = Counter()
         self._busy_ids: set[str] = set()
         self._pkg_locks: dict[str, anyio.Lock] = {}
         for path in sorted(self._datalib.glob("*.json")):
             m = _manifest_decoder.decode(path.read_bytes())
-            self._manifests[m.content_id] = m
+            self._index(m)
             self._refs.update(m.hashes())
         for pkg in {m.package_id for m in self._manifests.values()}:
             want = self._pkg_entry(pkg)
@@ -307,10 +308,19 @@ class ContentLibrary:
 
         The caller holds a reservation of the content id and pins on every file."""
         path = self._datalib / f"{manifest.content_id}.json"
-        await self._thread(_fs.atomic_write, path, msgspec.json.encode(manifest))
-        self._manifests[manifest.content_id] = manifest
+        data = msgspec.json.encode(manifest)
+        pkg = manifest.package_id
+        async with self._pkg_lock(pkg):
+            versions = {**self._versions.get(pkg, {}), manifest.content_id: manifest.version}
+            entry = PkgEntry(pkg, tuple(sorted(versions, key=versions.__getitem__)))
+
+            def write() -> None:  # one worker-thread hop for DataLib and PkgLib
+                _fs.atomic_write(path, data)
+                _fs.atomic_write(self._pkglib_path(pkg), msgspec.json.encode(entry), durable=False)
+
+            await self._thread(write)
+            self._index(manifest)
         self._refs.update(manifest.hashes())
-        await self._write_pkglib(manifest.package_id)
 
     # ----------------------------------------------------------------- removal, checks
 
@@ -320,6 +330,10 @@ class ContentLibrary:
         with self._reserve(content_id):
             await self._thread(self._remove_manifest_file, content_id)
             del self._manifests[content_id]
+            versions = self._versions[manifest.package_id]
+            del versions[content_id]
+            if not versions:
+                del self._versions[manifest.package_id]
             self._refs.subtract(manifest.hashes())
             doomed = []
             for sha in manifest.hashes():
@@ -631,19 +645,25 @@ class ContentLibrary:
         ids = self._pkg_entry(package_id).content_ids
         return self._manifests[ids[-1]] if ids else None
 
+    def _index(self, manifest: Manifest) -> None:
+        self._manifests[manifest.content_id] = manifest
+        self._versions.setdefault(manifest.package_id, {})[manifest.content_id] = manifest.version
+
     def _pkg_entry(self, package_id: str) -> PkgEntry:
-        versions = sorted(
-            (m.version, m.content_id)
-            for m in self._manifests.values()
-            if m.package_id == package_id
-        )
-        return PkgEntry(package_id, tuple(cid for _, cid in versions))
+        # From the per-package index: asked on every transfer, so not a scan of all manifests.
+        versions = self._versions.get(package_id, {})
+        return PkgEntry(package_id, tuple(sorted(versions, key=versions.__getitem__)))
+
+    def _pkg_lock(self, package_id: str) -> anyio.Lock:
+        return self._pkg_locks.setdefault(package_id, anyio.Lock())
+
+    def _pkglib_path(self, package_id: str) -> Path:
+        return self._pkglib / f"{package_id}.json"
 
     async def _write_pkglib(self, package_id: str) -> None:
-        lock = self._pkg_locks.setdefault(package_id, anyio.Lock())
-        async with lock:  # the entry is computed inside the lock: the last writer is current
+        async with self._pkg_lock(package_id):  # the entry is computed inside the lock
             entry = self._pkg_entry(package_id)
-            path = self._pkglib / f"{package_id}.json"
+            path = self._pkglib_path(package_id)
             if entry.content_ids:
                 # Not synced: PkgLib is rebuilt from DataLib when the library opens.
                 data = msgspec.json.encode(entry)
