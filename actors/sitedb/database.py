@@ -13,9 +13,8 @@ import aiosqlite
 import anyio
 
 from actors.config import HierarchyConfig
-from actors.sitedb import ops
 from actors.sitedb._writer import WriteOp, Writer
-from actors.sitedb.enums import JobAction, JobState, PkgStatusType, SiteType
+from actors.sitedb.enums import JobState, SiteType
 from actors.sitedb.rows import (
     ChangeNotification,
     DistributionJobRow,
@@ -223,64 +222,6 @@ class SiteDatabase:
 
         await self.write(op)
         self._dp_rows.clear()
-
-    async def create_distribution_job(
-        self,
-        *,
-        dp: DistributionPointRow,
-        pkg_id: str,
-        package_version: int,
-        action: JobAction,
-        when: dt.datetime | None = None,
-    ) -> int:
-        """:func:`~actors.sitedb.ops.insert_distribution_job` in a transaction of its own."""
-        now = product_time(when)
-        return await self.write(
-            lambda conn: ops.insert_distribution_job(
-                conn,
-                dp=dp,
-                pkg_id=pkg_id,
-                package_version=package_version,
-                action=action,
-                now=now,
-            )
-        )
-
-    async def set_pkg_status(
-        self,
-        *,
-        pkg_id: str,
-        type: PkgStatusType,
-        site_code: str,
-        pkg_server: str,
-        status: int,
-        source_version: int,
-        location: str = "",
-        http_url: str = "",
-        sig_url: str = "",
-        sig_location: str = "",
-        state: int = 0,
-        when: dt.datetime | None = None,
-    ) -> int:
-        """:func:`~actors.sitedb.ops.upsert_pkg_status` in a transaction of its own."""
-        now = product_time(when)
-        return await self.write(
-            lambda conn: ops.upsert_pkg_status(
-                conn,
-                pkg_id=pkg_id,
-                type=type,
-                site_code=site_code,
-                pkg_server=pkg_server,
-                status=status,
-                source_version=source_version,
-                now=now,
-                location=location,
-                http_url=http_url,
-                sig_url=sig_url,
-                sig_location=sig_location,
-                state=state,
-            )
-        )
 
     async def save_position(self, consumer: str, row_id: int) -> None:
         """Record that ``consumer`` delivered every notification up to ``row_id``, and drop

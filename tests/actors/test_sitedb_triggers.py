@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -16,6 +17,8 @@ from actors.sitedb import (
     NotificationType,
     SiteDatabase,
     SiteDatabaseClosed,
+    ops,
+    product_time,
 )
 from actors.sitedb.schema import SMSPACKAGES_COLUMNS
 
@@ -122,8 +125,15 @@ async def test_distribution_job_and_requeue_notify_pkgxfermgr(tmp_path: Path) ->
     async with SiteDatabase.open(path, hierarchy=h) as db:
         dp = await db.distribution_point("PS1DP1.CONTOSO.COM")
         assert dp is not None
-        job = await db.create_distribution_job(
-            dp=dp, pkg_id="PS100001", package_version=1, action=JobAction.ADD_OR_UPDATE
+        job = await db.write(
+            partial(
+                ops.insert_distribution_job,
+                dp=dp,
+                pkg_id="PS100001",
+                package_version=1,
+                action=JobAction.ADD_OR_UPDATE,
+                now=product_time(),
+            )
         )
         await db.execute("UPDATE DistributionJobs SET State = 2 WHERE JobID = ?", (job,))
         await db.execute("UPDATE DistributionJobs SET State = 0 WHERE JobID = ?", (job,))

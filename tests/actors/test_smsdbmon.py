@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -18,7 +19,7 @@ from actors.messages import (
     PullResponseNotification,
 )
 from actors.provider import SmsProvider
-from actors.sitedb import JobAction, SiteDatabase
+from actors.sitedb import JobAction, SiteDatabase, ops, product_time
 from actors.smsdbmon import SmsDbMon
 from actors.status import SMSDBMON, ComponentLogs
 from bus import Actor, Bus, ManualClock, handler
@@ -106,8 +107,15 @@ async def test_routes_each_rule_and_logs_rcv_snd(tmp_path: Path) -> None:
             await provider.add_distribution_points(pkg, ["PS1DP1.CONTOSO.COM"])
             dp = await db.distribution_point("PS1DP1.CONTOSO.COM")
             assert dp is not None
-            job = await db.create_distribution_job(
-                dp=dp, pkg_id=pkg, package_version=1, action=JobAction.ADD_OR_UPDATE
+            job = await db.write(
+                partial(
+                    ops.insert_distribution_job,
+                    dp=dp,
+                    pkg_id=pkg,
+                    package_version=1,
+                    action=JobAction.ADD_OR_UPDATE,
+                    now=product_time(),
+                )
             )
             await db.execute(
                 "INSERT INTO PullDPResponse (PkgStatusID, MessageTime, PkgVersion, ActionState)"
