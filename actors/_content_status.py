@@ -20,7 +20,7 @@ from actors.sitedb import (
     ServerAction,
     SiteDatabase,
 )
-from actors.status import last_message_id
+from actors.status import describe, last_message
 from contentlib import Manifest
 
 __all__ = ["ContentStatus", "HeldVersion", "dp_content_status", "held_on_disk"]
@@ -34,6 +34,7 @@ class ContentStatus(msgspec.Struct, frozen=True):
     state: str  # "Installed", "InProgress", "Retrying", "Failed", "Removed"
     version: int  # the version the DP's content library holds (0: none)
     last_message: int | None  # the last status message ID that concerned this DP
+    detail: str = ""  # that message's text when it is a warning or an error: the reason
 
     @property
     def final(self) -> bool:
@@ -100,13 +101,15 @@ async def dp_content_status(
         )
         if asked or (dp.dp_id in busy and state in ("Installed", "Removed")):
             state = "InProgress"  # asked for, or a new job for it is still open
+        last = await last_message(db, pkg_id, nal)
         out.append(
             ContentStatus(
                 dp=dp.server_name,
                 nal_path=nal,
                 state=state,
                 version=held(dp, pkg_id),
-                last_message=await last_message_id(db, pkg_id, nal),
+                last_message=None if last is None else last.message_id,
+                detail=describe(last) if last is not None and last.severity != "I" else "",
             )
         )
     return tuple(sorted(out, key=lambda d: d.dp))

@@ -6,8 +6,10 @@ from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
 from actors.config import HierarchyConfig, Site
+from actors.contentvalidator import ContentValidator
 from actors.distmgr import DistMgr
 from actors.dpprovider import DPProvider
+from actors.errors import SiteDatabaseLost
 from actors.network import NetworkLink
 from actors.pkgxfermgr import PkgXferMgr
 from actors.provider import SmsProvider
@@ -35,10 +37,55 @@ def dp_root(hierarchy: HierarchyConfig, server: str, is_site_server: bool) -> Pa
     return root / "DP" if is_site_server else root
 
 
+class _Libraries:
+    """The content libraries of a site: its own and those of its standard DPs, opened before
+    its database so that a lost database can be told from a new site."""
+
+    def __init__(self, site: ContentLibrary, dps: dict[str, ContentLibrary]) -> None:
+        self.site = site
+        self.dps = dps
+
+    @classmethod
+    def open(cls, hierarchy: HierarchyConfig, site: Site) -> _Libraries:
+        dps = {
+            dp.name.upper(): ContentLibrary(
+                dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper())
+                / "SCCMContentLib"
+            )
+            for dp in hierarchy.dps_of(site.code)
+            if not dp.pull
+        }
+        return cls(ContentLibrary(hierarchy.server_root(site.server) / "SCCMContentLib"), dps)
+
+    def package_ids(self) -> set[str]:
+        """Every package any of the libraries holds content of."""
+        return {p for lib in (self.site, *self.dps.values()) for p in lib.package_ids()}
+
+    def highest_package_number(self, site_code: str) -> int:
+        """The highest number of a ``<site_code>NNNNN`` package the libraries hold (0: none)."""
+        numbers = [
+            int(pkg_id[len(site_code) :], 16)
+            for pkg_id in self.package_ids()
+            if pkg_id.startswith(site_code) and _is_hex(pkg_id[len(site_code) :])
+        ]
+        return max(numbers, default=0)
+
+
+def _is_hex(text: str) -> bool:
+    return len(text) == 5 and all(c in "0123456789ABCDEFabcdef" for c in text)
+
+
 class SiteServer:
     """The components of one site, started on ``bus`` by :meth:`start`."""
 
-    def __init__(self, hierarchy: HierarchyConfig, site: Site, db: SiteDatabase, bus: Bus) -> None:
+    def __init__(
+        self,
+        hierarchy: HierarchyConfig,
+        site: Site,
+        db: SiteDatabase,
+        bus: Bus,
+        libraries: _Libraries,
+    ) -> None:
         self.hierarchy = hierarchy
         self.site = site
         self.code = site.code
@@ -46,7 +93,7 @@ class SiteServer:
         self.bus = bus
         self.root = hierarchy.server_root(site.server)
         self.logs = ComponentLogs(self.root / "logs")
-        self.library = ContentLibrary(self.root / "SCCMContentLib")
+        self.library = libraries.site
         self.reporter = StatusReporter(
             db,
             self.logs,
@@ -56,6 +103,8 @@ class SiteServer:
             now=bus.clock.wall,
         )
         self.provider = SmsProvider(db, hierarchy, site.code, log=self.logs[PROVIDER])
+        self.provider.id_floor = libraries.highest_package_number(site.code)
+        self._dp_libraries = libraries.dps
         self.dps: dict[str, DPProvider] = {}
         self._dp_logs: list[ComponentLogs] = []
         self.links: dict[str, NetworkLink] = {}
@@ -65,10 +114,20 @@ class SiteServer:
         cls, stack: AsyncExitStack, hierarchy: HierarchyConfig, site: Site, bus: Bus
     ) -> SiteServer:
         root = hierarchy.server_root(site.server)
-        db = await stack.enter_async_context(
-            SiteDatabase.open(root / "site.db", hierarchy=hierarchy)
-        )
-        server = cls(hierarchy, site, db, bus)
+        libraries = _Libraries.open(hierarchy, site)
+        path = root / "site.db"
+        held = libraries.package_ids()
+        if held and (not path.exists() or path.stat().st_size == 0):
+            # Opening it as a new site would hand out again the IDs whose content is there.
+            raise SiteDatabaseLost(
+                str(path),
+                f"{'missing' if not path.exists() else 'empty'}, but the content libraries of"
+                f" site {site.code} hold {len(held)} package(s) ({', '.join(sorted(held)[:5])}"
+                f"{', ...' if len(held) > 5 else ''}); restore the database from a backup"
+                " instead of starting the site as a new one",
+            )
+        db = await stack.enter_async_context(SiteDatabase.open(path, hierarchy=hierarchy))
+        server = cls(hierarchy, site, db, bus, libraries)
         stack.callback(server.close_logs)
         return server
 
@@ -87,7 +146,9 @@ class SiteServer:
             if not is_server:
                 logs = ComponentLogs(root / "logs")
                 self._dp_logs.append(logs)
-            provider = DPProvider(dp.name, root, log=logs[DP_PROVIDER])
+            provider = DPProvider(
+                dp.name, root, self._dp_libraries[dp.name.upper()], log=logs[DP_PROVIDER]
+            )
             await provider.library.collect_garbage()
             self.dps[dp.name.upper()] = bus.spawn(provider, f"{dp.name}/DPProvider")
             self.links[dp.name] = NetworkLink(
@@ -116,6 +177,16 @@ class SiteServer:
                 log=self.logs[PKGXFERMGR],
             ),
             f"{code}/PkgXferMgr",
+        )
+        bus.spawn(
+            ContentValidator(
+                site=code,
+                db=self.db,
+                reporter=self.reporter,
+                dps=[dp.name for dp in h.dps_of(code) if not dp.pull],
+                interval=settings.content_validation_interval,
+            ),
+            f"{code}/ContentValidator",
         )
         bus.spawn(
             SmsDbMon(

@@ -1,11 +1,14 @@
 """``hierarchy.toml``: sites, distribution points, links and settings, as typed frozen Structs.
 
 :func:`load_hierarchy` refuses a bad file with :class:`~actors.errors.HierarchyConfigError`
-naming the file, the key (``site[4].parent``) and the problem.
+naming the file, the key (``site[4].parent``) and the problem. :func:`check_hierarchy` runs
+the same checks on a :class:`HierarchyConfig` built in code (msgspec checks bounds only when
+it decodes, never in a Struct's constructor).
 """
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from collections.abc import Iterator
@@ -24,15 +27,30 @@ __all__ = [
     "Settings",
     "Site",
     "SiteType",
+    "check_hierarchy",
     "load_hierarchy",
     "nal_path",
 ]
 
 SiteType = Literal["cas", "primary", "secondary"]
 
-Count = Annotated[int, Meta(ge=1)]
+IN_CODE = "<in code>"
+"""The ``file`` errors name for a :class:`HierarchyConfig` built in code."""
+
+MAX_THREADS = 1000
+"""Per thread setting: every thread is a task started when the hierarchy opens."""
+MAX_PKGXFER_WORKERS = 10_000
+"""PkgXferMgr starts max_packages x threads_per_package workers."""
+MAX_RETRIES = 1_000_000
+MAX_PULL_JOBS = 100_000
+
+Threads = Annotated[int, Meta(ge=1, le=MAX_THREADS)]
+Count = Annotated[int, Meta(ge=1, le=MAX_RETRIES)]
+Retries = Annotated[int, Meta(ge=0, le=MAX_RETRIES)]
+Jobs = Annotated[int, Meta(ge=0, le=MAX_PULL_JOBS)]
 Capacity = Annotated[int, Meta(ge=0)]
 Seconds = Annotated[float, Meta(ge=0)]
+"""Finite too: :func:`_not_finite` refuses inf (the bound refuses nan already)."""
 
 
 class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -44,19 +62,19 @@ class Settings(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
     time_scale: Annotated[float, Meta(gt=0)] = 1.0
     data_root: str = "data"
-    package_processing_threads: Count = 3
-    threads_per_package: Count = 5
-    distribution_retry_count: Capacity = 100
+    package_processing_threads: Threads = 3
+    threads_per_package: Threads = 5
+    distribution_retry_count: Retries = 100
     distribution_retry_delay: Seconds = 1800.0
-    pkgxfer_max_packages: Count = 3
-    pkgxfer_threads_per_package: Count = 5
-    sending_threads_per_site: Count = 3
-    sending_threads_total: Count = 5
-    sender_retry_count: Capacity = 2
+    pkgxfer_max_packages: Threads = 3
+    pkgxfer_threads_per_package: Threads = 5
+    sending_threads_per_site: Threads = 3
+    sending_threads_total: Threads = 5
+    sender_retry_count: Retries = 2
     sender_retry_delay: Seconds = 60.0
-    despooling_threads: Count = 3
+    despooling_threads: Threads = 3
     despooler_retry_delay: Seconds = 300.0
-    pulldp_max_active_jobs: Capacity = 50
+    pulldp_max_active_jobs: Jobs = 50
     pulldp_notification_attempts: Count = 30
     pulldp_retry_delay: Seconds = 1200.0
     pulldp_status_polls: Count = 72
@@ -64,6 +82,9 @@ class Settings(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     smsdbmon_poll_interval: Annotated[float, Meta(gt=0)] = 60.0
     scheduler_poll_interval: Annotated[float, Meta(gt=0)] = 60.0
     replication_delay: Seconds = 5.0
+    content_validation_interval: Seconds | None = None
+    """Validate every DP's installed content this often (the product's content validation
+    schedule, weekly by default there); None (the default here): only on demand."""
 
 
 class Site(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -80,7 +101,7 @@ class DistributionPoint(_Strict, frozen=True, forbid_unknown_fields=True, kw_onl
     pull: bool = False
     sources: tuple[str, ...] = ()
     """Pull DP only: source DPs, best rank first."""
-    max_active_jobs: Capacity | None = None
+    max_active_jobs: Jobs | None = None
     """Pull DP only: overrides ``settings.pulldp_max_active_jobs``."""
 
     @property
@@ -188,13 +209,7 @@ def load_hierarchy(path: str | Path, *, root: str | Path | None = None) -> Hiera
         raise HierarchyConfigError(file, "", f"cannot read the file: {e.strerror or e}") from e
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise HierarchyConfigError(file, "", f"not valid TOML: {e}") from e
-    try:
-        parsed = msgspec.convert(raw, _File)
-    except msgspec.ValidationError as e:
-        key, problem = _split_validation_error(str(e))
-        raise HierarchyConfigError(file, key, problem) from e
-    for key, problem in _problems(parsed):
-        raise HierarchyConfigError(file, key, problem)
+    parsed = _checked(raw, file)
     data_root = Path(root) if root is not None else Path(parsed.settings.data_root)
     if not data_root.is_absolute():
         data_root = (path.parent if root is None else Path.cwd()) / data_root
@@ -202,6 +217,30 @@ def load_hierarchy(path: str | Path, *, root: str | Path | None = None) -> Hiera
     return HierarchyConfig(
         file=file, settings=settings, sites=parsed.site, dps=parsed.dp, links=parsed.link
     )
+
+
+def check_hierarchy(config: HierarchyConfig) -> HierarchyConfig:
+    """``config`` if :func:`load_hierarchy` would have taken it as a file; otherwise
+    :class:`~actors.errors.HierarchyConfigError` (file ``<in code>`` when ``config.file`` is
+    empty). For a config built or changed in code, whose Structs msgspec never checked."""
+    file = config.file or IN_CODE
+    raw = msgspec.to_builtins(
+        _File(settings=config.settings, site=config.sites, dp=config.dps, link=config.links)
+    )
+    _checked(raw, file)
+    return config
+
+
+def _checked(raw: object, file: str) -> _File:
+    """The file's structure decoded with every bound checked, then every cross-field rule."""
+    try:
+        parsed = msgspec.convert(raw, _File)
+    except msgspec.ValidationError as e:
+        key, problem = _split_validation_error(str(e))
+        raise HierarchyConfigError(file, key, problem) from e
+    for key, problem in _problems(parsed):
+        raise HierarchyConfigError(file, key, problem)
+    return parsed
 
 
 _AT = re.compile(r"^(?P<problem>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
@@ -218,22 +257,55 @@ def _split_validation_error(message: str) -> tuple[str, str]:
     return path, problem
 
 
-def _problems(f: _File) -> Iterator[tuple[str, str]]:
-    """Each structural problem of the hierarchy, as (key, problem); the loader reports the first."""
+Problem = tuple[str, str]
+"""(key, what is wrong): ``("dp[2].name", "DP name '../x' is not a host name ...")``."""
+
+
+def _problems(f: _File) -> Iterator[Problem]:
+    """Each problem of the hierarchy, as (key, problem); the loader reports the first.
+
+    One generator per concern, in the order a reader fixes them: sites, then DPs, then links
+    and settings."""
+    by_code = {s.code: s for s in f.site}
+    yield from _no_sites(f)
+    yield from _site_code_problems(f)
+    yield from _server_problems(f)
+    yield from _parent_problems(f, by_code)
+    yield from _cycle_problems(f, by_code)
+    yield from _site_type_problems(f, by_code)
+    yield from _dp_problems(f, by_code)
+    yield from _pull_dp_problems(f)
+    yield from _link_problems(f, by_code)
+    yield from _settings_problems(f)
+
+
+def _no_sites(f: _File) -> Iterator[Problem]:
+    if not f.site:
+        yield "site", "no sites: a hierarchy needs at least one [[site]]"
+
+
+def _site_code_problems(f: _File) -> Iterator[Problem]:
     codes: dict[str, int] = {}
     for i, s in enumerate(f.site):
         if s.code in codes:
             yield f"site[{i}].code", f"duplicate site code {s.code!r} (also site[{codes[s.code]}])"
         codes[s.code] = i
+
+
+def _server_problems(f: _File) -> Iterator[Problem]:
     servers: dict[str, str] = {}
     for i, s in enumerate(f.site):
+        if (bad := _host_name_problem(s.server)) is not None:
+            yield f"site[{i}].server", f"server name {s.server!r} {bad}"
         if s.server.upper() in servers:
             yield (
                 f"site[{i}].server",
                 f"server {s.server!r} already serves site {servers[s.server.upper()]!r}",
             )
         servers[s.server.upper()] = s.code
-    by_code = {s.code: s for s in f.site}
+
+
+def _parent_problems(f: _File, by_code: dict[str, Site]) -> Iterator[Problem]:
     for i, s in enumerate(f.site):
         if s.parent is None:
             continue
@@ -241,6 +313,9 @@ def _problems(f: _File) -> Iterator[tuple[str, str]]:
             yield f"site[{i}].parent", f"parent {s.parent!r} of site {s.code!r} is not a site code"
         elif s.parent == s.code:
             yield f"site[{i}].parent", f"site {s.code!r} is its own parent"
+
+
+def _cycle_problems(f: _File, by_code: dict[str, Site]) -> Iterator[Problem]:
     for i, s in enumerate(f.site):
         seen = [s.code]
         parent = s.parent
@@ -250,29 +325,47 @@ def _problems(f: _File) -> Iterator[tuple[str, str]]:
                 break
             seen.append(parent)
             parent = by_code[parent].parent
+
+
+def _site_type_problems(f: _File, by_code: dict[str, Site]) -> Iterator[Problem]:
     cas = [s for s in f.site if s.type == "cas"]
     if len(cas) > 1:
         yield f"site[{f.site.index(cas[1])}].type", "a hierarchy has at most one CAS"
     for i, s in enumerate(f.site):
-        parent_site = by_code.get(s.parent) if s.parent is not None else None
-        if s.type == "cas" and s.parent is not None:
-            yield f"site[{i}].parent", f"CAS {s.code!r} cannot have a parent"
-        elif s.type == "secondary" and s.parent is None:
-            yield f"site[{i}].parent", f"secondary site {s.code!r} needs a primary parent"
-        elif s.type == "primary" and s.parent is None and cas:
-            yield f"site[{i}].parent", f"primary site {s.code!r} needs the CAS as parent"
-        elif parent_site is not None and parent_site.type == "secondary":
-            yield (
-                f"site[{i}].parent",
-                f"site {s.code!r} is under secondary site {parent_site.code!r};"
-                " a secondary site cannot have child sites",
-            )
-        elif s.type == "secondary" and parent_site is not None and parent_site.type != "primary":
-            yield f"site[{i}].parent", f"secondary site {s.code!r} must be under a primary site"
-        elif s.type == "primary" and parent_site is not None and parent_site.type != "cas":
-            yield f"site[{i}].parent", f"primary site {s.code!r} must be under the CAS"
+        parent = by_code.get(s.parent) if s.parent is not None else None
+        problem = _site_type_problem(s, parent, has_cas=bool(cas))
+        if problem is not None:
+            yield f"site[{i}].parent", problem
+
+
+def _site_type_problem(s: Site, parent: Site | None, *, has_cas: bool) -> str | None:
+    """What is wrong with a site's place in the tree, given its type and its parent's."""
+    if s.type == "cas" and s.parent is not None:
+        return f"CAS {s.code!r} cannot have a parent"
+    if s.type == "secondary" and s.parent is None:
+        return f"secondary site {s.code!r} needs a primary parent"
+    if s.type == "primary" and s.parent is None and has_cas:
+        return f"primary site {s.code!r} needs the CAS as parent"
+    if parent is None:
+        return None
+    if parent.type == "secondary":
+        return (
+            f"site {s.code!r} is under secondary site {parent.code!r};"
+            " a secondary site cannot have child sites"
+        )
+    if s.type == "secondary" and parent.type != "primary":
+        return f"secondary site {s.code!r} must be under a primary site"
+    if s.type == "primary" and parent.type != "cas":
+        return f"primary site {s.code!r} must be under the CAS"
+    return None
+
+
+def _dp_problems(f: _File, by_code: dict[str, Site]) -> Iterator[Problem]:
+    servers = {s.server.upper(): s.code for s in f.site}
     names: dict[str, int] = {}
     for i, d in enumerate(f.dp):
+        if (bad := _host_name_problem(d.name)) is not None:
+            yield f"dp[{i}].name", f"DP name {d.name!r} {bad}"
         if d.name.upper() in names:
             yield (
                 f"dp[{i}].name",
@@ -286,7 +379,10 @@ def _problems(f: _File) -> Iterator[tuple[str, str]]:
         owner = servers.get(d.name.upper())
         if owner is not None and owner != d.site:
             yield f"dp[{i}].site", f"{d.name!r} is the site server of {owner!r}, not of {d.site!r}"
-    by_dp = {d.name.upper(): d for d in f.dp}
+
+
+def _pull_dp_problems(f: _File) -> Iterator[Problem]:
+    by_dp = {d.name.upper() for d in f.dp}
     for i, d in enumerate(f.dp):
         if not d.pull:
             if d.sources:
@@ -296,16 +392,20 @@ def _problems(f: _File) -> Iterator[tuple[str, str]]:
             continue
         if not d.sources:
             yield f"dp[{i}].sources", f"pull DP {d.name!r} needs at least one source DP"
-        seen_sources: set[str] = set()
+        seen: set[str] = set()
         for j, src in enumerate(d.sources):
             key = f"dp[{i}].sources[{j}]"
             if src.upper() == d.name.upper():
                 yield key, f"pull DP {d.name!r} cannot be its own source"
             elif src.upper() not in by_dp:
                 yield key, f"source {src!r} of pull DP {d.name!r} is not a DP"
-            elif src.upper() in seen_sources:
+            elif src.upper() in seen:
                 yield key, f"source {src!r} is listed twice"
-            seen_sources.add(src.upper())
+            seen.add(src.upper())
+
+
+def _link_problems(f: _File, by_code: dict[str, Site]) -> Iterator[Problem]:
+    by_dp = {d.name.upper() for d in f.dp}
     pairs: dict[frozenset[str], int] = {}
     for i, lk in enumerate(f.link):
         for end, value in (("from", lk.from_), ("to", lk.to)):
@@ -320,3 +420,43 @@ def _problems(f: _File) -> Iterator[tuple[str, str]]:
                 f"a link between {lk.from_!r} and {lk.to!r} exists already (link[{pairs[ends]}])",
             )
         pairs[ends] = i
+        yield from _not_finite(f"link[{i}]", lk)
+
+
+def _settings_problems(f: _File) -> Iterator[Problem]:
+    yield from _not_finite("settings", f.settings)
+    s = f.settings
+    workers = s.pkgxfer_max_packages * s.pkgxfer_threads_per_package
+    if workers > MAX_PKGXFER_WORKERS:
+        yield (
+            "settings.pkgxfer_threads_per_package",
+            f"pkgxfer_max_packages x pkgxfer_threads_per_package is {workers:,} sending threads;"
+            f" at most {MAX_PKGXFER_WORKERS:,}",
+        )
+
+
+def _not_finite(prefix: str, struct: msgspec.Struct) -> Iterator[Problem]:
+    """Every float field that is inf (msgspec's bounds refuse nan but let inf through):
+    an infinite delay or time scale means nothing ever happens."""
+    for field in msgspec.structs.fields(struct):
+        value = getattr(struct, field.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            yield f"{prefix}.{field.encode_name}", f"{value} is not a finite number"
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+MAX_HOST_NAME = 253
+
+
+def _host_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a host name, or None. Server and DP names become folders under
+    the data root, so only host names (``PS1DP1.CONTOSO.COM``) are taken: no separators,
+    no ``..``, nothing absolute, nothing that could land outside the root."""
+    if len(name) > MAX_HOST_NAME:
+        return f"is not a host name: {len(name)} characters, at most {MAX_HOST_NAME}"
+    if not all(_HOST_LABEL.fullmatch(label) for label in name.split(".")):
+        return (
+            "is not a host name: dot-separated labels of letters, digits and '-'"
+            " (not first or last in a label), no '/', '\\' or '..'"
+        )
+    return None

@@ -22,8 +22,15 @@ from typing import Any
 
 import anyio
 
+from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
-from actors.messages import PackageChanged, PackageNotification, TransferStatus
+from actors.errors import CmdistError
+from actors.messages import (
+    PACKAGE_CHANGED_TOPIC,
+    PackageChanged,
+    PackageNotification,
+    TransferStatus,
+)
 from actors.sitedb import (
     DistributionPointRow,
     JobAction,
@@ -31,7 +38,6 @@ from actors.sitedb import (
     PackageAction,
     PackageRow,
     PkgServerRow,
-    PkgStatusType,
     PkgStatusValue,
     ServerAction,
     SiteDatabase,
@@ -45,9 +51,6 @@ from contentlib import ContentLibError, ContentLibrary, SnapshotReport
 
 __all__ = ["PACKAGE_CHANGED_TOPIC", "DistMgr"]
 
-PACKAGE_CHANGED_TOPIC = "package_changed"
-"""DistMgr publishes a package ID here whenever one of its ``PkgStatus`` rows changed or
-the package was deleted (what ``Hierarchy.wait`` listens to)."""
 
 _HASH_ALGORITHM = 32780  # CALG_SHA_256, as the reference logs it
 
@@ -88,14 +91,17 @@ class DistMgr(Actor):
     async def on_start(self) -> None:
         for _ in range(self.settings.package_processing_threads):
             self.start_task(self._processing_thread)
+        site = self.site
+        # DPs left behind their package's stored version with nothing to bring them there:
+        # marked for an update, and logged as the defect they are.
+        for pkg_id, nal in await self.db.write(lambda conn: ops.mark_stale_servers(conn, site)):
+            self._log(
+                f"Package {pkg_id} on {nal} is behind its stored version with no job and no"
+                " pending action; marking it for update.",
+                severity="W",
+            )
         # What a previous run was told but did not finish: packages and DPs with an action.
-        rows = await self.db.fetchall(
-            "SELECT PkgID FROM SMSPackages WHERE Action <> 0 UNION"
-            " SELECT PkgID FROM PkgServers WHERE SiteCode = ? AND (Action <> 0"
-            " OR RefreshTrigger <> 0) ORDER BY 1",
-            (self.site,),
-        )
-        for (pkg_id,) in rows:
+        for pkg_id in await self.db.packages_with_work(site):
             self._enqueue(pkg_id)
 
     # -- the main thread -----------------------------------------------------------------
@@ -149,9 +155,18 @@ class DistMgr(Actor):
     # -- a package processing thread -----------------------------------------------------
 
     async def _process(self, pkg_id: str) -> None:
+        """One package: a failure is that package's failure (2302 with the reason, its DPs
+        Failed, its action parked until the next admin request), never the component's."""
         pkg = await self.db.package(pkg_id)
         if pkg is None:
             return
+        try:
+            await self._process_package(pkg)
+        except Exception as exc:
+            await self._package_failed(pkg, _reason(exc))
+
+    async def _process_package(self, pkg: PackageRow) -> None:
+        pkg_id = pkg.pkg_id
         self._log(
             f"~Processing package {pkg_id} (SourceVersion:{pkg.source_version};"
             f"StoredVersion:{pkg.stored_pkg_version})"
@@ -162,13 +177,14 @@ class DistMgr(Actor):
             if stored is None:
                 return
             pkg, new_version = stored, True
+            crash_point("distmgr.version_committed")
         elif pkg.action == PackageAction.NONE:
             self._log(
                 f"No action specified for the package {pkg_id}, however there may be"
                 " package server changes for this package."
             )
         servers = await self.db.pkg_servers(pkg_id, site_code=self.site)
-        await self._dp_threads(pkg, servers, new_version)
+        await self._dp_threads(pkg, servers)
         if pkg.action == PackageAction.DELETE:
             await self._finish_delete(pkg)
         elif new_version:
@@ -194,7 +210,7 @@ class DistMgr(Actor):
         else:
             self._log(f"Start updating the package {pkg_id}...")
         self._log(
-            f"~The Package Action is {pkg.action}, the Update Mask is {pkg.update_mask}"
+            f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
             f" and UpdateMaskEx is {pkg.update_mask_ex}."
         )
         self._log(f"Taking package snapshot for package {pkg_id} from source {pkg.source}")
@@ -206,13 +222,7 @@ class DistMgr(Actor):
                 pkg_id, Path(pkg.source), content_id
             )
         except (OSError, ContentLibError) as exc:
-            self._log(f"Failed to take a snapshot of package {pkg_id}: {exc}", severity="E")
-            await self._report(2306, (pkg.name, pkg.source), pkg_id)
-            await self._report(2302, (pkg.name, pkg_id), pkg_id)
-            await self.db.execute(
-                "update SMSPackages set Action = 0 where PkgID = ? and Action = ?",
-                (pkg_id, pkg.action),
-            )
+            await self._package_failed(pkg, _reason(exc), source_problem=True)
             return None
         manifest = report.manifest
         self._log(
@@ -223,30 +233,20 @@ class DistMgr(Actor):
         self._log(f"The hash for algorithm {_HASH_ALGORITHM} is {manifest.content_hash}")
         self._log(f"~Adding these contents to the package {pkg_id} version {version}.")
         await self._report(2376, (pkg_id,), pkg_id)
-        size_kb = manifest.size // 1024
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "update SMSPackages set SourceVersion = ?, StoredPkgVersion = ?, Hash = ?,"
-                " NewHash = ?, SourceSize = ?, LastRefresh = ?, UpdateMask = 0,"
-                " UpdateMaskEx = 0, Action = 0 where PkgID = ?",
-                (
-                    version,
-                    version,
-                    manifest.content_hash,
-                    manifest.content_hash,
-                    size_kb,
-                    product_time(),
-                    pkg_id,
-                ),
-            )
-            conn.execute(
-                "insert or replace into PackageContents (PkgID, ContentID, PackageVersion,"
-                " Hash, Size) values (?, ?, ?, ?, ?)",
-                (pkg_id, content_id, version, manifest.content_hash, manifest.size),
-            )
-
-        await self.db.write(op)
+        store = partial(
+            ops.store_package_version,
+            pkg_id=pkg_id,
+            site_code=self.site,
+            version=version,
+            content_id=content_id,
+            content_hash=manifest.content_hash,
+            size=manifest.size,
+            now=product_time(),
+            action_seq=pkg.action_seq,
+        )
+        if not await self.db.write(store):
+            self._log(f"~Package {pkg_id} was changed while it was processed; processing it again.")
+            self._again.add(pkg_id)
         if not adding:
             self._log(
                 f"~The source for package {pkg_id} has changed or the package source needs"
@@ -258,15 +258,51 @@ class DistMgr(Actor):
         for old in self.library.content_ids(pkg_id):
             if _version(old) < version - 1:
                 await self.library.remove_content(old)
-        updated = await self.db.package(pkg_id)
-        return updated
+        return await self.db.package(pkg_id)
 
-    async def _dp_threads(
-        self, pkg: PackageRow, servers: list[PkgServerRow], new_version: bool
+    async def _package_failed(
+        self, pkg: PackageRow, reason: str, *, source_problem: bool = False
     ) -> None:
+        """2306 (for a source that cannot be snapshotted) and 2302 naming the reason, every
+        DP the package targets here Failed, and the action parked (compare and set: a
+        request that came in meanwhile is processed next) — in one commit."""
+        pkg_id = pkg.pkg_id
+        self._log(f"Failed to process package {pkg_id}: {reason}", severity="E")
+        targets = [
+            s
+            for s in await self.db.pkg_servers(pkg_id, site_code=self.site)
+            if s.action != ServerAction.REMOVE
+        ]
+        failed = []
+        for server in targets:
+            dp = await self.db.distribution_point(server.nal_path)
+            if dp is not None:
+                failed.append(
+                    self._status_op(pkg_id, dp, PkgStatusValue.FAILED, pkg.stored_pkg_version)
+                )
+        action_seq = pkg.action_seq
+        deleting = pkg.action == PackageAction.DELETE  # a delete is never parked
+
+        def op(conn: sqlite3.Connection) -> None:
+            if deleting or not ops.park_package(conn, pkg_id, action_seq):
+                return  # asked again meanwhile: the next processing tries again
+            for store in failed:
+                store(conn)
+            ops.reset_server_actions(conn, targets)
+
+        attributes = {ATTR_PACKAGE_ID: pkg_id}
+        messages = [self.reporter.message(2302, (pkg.name, pkg_id, reason), attributes)]
+        if source_problem:
+            messages.insert(
+                0, self.reporter.message(2306, (pkg.name, pkg.source, reason), attributes)
+            )
+        await self.reporter.raise_messages(messages, op=op)
+        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+
+    async def _dp_threads(self, pkg: PackageRow, servers: list[PkgServerRow]) -> None:
         work: list[tuple[PkgServerRow, DistributionPointRow]] = []
         for server in servers:
-            wanted = server.action != ServerAction.NONE or server.refresh_trigger or new_version
+            wanted = server.action != ServerAction.NONE or server.refresh_trigger
             removing = server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE
             if not wanted or (pkg.stored_pkg_version == 0 and not removing):
                 continue
@@ -279,10 +315,18 @@ class DistMgr(Actor):
 
         async def dp_thread(server: PkgServerRow, dp: DistributionPointRow) -> None:
             async with limiter:
-                if server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE:
-                    await self._remove_from_dp(pkg, dp)
-                else:
-                    await self._add_to_dp(pkg, server, dp)
+                try:
+                    if server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE:
+                        await self._remove_from_dp(pkg, dp)
+                    else:
+                        await self._add_to_dp(pkg, server, dp)
+                except Exception as exc:
+                    # The DP's action stays set: the next processing (or restart) retries.
+                    self._log(
+                        f"DP thread for package {pkg.pkg_id} on {dp.nal_path} failed:"
+                        f" {_reason(exc)}",
+                        severity="E",
+                    )
 
         async with anyio.create_task_group() as tg:
             for server, dp in work:
@@ -319,6 +363,7 @@ class DistMgr(Actor):
                 package_version=pkg.stored_pkg_version,
                 action=action,
                 now=now,
+                server=server,
             )
             in_progress(conn)
 
@@ -328,6 +373,7 @@ class DistMgr(Actor):
         )
         # The job, the DP's "in progress" row and 2357 in one commit.
         await self._report(2357, (pkg.pkg_id, dp.nal_path), pkg.pkg_id, dp.nal_path, op=op)
+        crash_point("distmgr.job_created")
         await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg.pkg_id))
 
     async def _remove_from_dp(self, pkg: PackageRow, dp: DistributionPointRow) -> None:
@@ -435,6 +481,7 @@ class DistMgr(Actor):
                 )
         except _PackageGone:
             return
+        crash_point("distmgr.status_stored")
         self._log(
             f"~Successfully updated the package server status for {msg.nal_path} for package"
             f" {msg.pkg_id}, Status {int(status)}"
@@ -449,28 +496,14 @@ class DistMgr(Actor):
     def _status_op(
         self, pkg_id: str, dp: DistributionPointRow, status: PkgStatusValue, version: int
     ) -> Callable[[sqlite3.Connection], int]:
-        """The DP's PkgStatus Type 2 row, as the reference's STA processing writes it."""
-        server = dp.server_name
-        now = product_time()
-        row = partial(
-            ops.upsert_pkg_status,
-            pkg_id=pkg_id,
-            type=PkgStatusType.DP,
-            site_code=dp.site_code,
-            pkg_server=dp.nal_path,
-            status=int(status),
-            source_version=version,
-            now=now,
-        )
-        if status != PkgStatusValue.INSTALLED:
-            return row
-        share = f'MSWNET:["SMS_SITE={dp.site_code}"]\\\\{server}'
+        """The DP's PkgStatus Type 2 row, to write inside another operation's commit."""
         return partial(
-            row,
-            location=f"{share}\\SMSPKGC$\\{pkg_id}\\",
-            http_url=f"http://{server}/SMS_DP_SMSPKG$/{pkg_id}",
-            sig_url=f"http://{server}/SMS_DP_SMSSIG$/{pkg_id}",
-            sig_location=f"{share}\\SMSSIG$\\{pkg_id}.{version}.tar",
+            ops.upsert_dp_status,
+            pkg_id=pkg_id,
+            dp=dp,
+            status=status,
+            version=version,
+            now=product_time(),
         )
 
     # -- helpers -------------------------------------------------------------------------
@@ -496,6 +529,16 @@ class DistMgr(Actor):
 
 class _PackageGone(Exception):
     """Raised inside a write to roll it back: the package no longer exists."""
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in one line: the message of the one error inside a group."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    text = str(exc) or type(exc).__name__
+    return (
+        text if isinstance(exc, CmdistError | ContentLibError) else f"{type(exc).__name__}: {text}"
+    )
 
 
 def _version(content_id: str) -> int:

@@ -15,17 +15,21 @@ import msgspec
 
 from actors.status import CMTraceLog
 from bus import Actor, handler
-from contentlib import ContentLibrary, ContentNotFound, FileSignature, Manifest
+from contentlib import ContentLibError, ContentLibrary, ContentNotFound, FileSignature, Manifest
 
 __all__ = [
     "DPAddContent",
     "DPAddFile",
     "DPApplyDelta",
+    "DPDamageReport",
+    "DPDamaged",
     "DPInventory",
     "DPProvider",
     "DPQuery",
     "DPRemovePackage",
     "DPSignature",
+    "DPValidate",
+    "DPValidation",
     "staging_name",
 ]
 
@@ -69,9 +73,40 @@ class DPSignature(msgspec.Struct, frozen=True):
 
 class DPAddContent(msgspec.Struct, frozen=True):
     """Add a content version whose files are all in the library; older versions of the
-    package go (their files stay while another version or package still uses them)."""
+    package go (their files stay while another version or package still uses them).
+    Answers False, changing nothing, when the DP holds a newer version: a late job for an
+    older version never rolls a DP back."""
 
     manifest: Manifest
+
+
+class DPValidate(msgspec.Struct, frozen=True):
+    """Content validation: rehash every file of the package's latest version on the DP."""
+
+    pkg_id: str
+
+
+class DPValidation(msgspec.Struct, frozen=True):
+    """What validation found: the version checked (0: the DP holds none) and the package
+    paths whose stored file is missing or does not hash to its name."""
+
+    pkg_id: str
+    version: int
+    missing: tuple[str, ...] = ()
+    corrupt: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.version > 0 and not self.missing and not self.corrupt
+
+
+class DPDamaged(msgspec.Struct, frozen=True):
+    """Which packages' content the DP's library quarantined when it opened (a manifest that
+    did not decode or did not match its files)."""
+
+
+class DPDamageReport(msgspec.Struct, frozen=True):
+    damaged: dict[str, str]  # package ID -> what was wrong, naming the file
 
 
 class DPRemovePackage(msgspec.Struct, frozen=True):
@@ -87,12 +122,17 @@ class DPProvider(Actor):
     """``<DP>/DPProvider``: the DP's SCCMContentLib and SMS_DP$ under its own folder."""
 
     workers = 4  # files of several jobs are verified at once; contentlib is safe for that
+    # A damaged or refused file is the job's failure, answered to PkgXferMgr: never a
+    # reason to restart (or, repeated, to stop) the DP.
+    reply_errors = (ContentLibError, OSError, ValueError)
 
-    def __init__(self, name: str, root: Path, *, log: CMTraceLog | None = None) -> None:
+    def __init__(
+        self, name: str, root: Path, library: ContentLibrary, *, log: CMTraceLog | None = None
+    ) -> None:
         self.name = name
         self.root = root
         self.staging = root / "SMS_DP$"
-        self.library = ContentLibrary(root / "SCCMContentLib")
+        self.library = library  # root / "SCCMContentLib", opened by the site
         self.log_file = log
 
     async def on_start(self) -> None:
@@ -134,8 +174,14 @@ class DPProvider(Actor):
             staged.unlink(missing_ok=True)
 
     @handler
-    async def add_content(self, msg: DPAddContent) -> None:
+    async def add_content(self, msg: DPAddContent) -> bool:
         manifest = msg.manifest
+        held = self.library.content_ids(manifest.package_id)
+        if held and self.library.manifest(held[-1]).version > manifest.version:
+            self._log(
+                f"Content '{manifest.content_id}' is older than '{held[-1]}' on this DP; not added"
+            )
+            return False
         await self.library.add_content(manifest)
         for old in self.library.content_ids(manifest.package_id):
             if old != manifest.content_id:
@@ -144,6 +190,25 @@ class DPProvider(Actor):
             f"Content '{manifest.content_id}' for package '{manifest.package_id}'"
             " has been added to content library successfully"
         )
+        return True
+
+    @handler
+    async def validate(self, msg: DPValidate) -> DPValidation:
+        held = self.library.content_ids(msg.pkg_id)
+        if not held:
+            return DPValidation(msg.pkg_id, 0)
+        report = await self.library.verify(held[-1])
+        version = self.library.manifest(held[-1]).version
+        return DPValidation(msg.pkg_id, version, report.missing, report.corrupt)
+
+    @handler
+    async def damaged(self, msg: DPDamaged) -> DPDamageReport:
+        found: dict[str, str] = {}
+        for item in self.library.damaged:
+            pkg_id = item.content_id.rpartition(".")[0]
+            if pkg_id:
+                found[pkg_id] = f"{item.path}: {item.reason}"
+        return DPDamageReport(found)
 
     @handler
     async def remove_package(self, msg: DPRemovePackage) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "CmdistError",
     "DuplicateDistribution",
+    "HierarchyClosed",
     "HierarchyConfigError",
     "InvalidArgument",
     "LinkCut",
@@ -13,6 +14,8 @@ __all__ = [
     "NotSourceSite",
     "NotSupported",
     "PackageIdsExhausted",
+    "SiteDatabaseError",
+    "SiteDatabaseLost",
     "SourceUnavailable",
     "TransferError",
     "UnknownDistributionPoint",
@@ -131,3 +134,25 @@ class WaitTimeout(CmdistError):
         super().__init__(
             f"package {pkg_id!r} is not final on every DP after {timeout:g} s: {detail}"
         )
+
+
+class SiteDatabaseError(CmdistError):
+    """A site database that cannot be used (damaged, not a database, newer schema): names the
+    file and the problem. Nothing was written to it."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        self.problem = problem
+        super().__init__(f"site database {path}: {problem}")
+
+
+class SiteDatabaseLost(SiteDatabaseError):
+    """A site's database is missing or empty while the site's content libraries hold
+    content: starting it as a new site would reuse package IDs whose content the DPs hold."""
+
+
+class HierarchyClosed(CmdistError):
+    """An operation on a :class:`~actors.hierarchy.Hierarchy` that is closed (or closing)."""
+
+    def __init__(self, what: str = "") -> None:
+        super().__init__(f"the hierarchy is closed{': ' + what if what else ''}")

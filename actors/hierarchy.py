@@ -9,9 +9,10 @@ async with Hierarchy.open("hierarchy.toml", root=data_dir) as h:
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import msgspec
@@ -19,11 +20,22 @@ import msgspec
 from actors._content_status import ContentStatus, dp_content_status
 from actors._site import SiteServer
 from actors.config import HierarchyConfig, load_hierarchy
-from actors.distmgr import PACKAGE_CHANGED_TOPIC
-from actors.errors import NotSupported, UnknownDistributionPoint, UnknownPackage, WaitTimeout
-from actors.sitedb import PackageAction
+from actors.contentvalidator import ValidateContent
+from actors.dpprovider import DPValidation
+from actors.errors import (
+    HierarchyClosed,
+    InvalidArgument,
+    NotSupported,
+    UnknownDistributionPoint,
+    UnknownPackage,
+    WaitTimeout,
+)
+from actors.messages import PACKAGE_CHANGED_TOPIC
+from actors.sitedb import PackageAction, SiteDatabaseClosed
 from actors.status import STATUS_TOPIC, StatusMessage
-from bus import Bus, Clock, RealClock
+from bus import Bus, BusClosed, Clock, RealClock
+
+T = TypeVar("T")
 
 __all__ = ["ContentStatus", "Hierarchy", "Package"]
 
@@ -44,6 +56,7 @@ class Hierarchy:
         self.bus = bus
         self.sites: dict[str, SiteServer] = {}
         self._changed = anyio.Event()
+        self._closed = False
 
     @classmethod
     @asynccontextmanager
@@ -83,6 +96,8 @@ class Hierarchy:
                 try:
                     yield h
                 finally:
+                    h._closed = True
+                    h._changed.set()  # a wait() in another task ends with HierarchyClosed
                     tg.cancel_scope.cancel()
 
     async def _watch(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
@@ -93,18 +108,31 @@ class Hierarchy:
                 self._changed = anyio.Event()
 
     # -- admin operations (the SMS Provider of the package's site) -----------------------
+    #
+    # Each runs to its end once called, even if the caller is cancelled meanwhile (the
+    # provider's write is shielded): it either has not started or it is done, and its
+    # result is returned to a caller that is being cancelled, as anyio returns it from a
+    # shielded scope. Cancelling never leaves half an operation, nor one the caller cannot
+    # see (a package created whose ID the caller never got).
 
     async def create_package(self, name: str, source: str | Path, *, site: str) -> Package:
+        """Create a package from a source folder at a primary site or the CAS; DistMgr then
+        snapshots it into the site's content library. Completes whole once called."""
         server = self._site(site)
-        pkg_id = await server.provider.create_package(name, source)
+        if server.site.type == "secondary":
+            raise NotSupported(
+                f"{site} is a secondary site: it has no SMS Provider; create packages at a"
+                " primary site or the CAS"
+            )
+        with anyio.CancelScope(shield=True):
+            pkg_id = await self._guard(server.provider.create_package(name, source))
         return Package(pkg_id, name, server.code)
 
     async def distribute(self, pkg: Package | str, dps: Sequence[str]) -> None:
-        """AddDistributionPoints: send the package to these DPs."""
+        """AddDistributionPoints: send the package to these DPs. Completes whole once called."""
         server, pkg_id = await self._package(pkg)
-        if isinstance(dps, str):
-            dps = [dps]
-        for name in dps:
+        names = _names(dps)
+        for name in names:
             dp = self.config.dp(name)
             if dp.pull:
                 raise NotSupported(
@@ -116,36 +144,74 @@ class Hierarchy:
                     f"{dp.name} is a DP of site {dp.site}, package {pkg_id} belongs to site"
                     f" {server.code}: distribution across sites is not supported yet (issue #6)"
                 )
-        await server.provider.add_distribution_points(pkg_id, list(dps))
+        with anyio.CancelScope(shield=True):
+            await self._guard(server.provider.add_distribution_points(pkg_id, names))
 
     async def update(self, pkg: Package | str) -> None:
-        """RefreshPkgSource: snapshot the source again as a new version, send the changes."""
+        """RefreshPkgSource: snapshot the source again as a new version, send the changes.
+        Completes whole once called."""
         server, pkg_id = await self._package(pkg)
-        await server.provider.refresh_pkg_source(pkg_id)
+        with anyio.CancelScope(shield=True):
+            await self._guard(server.provider.refresh_pkg_source(pkg_id))
 
     async def redistribute(self, pkg: Package | str, dp: str) -> None:
-        """Send every file of the package to ``dp`` again, overwriting what it holds."""
+        """Send every file of the package to ``dp`` again, overwriting (and so repairing)
+        what it holds. Completes whole once called."""
         server, pkg_id = await self._package(pkg)
-        await server.provider.redistribute(pkg_id, dp)
+        if not isinstance(dp, str):
+            raise InvalidArgument(f"a distribution point is named by a string, not {dp!r}")
+        with anyio.CancelScope(shield=True):
+            await self._guard(server.provider.redistribute(pkg_id, dp))
 
     async def remove(self, pkg: Package | str, dps: Sequence[str]) -> None:
-        """Remove the package from these DPs (shared files stay while referenced)."""
+        """Remove the package from these DPs (shared files stay while referenced).
+        Completes whole once called."""
         server, pkg_id = await self._package(pkg)
-        names = [dps] if isinstance(dps, str) else list(dps)
-        await server.provider.remove_distribution_points(pkg_id, names)
+        names = _names(dps)
+        with anyio.CancelScope(shield=True):
+            await self._guard(server.provider.remove_distribution_points(pkg_id, names))
 
     async def delete(self, pkg: Package | str, *, timeout: float = 60.0) -> None:
-        """Delete the package: it leaves every DP and the site; returns when it is gone."""
+        """Delete the package: it leaves every DP and the site; returns when it is gone.
+        The request completes whole once called; a cancelled or timed out wait leaves the
+        deletion going (``WaitTimeout`` names what is left)."""
         server, pkg_id = await self._package(pkg)
-        await server.provider.delete_package(pkg_id)
-        with anyio.fail_after(timeout):
-            while await server.db.package(pkg_id) is not None:
-                await self._changed.wait()
+        with anyio.CancelScope(shield=True):
+            await self._guard(server.provider.delete_package(pkg_id))
+        with anyio.move_on_after(_seconds(timeout)):
+            while True:
+                changed = self._changed
+                self._check_open()
+                if await server.db.package(pkg_id) is None:
+                    return
+                await changed.wait()
+        status = await self.content_status(pkg_id)
+        pending = {s.dp: s.state for s in status if s.state != "Removed"}
+        pending[server.code] = "deleting the package"
+        raise WaitTimeout(pkg_id, timeout, pending)
+
+    async def validate(self, pkg: Package | str, dp: str) -> DPValidation:
+        """Content validation on demand: the DP rehashes every file it holds of the package.
+        Damaged content makes the DP Failed for the package (2383, naming the files) until a
+        redistribute repairs it; sound content raises 2384."""
+        server, pkg_id = await self._package(pkg)
+        if not isinstance(dp, str):
+            raise InvalidArgument(f"a distribution point is named by a string, not {dp!r}")
+        target = self.config.dp(dp)
+        if target.site != server.code or target.pull:
+            raise NotSupported(f"{target.name} is not a standard DP of site {server.code}")
+        result: DPValidation = await self._guard(
+            self.bus.request(
+                f"{server.code}/ContentValidator", ValidateContent(pkg_id, target.name), None
+            )
+        )
+        return result
 
     # -- status --------------------------------------------------------------------------
 
     async def content_status(self, pkg: Package | str) -> list[ContentStatus]:
-        """One record per DP the package targets (or was removed from), by DP name."""
+        """One record per DP the package targets (or was removed from), by DP name; a
+        Retrying or Failed DP's ``detail`` says why."""
         server, pkg_id = await self._package(pkg)
         return list(await dp_content_status(server.db, pkg_id, server.code, server.held_version))
 
@@ -153,9 +219,14 @@ class Hierarchy:
         """Until every targeted DP is final for the package's current version: Installed
         (holding that version), Failed or Removed. ``WaitTimeout`` names the others."""
         server, pkg_id = await self._package(pkg)
-        with anyio.move_on_after(timeout if math.isfinite(timeout) else None):
+        limit = _seconds(timeout)
+        status, pending = await self._pending(server, pkg_id)  # final already: no waiting
+        if not pending:
+            return status
+        with anyio.move_on_after(limit):
             while True:
                 changed = self._changed
+                self._check_open()
                 status, pending = await self._pending(server, pkg_id)
                 if not pending:
                     return status
@@ -201,13 +272,52 @@ class Hierarchy:
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise HierarchyClosed()
+
+    async def _guard(self, call: Awaitable[T]) -> T:
+        """Await a call into the hierarchy; if it closes meanwhile, whatever the closing
+        database or bus raised becomes one ``HierarchyClosed``."""
+        self._check_open()
+        try:
+            return await call
+        except (BusClosed, SiteDatabaseClosed, ValueError) as exc:
+            if self._closed or isinstance(exc, BusClosed):
+                raise HierarchyClosed(str(exc)) from exc
+            raise
+
     def _site(self, code: str) -> SiteServer:
+        self._check_open()
+        if not isinstance(code, str):
+            raise InvalidArgument(f"a site is named by its code (a string), not {code!r}")
         self.config.site(code)  # UnknownSite
         return self.sites[code]
 
     async def _package(self, pkg: Package | str) -> tuple[SiteServer, str]:
-        pkg_id = pkg.pkg_id if isinstance(pkg, Package) else pkg
+        self._check_open()
+        if isinstance(pkg, Package):
+            pkg_id = pkg.pkg_id
+        elif isinstance(pkg, str):
+            pkg_id = pkg
+        else:
+            raise InvalidArgument(f"a package is a Package or a package ID string, not {pkg!r}")
         server = self.sites.get(pkg_id[:3])
-        if server is None or await server.db.package(pkg_id) is None:
+        if server is None or await self._guard(server.db.package(pkg_id)) is None:
             raise UnknownPackage(pkg_id)
         return server, pkg_id
+
+
+def _names(dps: Sequence[str] | str) -> list[str]:
+    """DP names as a list (one name may be given alone)."""
+    if isinstance(dps, str):
+        return [dps]
+    if not isinstance(dps, Sequence):
+        raise InvalidArgument(f"give a list of distribution point names, not {dps!r}")
+    return list(dps)
+
+
+def _seconds(timeout: float) -> float | None:
+    if not isinstance(timeout, int | float) or math.isnan(timeout) or timeout < 0:
+        raise InvalidArgument(f"a timeout is a number of seconds >= 0, not {timeout!r}")
+    return timeout if math.isfinite(timeout) else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 __all__ = [
+    "PACKAGE_CHANGED_TOPIC",
     "DistributionJobNotification",
     "PackageChanged",
     "PackageNotification",
@@ -80,6 +81,11 @@ class TransferStatus(msgspec.Struct, frozen=True):
     nal_path: str
     status: int
     detail: str = ""
+
+
+PACKAGE_CHANGED_TOPIC = "package_changed"
+"""Where a component publishes a package ID whenever one of its ``PkgStatus`` rows changed
+or the package was deleted (what ``Hierarchy.wait`` listens to)."""
 
 
 class PackageChanged(msgspec.Struct, frozen=True):

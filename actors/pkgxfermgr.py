@@ -17,12 +17,14 @@ import datetime as dt
 import os
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
+from actors._crashpoints import crash_point
 from actors.config import Settings
 from actors.dpprovider import (
     DPAddContent,
@@ -42,8 +44,10 @@ from actors.sitedb import (
     DistributionPointRow,
     JobAction,
     JobState,
+    PackageRow,
     PkgStatusValue,
     SiteDatabase,
+    ops,
     product_time,
 )
 from actors.status import (
@@ -54,8 +58,14 @@ from actors.status import (
     StatusMessage,
     StatusReporter,
 )
-from bus import Actor, BusError, handler
-from contentlib import ContentLibError, ContentLibrary, FileEntry, FileSignature
+from bus import Actor, BusError, RemoteError, handler
+from contentlib import (
+    ContentLibError,
+    ContentLibrary,
+    FileEntry,
+    FileSignature,
+    HashMismatch,
+)
 
 __all__ = ["PkgXferMgr", "RetryJob"]
 
@@ -152,33 +162,50 @@ class PkgXferMgr(Actor):
             self._active.discard(job_id)
 
     async def _run_in_order(self, job: DistributionJobRow, superseded: bool) -> None:
-        job_id = job.job_id
         if superseded:
-            self._log(f"~Job {job_id} for package {job.pkg_id} is superseded by a newer job")
-            await self.db.execute("delete from DistributionJobs where JobID = ?", (job_id,))
+            await self._end_superseded(job, "a newer job")
             return
         dp = await self.db.distribution_point(job.dp_id)
         if dp is None:
-            await self.db.execute("delete from DistributionJobs where JobID = ?", (job_id,))
+            await self.db.write(partial(ops.delete_job, job_id=job.job_id))
             return
         if job.action == JobAction.REMOVE:
             await self._remove(job, dp)
             return
+        pkg = await self.db.package(job.pkg_id)
+        if pkg is None or pkg.stored_pkg_version > job.package_version:
+            # A job for an older version than the site stores: the newer version's job
+            # (created with the version, in the same commit) brings the DP up to date.
+            await self._end_superseded(job, "a newer version of the package")
+            return
         self._log(
-            f"Found send request with ID: {job_id}, Package: {job.pkg_id},"
+            f"Found send request with ID: {job.job_id}, Package: {job.pkg_id},"
             f" Version:{job.package_version}, Priority: 2, Destination: {dp.server_name},"
             " DPPriority: 200"
         )
-        self._log(
-            f"Sending thread starting for Job: {job_id}, package: {job.pkg_id},"
-            f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
-            " DPPriority: 200"
-        )
-        await self._status(job, dp, PkgStatusValue.NONE)  # DistMgr marks the job SENDING
         try:
-            await self._send(job, dp)
-        except (TransferError, ContentLibError, BusError, OSError) as exc:
+            inventory = await self._inventory(job, dp)
+            if inventory.previous is not None and inventory.previous.version > job.package_version:
+                await self._end_superseded(job, f"version {inventory.previous.version} on the DP")
+                return
+            self._log(
+                f"Sending thread starting for Job: {job.job_id}, package: {job.pkg_id},"
+                f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
+                " DPPriority: 200"
+            )
+            await self._status(job, dp, PkgStatusValue.NONE)  # DistMgr marks the job SENDING
+            await self._send(job, dp, pkg, inventory)
+        except _Superseded as exc:  # (jobs of one DP and package run one at a time)
+            await self._end_superseded(job, str(exc))
+            return
+        except _GiveUp as exc:
+            await self._failed(job, dp, exc, give_up=True)
+            return
+        except _TRANSIENT as exc:
             await self._failed(job, dp, exc)
+            return
+        except Exception as exc:
+            await self._failed(job, dp, _GiveUp(f"{type(exc).__name__}: {exc}"), give_up=True)
             return
         self._log("~Sending completed successfully")
         self._log(
@@ -194,22 +221,40 @@ class PkgXferMgr(Actor):
         await self._status(job, dp, PkgStatusValue.INSTALLED)
         self._log("Sending thread complete~")
 
-    async def _send(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
+    async def _end_superseded(self, job: DistributionJobRow, by: str) -> None:
+        """End a job without touching the DP: something newer covers it."""
+        self._log(f"~Job {job.job_id} for package {job.pkg_id} is superseded by {by}")
+        await self.db.write(partial(ops.delete_job, job_id=job.job_id))
+
+    async def _inventory(self, job: DistributionJobRow, dp: DistributionPointRow) -> DPInventory:
         content_id = f"{job.pkg_id}.{job.package_version}"
         try:
             manifest = self.library.manifest(content_id)
         except ContentLibError as exc:
-            raise TransferError(
+            raise _GiveUp(
                 f"content {content_id} is not in the content library of site {self.site}"
             ) from exc
+        inventory: DPInventory = await self.request(
+            _provider(dp), DPQuery(job.pkg_id, tuple(f.sha256 for f in manifest.files))
+        )
+        return inventory
+
+    async def _send(
+        self,
+        job: DistributionJobRow,
+        dp: DistributionPointRow,
+        pkg: PackageRow,
+        inventory: DPInventory,
+    ) -> None:
+        content_id = f"{job.pkg_id}.{job.package_version}"
+        manifest = self.library.manifest(content_id)
         redistribute = job.action == JobAction.REDISTRIBUTE
         self._log(f"Sending legacy content {content_id} for package {job.pkg_id}")
         self._log(f"Redistribute={int(redistribute)}, Related=")
         provider = _provider(dp)
-        link = self.links[dp.server_name]
-        inventory: DPInventory = await self.request(
-            provider, DPQuery(job.pkg_id, tuple(f.sha256 for f in manifest.files))
-        )
+        link = self.links.get(dp.server_name)
+        if link is None:
+            raise _GiveUp(f"distribution point {dp.server_name} is not in the hierarchy file")
         previous = {f.path: f for f in inventory.previous.files} if inventory.previous else {}
         done: set[str] = set()
         for entry, present in zip(manifest.files, inventory.present, strict=True):
@@ -217,43 +262,81 @@ class PkgXferMgr(Actor):
                 continue
             done.add(entry.sha256)
             old = previous.get(entry.path)
+            source = _SiteCopy(entry, Path(pkg.source) / entry.path)
             if (
                 not redistribute
                 and old is not None
                 and old.sha256 != entry.sha256
                 and entry.size >= _DELTA_MIN_SIZE
-                and await self._send_delta(entry, old, content_id, dp, link)
+                and await self._send_delta(source, old, content_id, dp, link)
             ):
                 continue
-            await self._send_file(entry, content_id, dp, link, replace=redistribute)
+            await self._send_file(source, content_id, dp, link, replace=redistribute)
             self._log(f"Adding {entry.path} file in {content_id}")
-        await self.request(provider, DPAddContent(manifest))
+            crash_point("pkgxfermgr.file_sent")
+        added: bool = await self.request(provider, DPAddContent(manifest))
+        if not added:
+            raise _Superseded(f"{dp.server_name} holds a newer version of {job.pkg_id}")
+        crash_point("pkgxfermgr.content_added")
         self._log(f"Completed post-actions for remote DP {dp.server_name}")
 
     async def _send_file(
         self,
-        entry: FileEntry,
+        copy: _SiteCopy,
         content_id: str,
         dp: DistributionPointRow,
         link: NetworkLink,
         *,
         replace: bool,
     ) -> None:
+        entry = copy.entry
         name = staging_name(entry.sha256, content_id)
         staged = self.dp_root(dp) / "SMS_DP$" / name
         self._log(f"Sending file '\\\\{dp.server_name}\\SMS_DP$\\{name}'")
-        await _transmit(self.library.file_path(entry.sha256), entry.size, staged, link, self._log)
-        await self.request(_provider(dp), DPAddFile(entry.sha256, entry.size, name, replace))
+        try:
+            await _transmit(
+                self.library.file_path(entry.sha256), entry.size, staged, link, self._log
+            )
+            await self.request(_provider(dp), DPAddFile(entry.sha256, entry.size, name, replace))
+        except (FileNotFoundError, RemoteError) as exc:
+            if isinstance(exc, RemoteError) and not isinstance(exc.original, HashMismatch):
+                raise
+            # The DP got other bytes than the hash says, or the site has no copy: the
+            # site's library may be damaged. Mend it from the source and send it again.
+            await self._mend_site_copy(copy, exc)
+            await self._send_file(copy, content_id, dp, link, replace=replace)
+
+    async def _mend_site_copy(self, copy: _SiteCopy, exc: BaseException) -> None:
+        """Check the site's stored file; re-read it from the package source where the source
+        still has those bytes. Raises ``_GiveUp`` (naming the file) where it does not, and
+        the original error where the stored copy is fine (the bytes were damaged in transit)."""
+        entry = copy.entry
+        if copy.mended or await self.library.verify_file(entry.sha256) == "ok":
+            raise exc
+        copy.mended = True
+        if await self.library.repair_file(entry.sha256, entry.size, copy.source):
+            self._log(
+                f"The content library's copy of {entry.path} ({entry.sha256}) was damaged;"
+                f" it was read again from the package source {copy.source}",
+                severity="W",
+            )
+            return
+        raise _GiveUp(
+            f"the site's copy of {entry.path} ({entry.sha256}) is damaged and the package"
+            f" source {copy.source} no longer holds those bytes; update the package"
+        ) from exc
 
     async def _send_delta(
         self,
-        entry: FileEntry,
+        copy: _SiteCopy,
         old: FileEntry,
         content_id: str,
         dp: DistributionPointRow,
         link: NetworkLink,
     ) -> bool:
-        """Send ``entry`` as a delta from the DP's ``old`` file; False when not smaller."""
+        """Send a file as a delta from the DP's ``old`` file; False when that is not smaller
+        (or did not rebuild the file on the DP: the whole file goes instead)."""
+        entry = copy.entry
         if self.library.has_file(old.sha256):
             delta = bytes(await self.library.file_delta(old.sha256, entry.sha256))
         else:  # the site no longer has the old file: the DP's signature of it will do
@@ -268,7 +351,16 @@ class PkgXferMgr(Actor):
             f" '\\\\{dp.server_name}\\SMS_DP$\\{name}'"
         )
         await _transmit(delta, len(delta), staged, link, self._log)
-        await self.request(_provider(dp), DPApplyDelta(old.sha256, name, entry.sha256, entry.size))
+        try:
+            await self.request(
+                _provider(dp), DPApplyDelta(old.sha256, name, entry.sha256, entry.size)
+            )
+        except RemoteError as exc:
+            if not isinstance(exc.original, HashMismatch):
+                raise
+            # Built from a damaged copy on one side or the other: the whole file goes.
+            await self._mend_site_copy(copy, exc)
+            return False
         self._log(f"Adding {entry.path} file in {content_id} (delta)")
         return True
 
@@ -282,10 +374,17 @@ class PkgXferMgr(Actor):
         await self._status(job, dp, PkgStatusValue.REMOVED)  # DistMgr ends the job
 
     async def _failed(
-        self, job: DistributionJobRow, dp: DistributionPointRow, exc: BaseException
+        self,
+        job: DistributionJobRow,
+        dp: DistributionPointRow,
+        exc: BaseException,
+        *,
+        give_up: bool = False,
     ) -> None:
+        """8203 and Retrying until the retries run out (or at once for a failure no retry
+        can mend: ``give_up``), then 8204 and Failed; the reason goes with both."""
         failures = job.failure_count + 1
-        give_up = failures > self.settings.distribution_retry_count
+        give_up = give_up or failures > self.settings.distribution_retry_count
         delay = self.settings.distribution_retry_delay
         restart = self.clock.wall().timestamp() + delay
         self._log(
@@ -302,7 +401,7 @@ class PkgXferMgr(Actor):
             job.job_id,
         )
         await self.reporter.raise_messages(
-            [self._message(8204 if give_up else 8203, job, dp)],
+            [self._message(8204 if give_up else 8203, job, dp, str(exc))],
             op=lambda conn: conn.execute(
                 "update DistributionJobs set State = ?, FailureCount = ?, RestartTime = ?,"
                 " LastUpdateTime = ? where JobID = ?",
@@ -344,18 +443,48 @@ class PkgXferMgr(Actor):
         )
 
     def _message(
-        self, message_id: int, job: DistributionJobRow, dp: DistributionPointRow
+        self,
+        message_id: int,
+        job: DistributionJobRow,
+        dp: DistributionPointRow,
+        reason: str | None = None,
     ) -> StatusMessage:
         attributes = {ATTR_PACKAGE_ID: job.pkg_id, ATTR_PACKAGE_VERSION: str(job.package_version)}
         if message_id != 8200:  # the reference's 8200 names no DP attribute
             attributes[ATTR_DP_NAL_PATH] = dp.nal_path
-        return self.reporter.message(
-            message_id, (job.pkg_id, str(job.package_version), dp.server_name), attributes
-        )
+        strings: tuple[str, ...] = (job.pkg_id, str(job.package_version), dp.server_name)
+        if reason is not None:
+            strings += (reason,)
+        return self.reporter.message(message_id, strings, attributes)
 
     def _log(self, line: str, *, severity: str = "I") -> None:
         if self.log_file is not None:
             self.log_file.write(line, severity=severity)
+
+
+_TRANSIENT = (TransferError, ContentLibError, BusError, OSError)
+"""Failures a later try may not meet again (a link, a disk, a busy DP): retried."""
+
+
+class _GiveUp(Exception):
+    """A failure no retry can mend (the DP is gone from the hierarchy, the site's content
+    is damaged beyond repair): the job fails at once, with this reason."""
+
+
+class _Superseded(_GiveUp):
+    """The DP already holds a newer version: the job ends without touching it."""
+
+
+class _SiteCopy:
+    """A file of the version being sent: its entry, where the package source has it, and
+    whether its stored copy was already mended during this job (mended once, not twice)."""
+
+    __slots__ = ("entry", "mended", "source")
+
+    def __init__(self, entry: FileEntry, source: Path) -> None:
+        self.entry = entry
+        self.source = source
+        self.mended = False
 
 
 def _provider(dp: DistributionPointRow) -> str:

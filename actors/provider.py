@@ -71,26 +71,36 @@ class SmsProvider:
         self.user = user
         self.log = log
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
+        self.id_floor = 0
+        """The highest package number of this site found in its content libraries (set when
+        the site starts): content a lost database no longer lists keeps its ID."""
         self._date_cache: tuple[dt.datetime | None, str] = (None, "")
 
     # -- operations ----------------------------------------------------------------------
 
     async def create_package(self, name: str, source: str | Path, *, priority: int = 2) -> str:
-        """Create a package from a source folder; returns its ID (site code + 5 hex digits)."""
-        if not name.strip():
-            raise InvalidArgument("a package needs a name")
+        """Create a package from a source folder; returns its ID (site code + 5 hex digits).
+
+        IDs are never reused: the counter never goes below :attr:`id_floor`, the highest
+        package number of this site that any of its content libraries holds."""
+        if not isinstance(name, str) or not name.strip():
+            raise InvalidArgument(f"a package needs a name (a non-empty string), not {name!r}")
+        if not isinstance(source, str | os.PathLike):
+            raise InvalidArgument(f"a package source is a folder path, not {source!r}")
         if priority not in (1, 2, 3):
             raise InvalidArgument(f"priority {priority} is not 1 (high), 2 (medium) or 3 (low)")
         source_date = self._source_date()
         site = self.site
+        first = self.id_floor + 1
 
         def op(conn: sqlite3.Connection) -> str:
             source_text = os.path.abspath(source)
             _check_source(source_text)
             (number,) = conn.execute(
-                "INSERT INTO PackageIDCounters (SiteCode, LastID) VALUES (?, 1)"
-                " ON CONFLICT (SiteCode) DO UPDATE SET LastID = LastID + 1 RETURNING LastID",
-                (site,),
+                "INSERT INTO PackageIDCounters (SiteCode, LastID) VALUES (?, ?)"
+                " ON CONFLICT (SiteCode) DO UPDATE SET LastID = MAX(LastID + 1, excluded.LastID)"
+                " RETURNING LastID",
+                (site, first),
             ).fetchone()
             if number > _MAX_PACKAGE_NUMBER:
                 raise PackageIdsExhausted(site)
@@ -225,10 +235,14 @@ class SmsProvider:
     def _resolve(
         self, names: Sequence[str], *, refuse_duplicates: str | None = None
     ) -> list[DistributionPoint]:
-        if isinstance(names, str) or not names:
-            raise InvalidArgument("give a non-empty list of distribution point names")
+        if isinstance(names, str) or not isinstance(names, Sequence) or not names:
+            raise InvalidArgument(
+                f"give a non-empty list of distribution point names, not {names!r}"
+            )
         out: list[DistributionPoint] = []
         for name in names:
+            if not isinstance(name, str):
+                raise InvalidArgument(f"a distribution point is named by a string, not {name!r}")
             dp = self.hierarchy.dp(name)  # UnknownDistributionPoint
             if dp in out:
                 if refuse_duplicates is not None:

@@ -30,6 +30,7 @@ __all__ = [
     "ATTR_PACKAGE_VERSION",
     "DESPOOLER",
     "DISTMGR",
+    "DP_MONITOR",
     "DP_PROVIDER",
     "LOG_FILES",
     "MESSAGES",
@@ -50,6 +51,7 @@ __all__ = [
     "StatusReporter",
     "describe",
     "format_statmsg",
+    "last_message",
     "last_message_id",
     "stored_messages",
 ]
@@ -70,6 +72,7 @@ DP_PROVIDER = "SMS_DP_PROVIDER"
 PULLDP = "PullDP"
 STATE_SYSTEM = "SMS_STATE_SYSTEM"
 MP_RELAY = "MP_RelayEndpoint"
+DP_MONITOR = "SMS_DISTRIBUTION_POINT_MONITOR"  # content validation (smsdpmon.log)
 
 LOG_FILES: Mapping[str, str] = {
     DISTMGR: "distmgr.log",
@@ -83,6 +86,7 @@ LOG_FILES: Mapping[str, str] = {
     PULLDP: "PullDP.log",
     STATE_SYSTEM: "statesys.log",
     MP_RELAY: "MP_Relay.log",
+    DP_MONITOR: "smsdpmon.log",
 }
 
 # Attribute IDs (AIDn=...): what AVALn holds
@@ -106,6 +110,12 @@ class MessageInfo(NamedTuple):
     severity: Severity
     component: str
     text: str  # %1..%10 are ISTR0..ISTR9
+    source: Literal["reference", "documentation"] = "reference"
+    """Where the ID and its meaning come from: a STATMSG line of the reference, or the
+    product's documentation (the failures and content validation the reference never shows)."""
+
+
+_DOC: Literal["documentation"] = "documentation"
 
 
 # The product's meaning of each message ID the reference uses (and the failures that go
@@ -118,10 +128,16 @@ MESSAGES: Mapping[int, MessageInfo] = {
         "I", DISTMGR, 'Distribution Manager successfully processed package "%1" (package ID = %2).'
     ),
     2302: MessageInfo(
-        "E", DISTMGR, 'Distribution Manager failed to process package "%1" (package ID = %2).'
+        "E",
+        DISTMGR,
+        'Distribution Manager failed to process package "%1" (package ID = %2). %3',
+        _DOC,
     ),
     2306: MessageInfo(
-        "E", DISTMGR, 'The source directory "%2" for package "%1" does not exist or cannot be read.'
+        "E",
+        DISTMGR,
+        'The source directory "%2" for package "%1" does not exist or cannot be read. %3',
+        _DOC,
     ),
     2311: MessageInfo(
         "I", DISTMGR, 'Distribution Manager successfully created or updated the package "%1".'
@@ -135,6 +151,7 @@ MESSAGES: Mapping[int, MessageInfo] = {
         "I",
         DISTMGR,
         'Distribution Manager successfully removed package "%1" from distribution point "%2".',
+        _DOC,
     ),
     2333: MessageInfo(
         "I",
@@ -163,6 +180,7 @@ MESSAGES: Mapping[int, MessageInfo] = {
         DISTMGR,
         'The contents of package "%1" have not arrived from site "%2" yet; Distribution Manager'
         " will retry later.",
+        _DOC,
     ),
     4400: MessageInfo(
         "I",
@@ -175,11 +193,13 @@ MESSAGES: Mapping[int, MessageInfo] = {
         DESPOOLER,
         'Despooler could not execute the instruction for package "%1" version %2 (error code'
         " %3); it will retry later.",
+        _DOC,
     ),
     4405: MessageInfo(
         "E",
         DESPOOLER,
         'Despooler refused the instruction "%1" from site "%2": %3.',
+        _DOC,
     ),
     8200: MessageInfo(
         "I",
@@ -191,13 +211,36 @@ MESSAGES: Mapping[int, MessageInfo] = {
         "W",
         PKGXFERMGR,
         'Package Transfer Manager failed to send package "%1" version %2 to distribution point'
-        " %3; it will retry.",
+        " %3 (%4); it will retry.",
+        _DOC,
     ),
     8204: MessageInfo(
         "E",
         PKGXFERMGR,
         'Package Transfer Manager failed to send package "%1" version %2 to distribution point'
-        " %3 and has used all its retries.",
+        " %3 (%4) and will not retry.",
+        _DOC,
+    ),
+    # Content validation (the DP's hashes checked against the content library's), as the
+    # product's documentation names the messages; the reference has no validation flow.
+    2380: MessageInfo(
+        "I",
+        DP_MONITOR,
+        'Start to evaluate package "%1" on distribution point "%2".',
+        _DOC,
+    ),
+    2383: MessageInfo(
+        "E",
+        DP_MONITOR,
+        'Failed to validate package "%1" on distribution point "%2". The package may not be'
+        " present or may be corrupt. Please redistribute it. %3",
+        _DOC,
+    ),
+    2384: MessageInfo(
+        "I",
+        DP_MONITOR,
+        'Package "%1" on distribution point "%2" has been verified successfully.',
+        _DOC,
     ),
     8210: MessageInfo(
         "I",
@@ -485,30 +528,46 @@ def _store(conn: sqlite3.Connection, msg: StatusMessage) -> int:
     return record_id
 
 
-async def last_message_id(db: SiteDatabase, pkg_id: str, nal_path: str) -> int | None:
-    """The ID of the latest status message about this package on this DP, if any."""
-    value = await db.scalar(
-        "SELECT m.MessageID FROM StatusMessages m"
+async def last_message(db: SiteDatabase, pkg_id: str, nal_path: str) -> StatusMessage | None:
+    """The latest status message about this package on this DP: one that names the DP, or
+    an error about the whole package (its processing failed, so nothing reaches the DP)."""
+    record = await db.scalar(
+        "SELECT m.RecordID FROM StatusMessages m"
         " JOIN StatusMessageAttributes p ON p.RecordID = m.RecordID AND p.AttributeID = 400"
-        " JOIN StatusMessageAttributes d ON d.RecordID = m.RecordID AND d.AttributeID = 404"
-        " WHERE p.AttributeValue = ? AND d.AttributeValue = ? ORDER BY m.RecordID DESC LIMIT 1",
+        " LEFT JOIN StatusMessageAttributes d ON d.RecordID = m.RecordID AND d.AttributeID = 404"
+        " WHERE p.AttributeValue = ? AND (d.AttributeValue = ?"
+        " OR (d.RecordID IS NULL AND m.Severity = 'E'))"
+        " ORDER BY m.RecordID DESC LIMIT 1",
         (pkg_id, nal_path),
     )
-    return None if value is None else int(value)
+    if record is None:
+        return None
+    found = await stored_messages(db, since_record=int(record) - 1, limit=1)
+    return found[0] if found else None
 
 
-async def stored_messages(db: SiteDatabase, *, since_record: int = 0) -> list[StatusMessage]:
-    """Status messages stored in a site database, oldest first."""
+async def last_message_id(db: SiteDatabase, pkg_id: str, nal_path: str) -> int | None:
+    """The ID of :func:`last_message`, if any."""
+    msg = await last_message(db, pkg_id, nal_path)
+    return None if msg is None else msg.message_id
+
+
+async def stored_messages(
+    db: SiteDatabase, *, since_record: int = 0, limit: int = -1
+) -> list[StatusMessage]:
+    """Status messages stored in a site database after ``since_record``, oldest first
+    (at most ``limit``; -1: all)."""
     rows = await db.fetchall(
         "SELECT RecordID, MessageID, Severity, Component, SiteCode, MachineName, Time, InsStrings"
-        " FROM StatusMessages WHERE RecordID > ? ORDER BY RecordID",
-        (since_record,),
+        " FROM StatusMessages WHERE RecordID > ? ORDER BY RecordID LIMIT ?",
+        (since_record, limit),
     )
+    last = rows[-1][0] if rows else since_record
     attrs: dict[int, dict[int, str]] = {}
     for rid, aid, value in await db.fetchall(
         "SELECT RecordID, AttributeID, AttributeValue FROM StatusMessageAttributes"
-        " WHERE RecordID > ? ORDER BY RecordID, rowid",
-        (since_record,),
+        " WHERE RecordID > ? AND RecordID <= ? ORDER BY RecordID, rowid",
+        (since_record, last),
     ):
         attrs.setdefault(rid, {})[aid] = value
     return [

@@ -89,6 +89,10 @@ class Actor:
 
     mailbox_size: int = 1000
     workers: int = 1
+    reply_errors: tuple[type[Exception], ...] = ()
+    """Errors a handler raises as its *answer* to a request (a bad argument, a damaged
+    file): the asker gets them as RemoteError, and they count as neither a failure nor a
+    reason to restart — so one bad request cannot make the supervisor stop the actor."""
     _cell: Cell | None = None
 
     async def on_start(self) -> None:

@@ -190,6 +190,9 @@ class Cell:
         except Exception as exc:
             if not reply.done():
                 reply.set_exception(RemoteError(self.address, type(msg), exc))
+            if isinstance(exc, self.actor.reply_errors):
+                self.handled += 1  # an answer, not a failure of the actor
+                return True
             self._log_failure(f"handler for {type(msg).__name__} on {msg!r}", exc)
             return await self._restart(exc)
         except BaseException:

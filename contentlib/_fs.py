@@ -6,14 +6,16 @@ import ctypes
 import functools
 import hashlib
 import os
+import re
 import stat
 import sys
 import uuid
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from contentlib._errors import UnsafePath
+from contentlib._errors import SourceError, UnsafePath
 
 BUF = 256 << 10  # measured: 256 KiB stays in cache (read, hash, write 2-3x faster than 4 MiB);
 # still big enough for hashlib to release the GIL, so files hash in parallel
@@ -22,6 +24,14 @@ BUF = 256 << 10  # measured: 256 KiB stays in cache (read, hash, write 2-3x fast
 def temp_name(directory: Path, hint: str = "") -> Path:
     """A unique temp name: concurrent writers of the same hash never share a temp file."""
     return directory / f".{hint}{uuid.uuid4().hex}.tmp"
+
+
+_TEMP = re.compile(r"\.[a-z-]*[0-9a-f]{32}\.tmp")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether name was made by temp_name: what a killed writer may leave behind."""
+    return _TEMP.fullmatch(name) is not None
 
 
 def fsync_dir(directory: Path) -> None:
@@ -59,6 +69,12 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
 
 def open_read(path: Path) -> BinaryIO:
     return open(path, "rb")
+
+
+def read_regular(path: Path) -> bytes:
+    """A small file's bytes; UnsafePath for a symlink or a special file."""
+    with open(_open_regular(path), "rb") as f:
+        return f.read()
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -202,26 +218,81 @@ def _open_regular(path: Path) -> int:
 def walk_source(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
     """Regular files under root as (posix relpath, path, lstat), sorted.
 
-    Rule: symlinks (to files or folders), devices, FIFOs and sockets are refused with
-    UnsafePath; nothing is followed out of the source. Empty folders are not content.
+    Rule: symlinks (to files or folders), devices, FIFOs and sockets, and names that are
+    not UTF-8 or hold a backslash are refused with UnsafePath; a source or a folder that is
+    missing, vanishes while walked or cannot be read raises SourceError. Both name the
+    relative path. Nothing is followed out of the source. Empty folders are not content.
     """
-    st = os.lstat(root)
+    try:
+        st = os.lstat(root)
+    except OSError as e:
+        raise source_error(root, "", e) from e
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"source {root} is not a folder (or is a symlink)")
     stack = [("", root)]
     while stack:
         prefix, folder = stack.pop()
-        with os.scandir(folder) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        for e in entries:
-            rel = f"{prefix}{e.name}"
-            est = e.stat(follow_symlinks=False)
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            raise source_error(root, prefix.rstrip("/"), e) from e
+        for entry in entries:
+            rel = f"{prefix}{entry.name}"
+            _check_source_name(root, rel, entry.name)
+            try:
+                est = entry.stat(follow_symlinks=False)
+            except OSError as err:
+                raise source_error(root, rel, err) from err
             if stat.S_ISDIR(est.st_mode):
-                stack.append((rel + "/", Path(e.path)))
+                stack.append((rel + "/", Path(entry.path)))
             elif stat.S_ISREG(est.st_mode):
-                if "\\" in e.name:
-                    raise UnsafePath(f"source file name {rel!r} contains a backslash")
-                yield rel, Path(e.path), est
+                yield rel, Path(entry.path), est
             else:
-                kind = "a symlink" if stat.S_ISLNK(est.st_mode) else "not a regular file"
-                raise UnsafePath(f"source entry {e.path} is {kind}")
+                raise UnsafePath(f"source {root}: {rel!r} is {_kind(est.st_mode)}")
+
+
+def _check_source_name(root: Path, rel: str, name: str) -> None:
+    if "\\" in name:
+        raise UnsafePath(f"source {root}: {rel!r}: a backslash in a name")
+    if not name.isascii():
+        try:
+            name.encode()
+        except UnicodeEncodeError:  # os.scandir gives undecodable bytes as lone surrogates
+            raise UnsafePath(
+                f"source {root}: {os.fsencode(rel)!r}: the name is not valid UTF-8"
+            ) from None
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symlink"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def source_error(root: Path, rel: str, e: OSError) -> SourceError:
+    """A failure to read the source, naming what failed by its relative path."""
+    what = f"source {root}: {rel!r}" if rel else f"source {root}"
+    if isinstance(e, (FileNotFoundError, NotADirectoryError)):
+        return SourceError(f"{what} does not exist (deleted or moved while it was read?)")
+    return SourceError(f"{what} cannot be read: {e.strerror or e}")
+
+
+@contextmanager
+def source_file(root: Path, rel: str, path: Path) -> Iterator[None]:
+    """Errors opening the source file at path, named by its relative path. Any other
+    OSError (the library's own disk: ENOSPC) passes as raised."""
+    try:
+        yield
+    except UnsafePath as e:  # swapped for a link or a special file after the walk
+        raise UnsafePath(f"source {root}: {rel!r} changed while it was read: {e}") from e
+    except OSError as e:
+        if e.filename is None or os.fspath(e.filename) != os.fspath(path):
+            raise
+        raise source_error(root, rel, e) from e

@@ -6,17 +6,18 @@ import errno
 import io
 import os
 import shutil
+import stat
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import anyio
 import anyio.to_thread
 import msgspec
 
-from contentlib import _delta, _fs, _package, _paths
+from contentlib import _delta, _fs, _package, _paths, _recovery
 from contentlib._delta import Delta
 from contentlib._errors import (
     ContentLibError,
@@ -24,12 +25,17 @@ from contentlib._errors import (
     CorruptPackageFile,
     HashMismatch,
     MissingBaseVersion,
+    TargetNotEmpty,
+    UnsafePath,
+    single_error,
 )
 from contentlib._model import (
+    DamagedManifest,
     DeltaManifest,
     DeltaPayload,
     FileEntry,
     FileSignature,
+    FileState,
     Manifest,
     PkgEntry,
     SnapshotReport,
@@ -39,8 +45,6 @@ from contentlib._model import (
 
 T = TypeVar("T")
 
-_manifest_decoder = msgspec.json.Decoder(Manifest)
-_pkg_decoder = msgspec.json.Decoder(PkgEntry)
 _sig_decoder = msgspec.msgpack.Decoder(FileSignature)
 
 
@@ -52,41 +56,61 @@ class ContentLibrary:
     - ``PkgLib/<package_id>.json``: the package's content versions (rebuilt from DataLib).
     - ``SigLib/<first 4 hex>/<SHA256>.sig``: chunk signatures, computed lazily and cached.
     - ``tmp/``: unique temp files; a file becomes visible only by an atomic rename.
+    - ``DataLib/quarantine/``: manifests that failed their checks on open (``damaged``).
 
     Reference counts are derived from the manifests on open, never stored, so a crash can
     neither leak a count nor delete a referenced file; ``collect_garbage`` removes files
     that no manifest references (left by a crash between removing a manifest and its files).
     Hashes being ingested are pinned so a concurrent ``remove_content`` cannot delete them.
+    Opening checks every manifest, quarantines the damaged ones, removes the temp files a
+    killed run left and rewrites PkgLib to match DataLib (``_recovery``).
     """
 
     def __init__(self, root: str | os.PathLike[str], *, workers: int | None = None) -> None:
-        self.root = Path(root)
-        self._filelib = self.root / "FileLib"
-        self._datalib = self.root / "DataLib"
-        self._pkglib = self.root / "PkgLib"
-        self._siglib = self.root / "SigLib"
-        self._tmp = self.root / "tmp"
-        for d in (self._filelib, self._datalib, self._pkglib, self._siglib, self._tmp):
-            d.mkdir(parents=True, exist_ok=True)
-        for stale in self._tmp.iterdir():  # temp files of a crashed run are never visible
-            stale.unlink()
+        """Open (or create) a library, reading every manifest on the calling thread: in async
+        code prefer ``await ContentLibrary.open(root)``."""
+        layout = _recovery.Layout.of(Path(root))
+        self._setup(layout, _recovery.recover(layout), workers)
+
+    @classmethod
+    async def open(cls, root: str | os.PathLike[str], *, workers: int | None = None) -> Self:
+        """Open (or create) a library; the manifests are read and checked in a worker thread,
+        so the event loop is not blocked."""
+        layout = _recovery.Layout.of(Path(root))
+        opened = await anyio.to_thread.run_sync(_recovery.recover, layout)
+        lib = cls.__new__(cls)
+        lib._setup(layout, opened, workers)
+        return lib
+
+    def _setup(
+        self, layout: _recovery.Layout, opened: _recovery.Opened, workers: int | None
+    ) -> None:
+        self.root = layout.root
+        self._filelib = layout.filelib
+        self._datalib = layout.datalib
+        self._pkglib = layout.pkglib
+        self._siglib = layout.siglib
+        self._tmp = layout.tmp
         self.workers = workers or max(2, os.cpu_count() or 2)
         self._limiter = anyio.CapacityLimiter(self.workers)
-        self._manifests: dict[str, Manifest] = {}
-        self._versions: dict[str, dict[str, int]] = {}  # package -> content id -> version
+        self._manifests: dict[str, Manifest] = opened.manifests
+        self._versions: dict[str, dict[str, int]] = opened.versions
+        self._damaged = opened.damaged
         self._refs: Counter[str] = Counter()
+        for m in self._manifests.values():
+            self._refs.update(m.hashes())
         self._pins: Counter[str] = Counter()
         self._busy_ids: set[str] = set()
         self._pkg_locks: dict[str, anyio.Lock] = {}
-        for path in sorted(self._datalib.glob("*.json")):
-            m = _manifest_decoder.decode(path.read_bytes())
-            self._index(m)
-            self._refs.update(m.hashes())
-        for pkg in {m.package_id for m in self._manifests.values()}:
-            want = self._pkg_entry(pkg)
-            pkg_file = self._pkglib / f"{pkg}.json"
-            if not pkg_file.exists() or _pkg_decoder.decode(pkg_file.read_bytes()) != want:
-                _fs.atomic_write(pkg_file, msgspec.json.encode(want))
+
+    @property
+    def damaged(self) -> tuple[DamagedManifest, ...]:
+        """Manifests that failed their checks on open (they do not decode, their ids or paths
+        are unsafe, their content hash does not match their entries, or their file name is
+        not their content id): moved to ``DataLib/quarantine/`` with their bytes, not
+        indexed. While any is listed, no stored file is deleted (which files it referenced
+        cannot be known). A human repairs and moves it back, or deletes it, then reopens."""
+        return self._damaged
 
     # ----------------------------------------------------------------- queries
 
@@ -100,8 +124,19 @@ class ContentLibrary:
         """Content versions of a package present in the library, oldest first."""
         return list(self._pkg_entry(package_id).content_ids)
 
+    def package_ids(self) -> list[str]:
+        """Every package the library holds a content version of, sorted."""
+        return sorted(self._versions)
+
     def has_file(self, sha256: str) -> bool:
         return self.file_path(sha256).exists()
+
+    def _stored_size(self, sha256: str) -> int:
+        """The size of the stored copy (one stat); -1 when it is missing."""
+        try:
+            return os.stat(self.file_path(sha256)).st_size
+        except FileNotFoundError:
+            return -1
 
     def file_path(self, sha256: str) -> Path:
         _paths.check_sha256(sha256)
@@ -114,7 +149,10 @@ class ContentLibrary:
     async def read_stream(
         self, sha256: str, chunk_size: int = 1 << 20, offset: int = 0, length: int | None = None
     ) -> AsyncIterator[bytes]:
-        """A stored file, or ``length`` bytes of it from ``offset``, as chunks of chunk_size."""
+        """A stored file, or ``length`` bytes of it from ``offset``, as chunks of chunk_size.
+
+        Not verified here (a range cannot be): the receiver hashes what it gets, and
+        ``verify_file`` checks a stored copy."""
         path = self.file_path(sha256)
         if not path.exists():
             raise ContentNotFound(f"file {sha256} is not in {self.root}")
@@ -138,8 +176,13 @@ class ContentLibrary:
         self, package_id: str, source: str | os.PathLike[str], content_id: str
     ) -> SnapshotReport:
         """Ingest a source folder as a new content version (see ``_fs.walk_source`` for its
-        rule on symlinks and special files). Each file is hashed while it is copied in, in one
-        worker thread per file; the manifest is written last."""
+        rule on symlinks, special files and names). Each file is hashed while it is copied
+        in, in one worker thread per file; the manifest is written last.
+
+        Errors name the source's relative path: UnsafePath for a link, a special file or a
+        bad name, SourceError for a source or file that is missing or vanishes meanwhile; an
+        OSError of the library's own disk (ENOSPC) is raised as it is. On any error the
+        library is as it was: files this snapshot stored and nothing references go again."""
         _paths.check_package_id(package_id)
         version = _paths.content_version(content_id)
         if content_id in self._manifests:
@@ -150,35 +193,47 @@ class ContentLibrary:
         known = {f.path: f for f in previous.files} if previous else {}
         entries: list[FileEntry] = []
         pinned: list[str] = []
+        stored_here: list[str] = []
         totals = {"read": 0, "stored": 0, "shared": 0}
         todo = iter(listing)
 
         async def worker() -> None:
             for rel, path, st in todo:
-                sha, size, stored = await self._ingest_file(path, known.get(rel), pinned)
+                with _fs.source_file(src, rel, path):
+                    sha, size, stored = await self._ingest_file(path, known.get(rel), pinned)
                 entries.append(FileEntry(rel, size, sha, st.st_mode & 0o7777))
                 totals["read"] += size
                 totals["stored"] += size if stored else 0
                 totals["shared"] += 0 if stored else 1
+                if stored:
+                    stored_here.append(sha)
 
+        committed = False
         with self._reserve(content_id):
             try:
-                async with anyio.create_task_group() as tg:
-                    for _ in range(min(self.workers, max(1, len(listing)))):
-                        tg.start_soon(worker)
+                with single_error():
+                    async with anyio.create_task_group() as tg:
+                        for _ in range(min(self.workers, max(1, len(listing)))):
+                            tg.start_soon(worker)
                 # One syncfs for all new files and their folders, before the manifest exists.
                 await self._thread(_fs.sync_filesystem, self._filelib)
                 manifest = make_manifest(content_id, package_id, version, entries)
                 await self._commit(manifest)
+                committed = True
             finally:
                 self._unpin(pinned)
+                if not committed:
+                    self._drop_unreferenced(stored_here)
         return SnapshotReport(manifest, totals["read"], totals["stored"], totals["shared"])
 
     async def _ingest_file(
         self, path: Path, before: FileEntry | None, pinned: list[str]
     ) -> tuple[str, int, bool]:
-        if before is not None and self.has_file(before.sha256):
+        if before is not None and self._stored_size(before.sha256) == before.size:
             # Probably unchanged since the last version: hash only, copy only if it changed.
+            # The stored copy is checked by its size (a stat), not rehashed: that would
+            # double the cost of every update. A copy of the wrong size is replaced from
+            # the source below; a same-size corruption is for verify and repair_file.
             sha, size = await self._thread(_fs.hash_regular, path)
             if sha == before.sha256 and self._pin_if_present(sha, pinned):
                 return sha, size, False
@@ -197,16 +252,21 @@ class ContentLibrary:
     def _place(
         self, sha: str, tmp: Path, pinned: list[str] | None, *, replace: bool = False
     ) -> bool:
-        """Pin sha and move a verified temp file into FileLib; False if it was already there."""
+        """Pin sha and move a verified temp file into FileLib; False if it was already there.
+
+        A stored copy whose size is not the verified file's is damaged: it is replaced."""
         if pinned is not None:
             self._pins[sha] += 1
             pinned.append(sha)
         final = self.file_path(sha)
-        if final.exists() and not replace:
+        stored = self._stored_size(sha)
+        if stored >= 0 and not replace and stored == os.stat(tmp).st_size:
             tmp.unlink()
             return False
         final.parent.mkdir(exist_ok=True)
         os.replace(tmp, final)
+        if stored >= 0:  # a cached signature may describe the damaged copy
+            self._sig_path(sha).unlink(missing_ok=True)
         return True
 
     def _unpin(self, pinned: Iterable[str]) -> None:
@@ -312,11 +372,17 @@ class ContentLibrary:
         pkg = manifest.package_id
         async with self._pkg_lock(pkg):
             versions = {**self._versions.get(pkg, {}), manifest.content_id: manifest.version}
-            entry = PkgEntry(pkg, tuple(sorted(versions, key=versions.__getitem__)))
+            entry = PkgEntry.of(pkg, versions)
 
             def write() -> None:  # one worker-thread hop for DataLib and PkgLib
                 _fs.atomic_write(path, data)
-                _fs.atomic_write(self._pkglib_path(pkg), msgspec.json.encode(entry), durable=False)
+                try:
+                    _fs.atomic_write(
+                        self._pkglib_path(pkg), msgspec.json.encode(entry), durable=False
+                    )
+                except BaseException:  # not committed (ENOSPC...): no manifest either
+                    self._remove_manifest_file(manifest.content_id)
+                    raise
 
             await self._thread(write)
             self._index(manifest)
@@ -335,66 +401,98 @@ class ContentLibrary:
             if not versions:
                 del self._versions[manifest.package_id]
             self._refs.subtract(manifest.hashes())
-            doomed = []
-            for sha in manifest.hashes():
-                if self._refs[sha] <= 0:
-                    del self._refs[sha]
-                    if not self._pins[sha]:
-                        doomed.append(sha)
-            # Unlinked in the loop, without an await, so no ingest can pin one mid-way.
-            for sha in doomed:
-                self.file_path(sha).unlink(missing_ok=True)
-                self._sig_path(sha).unlink(missing_ok=True)
+            self._drop_unreferenced(manifest.hashes())
             await self._write_pkglib(manifest.package_id)
 
     def _remove_manifest_file(self, content_id: str) -> None:
         (self._datalib / f"{content_id}.json").unlink()
         _fs.fsync_dir(self._datalib)
 
-    async def collect_garbage(self) -> int:
-        """Delete FileLib files no manifest references and no ingest pins; returns the count."""
-        present = await self._thread(lambda: [p.name for p in self._filelib.glob("*/*")])
+    def _drop_unreferenced(self, hashes: Iterable[str]) -> int:
+        """Delete the files of hashes no manifest references and no ingest pins; the count.
+
+        Nothing while a manifest is damaged: it may have referenced any of them. No await
+        inside, so no ingest can pin one mid-way."""
         removed = 0
-        for name in present:
-            if len(name) == 64 and not self._refs[name] and not self._pins[name]:
-                self.file_path(name).unlink(missing_ok=True)
-                self._sig_path(name).unlink(missing_ok=True)
+        for sha in hashes:
+            if self._refs[sha] > 0:
+                continue
+            self._refs.pop(sha, None)
+            if not self._damaged and not self._pins[sha]:
+                self.file_path(sha).unlink(missing_ok=True)
+                self._sig_path(sha).unlink(missing_ok=True)
                 removed += 1
         return removed
+
+    async def collect_garbage(self) -> int:
+        """Delete FileLib files no manifest references and no ingest pins; returns the count.
+
+        Deletes nothing while ``damaged`` lists a manifest: which files it referenced cannot
+        be known, so any unreferenced file may be one of them (``remove_content`` keeps its
+        files then too)."""
+        present = await self._thread(lambda: [p.name for p in self._filelib.glob("*/*")])
+        return self._drop_unreferenced(name for name in present if _paths.is_sha256(name))
+
+    async def verify_file(self, sha256: str) -> FileState:
+        """Rehash one stored file (a full read): "ok", "missing" or "corrupt"."""
+        path = self.file_path(sha256)
+        try:
+            got, _ = await self._thread(_fs.hash_file, path)
+        except FileNotFoundError:
+            return "missing"
+        return "ok" if got == sha256 else "corrupt"
 
     async def verify(self, content_id: str) -> VerifyReport:
         """Content validation: rehash every file; report missing and corrupt paths."""
         manifest = self.manifest(content_id)
-        state: dict[str, str] = {}
+        state: dict[str, FileState] = {}
 
         async def check(sha: str) -> None:
-            path = self.file_path(sha)
-            try:
-                got, _ = await self._thread(_fs.hash_file, path)
-            except FileNotFoundError:
-                state[sha] = "missing"
-                return
-            state[sha] = "ok" if got == sha else "corrupt"
+            state[sha] = await self.verify_file(sha)
 
         await self._each(sorted(manifest.hashes()), check)
         missing = tuple(f.path for f in manifest.files if state[f.sha256] == "missing")
         corrupt = tuple(f.path for f in manifest.files if state[f.sha256] == "corrupt")
         return VerifyReport(content_id, missing, corrupt)
 
+    async def repair_file(
+        self, sha256: str, size: int, source_path: str | os.PathLike[str]
+    ) -> bool:
+        """Replace the stored copy of a file (damaged or missing) from source_path if the
+        source still holds those bytes: copied in, hashed, fsynced, renamed over it; True.
+        False, the library untouched, when the source hashes to anything else, is missing or
+        is not a regular file. Other errors (ENOSPC, a source that cannot be read) raise."""
+        _paths.check_sha256(sha256)
+        try:
+            await self.add_file_from_path(sha256, size, source_path, replace=True)
+        except (HashMismatch, UnsafePath, FileNotFoundError):
+            return False
+        return True
+
     async def extract(self, content_id: str, out_dir: str | os.PathLike[str]) -> None:
-        """Rebuild the source folder of a version (modes too) under out_dir."""
+        """Rebuild the source folder of a version (modes too) as out_dir.
+
+        out_dir must be absent or an empty folder (TargetNotEmpty, before anything is
+        written). Every file is hashed as it is copied: a damaged stored file raises
+        HashMismatch, a missing one ContentNotFound, each naming the package path. The files
+        go to a temp folder beside out_dir that is synced and renamed into place at the end,
+        so out_dir appears whole or not at all (a kill can leave a hidden
+        ``.extract-*.tmp`` folder beside it)."""
         manifest = self.manifest(content_id)
         out = Path(out_dir)
-        await self._thread(lambda: out.mkdir(parents=True, exist_ok=True))
+        work = await self._thread(_extract_begin, out)
 
         async def one(entry: FileEntry) -> None:
             src = self.file_path(entry.sha256)
-            if not src.exists():
-                raise ContentNotFound(f"{content_id}: file {entry.path!r} ({entry.sha256}) missing")
-            target = _paths.target_in(out, entry.path)
-            await self._thread(_extract_file, src, target, entry.mode)
+            await self._thread(_extract_file, content_id, src, work, entry)
 
-        await self._each(manifest.files, one)
+        try:
+            await self._each(manifest.files, one)
+            await self._thread(_extract_finish, work, out)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._thread(shutil.rmtree, work, True)
+            raise
 
     # ----------------------------------------------------------------- signatures
 
@@ -651,8 +749,7 @@ class ContentLibrary:
 
     def _pkg_entry(self, package_id: str) -> PkgEntry:
         # From the per-package index: asked on every transfer, so not a scan of all manifests.
-        versions = self._versions.get(package_id, {})
-        return PkgEntry(package_id, tuple(sorted(versions, key=versions.__getitem__)))
+        return PkgEntry.of(package_id, self._versions.get(package_id, {}))
 
     def _pkg_lock(self, package_id: str) -> anyio.Lock:
         return self._pkg_locks.setdefault(package_id, anyio.Lock())
@@ -685,9 +782,10 @@ class ContentLibrary:
             for item in it:
                 await fn(item)
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(self.workers):
-                tg.start_soon(worker)
+        with single_error():
+            async with anyio.create_task_group() as tg:
+                for _ in range(self.workers):
+                    tg.start_soon(worker)
 
 
 class _Reservation:
@@ -718,13 +816,52 @@ def _write_with(path: Path, encode: Callable[..., None], *args: Any) -> None:
         encode(*args, out)
 
 
-def _extract_file(src: Path, target: Path, mode: int) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _fs.temp_name(target.parent)
+def _extract_begin(out: Path) -> Path:
+    """Refuse a target that holds anything; a new temp folder beside it."""
     try:
-        shutil.copyfile(src, tmp)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)  # replaces a link at target itself, never follows it
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        st = os.lstat(out)
+    except FileNotFoundError:
+        pass
+    else:
+        if not stat.S_ISDIR(st.st_mode) or _has_entries(out):
+            raise TargetNotEmpty(f"{out} exists and is not an empty folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = _fs.temp_name(out.parent, "extract-")
+    work.mkdir()
+    return work
+
+
+def _has_entries(folder: Path) -> bool:
+    with os.scandir(folder) as it:
+        return next(it, None) is not None
+
+
+def _extract_file(content_id: str, src: Path, root: Path, entry: FileEntry) -> None:
+    """Copy one stored file into root, hashing what was written."""
+    target = _paths.target_in(root, entry.path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        got_sha, got_size = _fs.copy_hashing(src, target, fsync=False)
+    except FileNotFoundError as e:
+        if e.filename is None or os.fspath(e.filename) != os.fspath(src):
+            raise
+        raise ContentNotFound(
+            f"{content_id}: file {entry.path!r} ({entry.sha256}) is missing from the library"
+        ) from e
+    if (got_sha, got_size) != (entry.sha256, entry.size):
+        raise HashMismatch(
+            f"{content_id}: stored file of {entry.path!r} is damaged: expected {entry.sha256}"
+            f" ({entry.size} bytes), got {got_sha} ({got_size} bytes)"
+        )
+    os.chmod(target, entry.mode)
+
+
+def _extract_finish(work: Path, out: Path) -> None:
+    _fs.sync_filesystem(work)  # the data before the rename that makes it look complete
+    try:
+        os.rename(work, out)  # replaces an empty folder, fails on a non-empty one
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+            raise
+        raise TargetNotEmpty(f"{out} was filled while extracting into it") from e
+    _fs.fsync_dir(out.parent)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
 
 import msgspec
+
+FileState = Literal["ok", "missing", "corrupt"]
+"""What a stored file is, rehashed: ``verify_file``."""
 
 
 class FileEntry(msgspec.Struct, frozen=True):
@@ -39,6 +43,23 @@ class PkgEntry(msgspec.Struct, frozen=True):
 
     package_id: str
     content_ids: tuple[str, ...]
+
+    @classmethod
+    def of(cls, package_id: str, versions: dict[str, int]) -> PkgEntry:
+        """From content id -> version: ids oldest first."""
+        return cls(package_id, tuple(sorted(versions, key=versions.__getitem__)))
+
+
+class DamagedManifest(msgspec.Struct, frozen=True):
+    """A DataLib manifest that failed its checks on open, moved to ``DataLib/quarantine``."""
+
+    name: str  # its file name in DataLib: the content id it claims, plus ".json"
+    path: str  # where its bytes are kept now, for a human
+    reason: str
+
+    @property
+    def content_id(self) -> str:
+        return self.name.removesuffix(".json")
 
 
 class SnapshotReport(msgspec.Struct, frozen=True):

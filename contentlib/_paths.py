@@ -29,16 +29,26 @@ def content_version(content_id: str) -> int:
     return int(m.group(2))
 
 
+def is_sha256(name: str) -> bool:
+    return _SHA.fullmatch(name) is not None
+
+
 def check_sha256(sha256: str) -> str:
-    if not _SHA.fullmatch(sha256):
+    if not is_sha256(sha256):
         raise UnsafePath(f"invalid SHA-256 {sha256!r} (want 64 uppercase hex digits)")
     return sha256
 
 
 def check_relpath(path: str) -> str:
-    """A manifest path: relative posix, no empty, ``.`` or ``..`` parts, no NUL or backslash."""
+    """A manifest path: relative posix UTF-8, no empty, ``.`` or ``..`` parts, no NUL or
+    backslash."""
     if not path or "\0" in path or "\\" in path or path.startswith("/"):
         raise UnsafePath(f"unsafe path {path!r}")
+    if not path.isascii():
+        try:
+            path.encode()
+        except UnicodeEncodeError:  # a lone surrogate: a file name that was not UTF-8
+            raise UnsafePath(f"path {path!r} is not valid UTF-8") from None
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise UnsafePath(f"unsafe path {path!r}")

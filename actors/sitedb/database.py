@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,8 +13,16 @@ import aiosqlite
 import anyio
 
 from actors.config import HierarchyConfig
+from actors.errors import SiteDatabaseError
 from actors.sitedb._writer import WriteOp, Writer
-from actors.sitedb.enums import JobState, SiteType
+from actors.sitedb.enums import (
+    JobState,
+    PackageAction,
+    PkgStatusType,
+    PkgStatusValue,
+    ServerAction,
+    SiteType,
+)
 from actors.sitedb.rows import (
     ChangeNotification,
     DistributionJobRow,
@@ -39,7 +47,7 @@ _SITE_TYPES = {"cas": SiteType.CAS, "primary": SiteType.PRIMARY, "secondary": Si
 _PACKAGE_COLS = (
     "PkgID, Name, Source, SourceSite, SourceVersion, SourceDate, StoredPkgPath, StoredPkgVersion,"
     " Hash, NewHash, Priority, PkgFlags, ShareType, PackageType, UpdateMask, UpdateMaskEx,"
-    " Action, SourceSize, SourceCompSize"
+    " Action, SourceSize, SourceCompSize, ActionSeq"
 )
 _DP_COLS = "DPID, NALPath, ServerName, SiteCode, IsPullDP, IsSiteServer, MaxActiveJobs"
 _SERVER_COLS = (
@@ -64,22 +72,101 @@ def product_time(when: dt.datetime | None = None) -> str:
 
 
 def _connect_writer(path: Path) -> sqlite3.Connection:
+    """The writer's connection, after :func:`_check_database`: WAL mode and migrations
+    write, so a file that is not a sound site database is refused before either runs."""
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    # WAL + NORMAL: a commit survives a crash of the process (not a power cut) without an
-    # fsync per commit. Durable enough for a simulation; group commit keeps FULL affordable.
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=10000")
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        _check_database(conn, path, read_only=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a crash of the process (not a power cut) without an
+        # fsync per commit. Durable enough for a simulation; group commit keeps FULL affordable.
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        conn.close()
+        raise
     return conn
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write or create the file (``mode=ro``), checked. SQLite may
+    still add its ``-wal``/``-shm`` companions where the folder is writable (a WAL database's
+    readers share them with its writer); the database file itself is never written."""
+    problem = _file_problem(path)
+    if problem is not None:
+        raise SiteDatabaseError(str(path), problem)
+    conn = sqlite3.connect(
+        _read_only_uri(path), uri=True, isolation_level=None, check_same_thread=False
+    )
+    try:
+        _check_database(conn, path, read_only=True)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _read_only_uri(path: Path) -> str:
+    return f"{path.resolve().as_uri()}?mode=ro"
+
+
+def _file_problem(path: Path) -> str | None:
+    """What makes ``path`` no database to read, seen before SQLite opens it (SQLite says
+    "unable to open database file" for a missing file and "disk I/O error" for a folder)."""
+    if path.is_dir():
+        return "is a folder, not a database file"
+    if not path.exists():
+        return "does not exist"
+    if path.stat().st_size == 0:
+        return "is empty (0 bytes): it holds no site database"
+    return None
+
+
+def _check_database(conn: sqlite3.Connection, path: Path, *, read_only: bool) -> None:
+    """Refuse a damaged file, another program's database and a schema this code cannot use.
+
+    ``quick_check`` reads every page (O(size), once per open): a truncated or overwritten
+    file fails here, naming the file, instead of half way through a run."""
+    rows = conn.execute("PRAGMA quick_check").fetchall()
+    if rows != [("ok",)]:
+        detail = "; ".join(str(r[0]) for r in rows[:3])
+        raise SiteDatabaseError(str(path), f"damaged (integrity check: {detail})")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "SchemaVersion" not in tables:
+        if read_only or tables:
+            what = "holds no site database schema" if not tables else "is not a site database"
+            raise SiteDatabaseError(str(path), f"{what} (no SchemaVersion table)")
+        return  # a new database: the migrations create the schema
+    _check_schema_version(conn, path, read_only=read_only)
+
+
+def _check_schema_version(conn: sqlite3.Connection, path: Path, *, read_only: bool) -> int:
+    (current,) = conn.execute("SELECT COALESCE(MAX(Version), 0) FROM SchemaVersion").fetchone()
+    if current > SCHEMA_VERSION:
+        raise SiteDatabaseError(
+            str(path),
+            f"schema version {current} is newer than this code's ({SCHEMA_VERSION}):"
+            " open it with the cmdist that wrote it",
+        )
+    if read_only and current < SCHEMA_VERSION:
+        raise SiteDatabaseError(
+            str(path),
+            f"schema version {current} is older than this code's ({SCHEMA_VERSION});"
+            " a read-only open cannot migrate it: open it once read-write",
+        )
+    return int(current)
+
+
+def _db_path(conn: sqlite3.Connection) -> Path:
+    """The file of a connection's main database (for error messages)."""
+    return Path(next(r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"))
 
 
 def _migrate(conn: sqlite3.Connection) -> int:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS SchemaVersion (Version INTEGER PRIMARY KEY, AppliedTime TEXT)"
     )
-    (current,) = conn.execute("SELECT COALESCE(MAX(Version), 0) FROM SchemaVersion").fetchone()
-    if current > SCHEMA_VERSION:
-        raise RuntimeError(f"site database schema {current} is newer than this code's")
+    current = _check_schema_version(conn, _db_path(conn), read_only=False)
     for version, script in MIGRATIONS:
         if version <= current:
             continue
@@ -94,6 +181,169 @@ def _migrate(conn: sqlite3.Connection) -> int:
             raise
         current = version
     return int(current)
+
+
+def _open_writable(path: Path, hierarchy: HierarchyConfig | None) -> sqlite3.Connection:
+    """The writer's connection, migrated and seeded, in one worker-thread hop, before any
+    task group runs: a failure here is one :class:`SiteDatabaseError`, never a group."""
+    with _refusing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir():
+            raise SiteDatabaseError(str(path), "is a folder, not a database file")
+        conn = _connect_writer(path)
+    try:
+        with _refusing(path):
+            _migrate(conn)
+        if hierarchy is not None:
+            with _refusing(path, "cannot record the hierarchy's sites and DPs"):
+                _in_transaction(conn, _seed_op(hierarchy))
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _open_read_only(path: Path, hierarchy: HierarchyConfig | None) -> sqlite3.Connection:
+    with _refusing(path):
+        return _connect_read_only(path)
+
+
+@contextmanager
+def _refusing(path: Path, doing: str = "") -> Iterator[None]:
+    """SQLite's and the file system's errors as a :class:`SiteDatabaseError` naming the
+    file (the original chained)."""
+    try:
+        yield
+    except (sqlite3.Error, OSError) as e:
+        problem = f"{doing}: {e}" if doing else _sqlite_problem(e)
+        raise SiteDatabaseError(str(path), problem) from e
+
+
+def _sqlite_problem(e: sqlite3.Error | OSError) -> str:
+    if isinstance(e, OSError):
+        return f"cannot open it: {e.strerror or e}"
+    text = str(e)
+    if text == "file is not a database":
+        return "not a SQLite database (file is not a database)"
+    if "malformed" in text:
+        return f"damaged ({text})"
+    return f"cannot open it: {text}"
+
+
+def _in_transaction(conn: sqlite3.Connection, op: WriteOp[None]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        op(conn)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class _ReadOnlyWriter(Writer):
+    """The writer of a database opened read-only: never started; every write is refused,
+    naming the file, before anything reaches SQLite."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        super().__init__(conn)
+        self._path = path
+
+    async def submit(self, fn: WriteOp[T]) -> T:
+        raise SiteDatabaseError(str(self._path), "opened read-only: writes are refused")
+
+
+@asynccontextmanager
+async def _running(writer: Writer) -> AsyncIterator[None]:
+    """Run the writer for the body; the body's own error comes out as raised, not inside
+    the ExceptionGroup the task group wraps it in."""
+    body_error: BaseException | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(writer.run)
+            try:
+                yield
+            except BaseException as e:
+                body_error = e
+                raise
+            finally:
+                writer.close()
+    except BaseExceptionGroup as group:
+        if body_error is None or group.exceptions != (body_error,):
+            raise
+    else:
+        return
+    raise body_error
+
+
+def _seed_op(hierarchy: HierarchyConfig) -> WriteOp[None]:
+    """Write the hierarchy's sites, DPs and pull DP sources (idempotent).
+
+    DPs are matched to their rows by NAL path, else by server name (a DP moved to another
+    site); a DP new to the database gets the next free DPID. An existing DP is never
+    renumbered: jobs name DPs by DPID. A DP gone from the file keeps its row, since jobs
+    and status rows may still name it."""
+    sites = [
+        (s.code, s.name or s.code, int(_SITE_TYPES[s.type]), s.parent or "", s.server)
+        for s in hierarchy.sites
+    ]
+    servers = {s.server.upper() for s in hierarchy.sites}
+    dps = [
+        (
+            d.nal_path,
+            d.name,
+            d.site,
+            int(d.pull),
+            int(d.name.upper() in servers),
+            d.max_active_jobs
+            if d.max_active_jobs is not None
+            else (hierarchy.settings.pulldp_max_active_jobs if d.pull else None),
+        )
+        for d in hierarchy.dps
+    ]
+    sources = [(d.name, src, rank + 1) for d in hierarchy.dps for rank, src in enumerate(d.sources)]
+
+    def op(conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO Sites (SiteCode, SiteName, Type, ReportToSite, SiteServer)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (SiteCode) DO UPDATE SET"
+            " SiteName = excluded.SiteName, Type = excluded.Type,"
+            " ReportToSite = excluded.ReportToSite, SiteServer = excluded.SiteServer",
+            sites,
+        )
+        for row in dps:
+            _upsert_dp(conn, row)
+        # the file's list replaces each of its DPs' sources (and a DP no longer pull has none)
+        conn.executemany(
+            "DELETE FROM PullDPMap WHERE PullDPServerName = ?", [(d.name,) for d in hierarchy.dps]
+        )
+        conn.executemany(
+            "INSERT INTO PullDPMap (PullDPServerName, SourceDPServerName, Rank) VALUES (?, ?, ?)",
+            sources,
+        )
+
+    return op
+
+
+def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
+    nal, name = values[0], values[1]
+    found = (
+        conn.execute("SELECT DPID FROM DistributionPoints WHERE NALPath = ?", (nal,)).fetchone()
+        or conn.execute(
+            "SELECT DPID FROM DistributionPoints WHERE ServerName = ?", (name,)
+        ).fetchone()
+    )
+    if found is None:
+        conn.execute(
+            f"INSERT INTO DistributionPoints ({_DP_COLS}) VALUES"
+            " ((SELECT COALESCE(MAX(DPID), 0) + 1 FROM DistributionPoints), ?, ?, ?, ?, ?, ?)",
+            values,
+        )
+    else:
+        conn.execute(
+            "UPDATE DistributionPoints SET NALPath = ?, ServerName = ?, SiteCode = ?,"
+            " IsPullDP = ?, IsSiteServer = ?, MaxActiveJobs = ? WHERE DPID = ?",
+            (*values, found[0]),
+        )
 
 
 class SiteDatabase:
@@ -118,29 +368,36 @@ class SiteDatabase:
         *,
         hierarchy: HierarchyConfig | None = None,
         max_batch: int = 1000,
+        read_only: bool = False,
     ) -> AsyncIterator[SiteDatabase]:
+        """Open (creating, migrating and seeding with ``hierarchy``) a site database.
+
+        ``read_only``: for tools that look at a data root (``cmdist status``, ``check``):
+        the file is never created, migrated, seeded or written; writes raise
+        :class:`~actors.errors.SiteDatabaseError`. A file that cannot be used (missing or
+        empty when read-only, a folder, not a database, damaged, a schema this code cannot
+        use) raises :class:`~actors.errors.SiteDatabaseError` naming it, the SQLite error
+        chained, and nothing is written to it."""
         path = Path(path)
-        await anyio.Path(path.parent).mkdir(parents=True, exist_ok=True)
-        wconn = await anyio.to_thread.run_sync(_connect_writer, path)
+        setup = _open_read_only if read_only else _open_writable
+        conn = await anyio.to_thread.run_sync(setup, path, hierarchy)
         try:
-            await anyio.to_thread.run_sync(_migrate, wconn)
-            reader = await aiosqlite.connect(path, isolation_level=None)
+            with _refusing(path):
+                reader = await aiosqlite.connect(
+                    _read_only_uri(path), uri=True, isolation_level=None
+                )
             try:
                 await reader.execute("PRAGMA query_only=1")
-                async with anyio.create_task_group() as tg:
-                    writer = Writer(wconn, max_batch=max_batch)
-                    await tg.start(writer.run)
-                    db = cls(path, writer, reader)
-                    try:
-                        if hierarchy is not None:
-                            await db.seed(hierarchy)
-                        yield db
-                    finally:
-                        writer.close()
+                if read_only:
+                    yield cls(path, _ReadOnlyWriter(conn, path), reader)
+                else:
+                    writer = Writer(conn, max_batch=max_batch)
+                    async with _running(writer):
+                        yield cls(path, writer, reader)
             finally:
                 await reader.close()
         finally:
-            wconn.close()
+            conn.close()
 
     # -- writing -------------------------------------------------------------------------
 
@@ -176,51 +433,9 @@ class SiteDatabase:
         return self._writer.commits
 
     async def seed(self, hierarchy: HierarchyConfig) -> None:
-        """Write the hierarchy's sites, DPs and pull DP sources (idempotent)."""
-        sites = [
-            (s.code, s.name or s.code, int(_SITE_TYPES[s.type]), s.parent or "", s.server)
-            for s in hierarchy.sites
-        ]
-        servers = {s.server.upper() for s in hierarchy.sites}
-        dps = [
-            (
-                i + 1,
-                d.nal_path,
-                d.name,
-                d.site,
-                int(d.pull),
-                int(d.name.upper() in servers),
-                d.max_active_jobs
-                if d.max_active_jobs is not None
-                else (hierarchy.settings.pulldp_max_active_jobs if d.pull else None),
-            )
-            for i, d in enumerate(hierarchy.dps)
-        ]
-        sources = [
-            (d.name, src, rank + 1) for d in hierarchy.dps for rank, src in enumerate(d.sources)
-        ]
-
-        def op(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                "INSERT INTO Sites (SiteCode, SiteName, Type, ReportToSite, SiteServer)"
-                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (SiteCode) DO UPDATE SET"
-                " SiteName = excluded.SiteName, Type = excluded.Type,"
-                " ReportToSite = excluded.ReportToSite, SiteServer = excluded.SiteServer",
-                sites,
-            )
-            conn.executemany(
-                f"INSERT INTO DistributionPoints ({_DP_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (NALPath) DO UPDATE SET IsPullDP = excluded.IsPullDP,"
-                " IsSiteServer = excluded.IsSiteServer, MaxActiveJobs = excluded.MaxActiveJobs",
-                dps,
-            )
-            conn.executemany(
-                "INSERT INTO PullDPMap (PullDPServerName, SourceDPServerName, Rank)"
-                " VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET Rank = excluded.Rank",
-                sources,
-            )
-
-        await self.write(op)
+        """Write the hierarchy's sites, DPs and pull DP sources (idempotent; see
+        :func:`_seed_op`). :meth:`open` seeds already when given the hierarchy."""
+        await self.write(_seed_op(hierarchy))
         self._dp_rows.clear()
 
     async def save_position(self, consumer: str, row_id: int) -> None:
@@ -265,13 +480,13 @@ class SiteDatabase:
         row = await self.fetchone(
             f"SELECT {_PACKAGE_COLS} FROM SMSPackages WHERE PkgID = ?", (pkg_id,)
         )
-        return None if row is None else PackageRow(*row)
+        return None if row is None else _package(row)
 
     async def packages(self, *, pending_only: bool = False) -> list[PackageRow]:
         """Every package; with ``pending_only``, those with an action for DistMgr."""
         where = " WHERE Action <> 0" if pending_only else ""
         rows = await self.fetchall(f"SELECT {_PACKAGE_COLS} FROM SMSPackages{where} ORDER BY PkgID")
-        return [PackageRow(*r) for r in rows]
+        return [_package(r) for r in rows]
 
     async def package_contents(self, pkg_id: str) -> list[PackageContentRow]:
         rows = await self.fetchall(
@@ -312,7 +527,7 @@ class SiteDatabase:
             sql += " AND SiteCode = ?"
             args += (site_code,)
         rows = await self.fetchall(sql + " ORDER BY NALPath", args)
-        return [PkgServerRow(*r) for r in rows]
+        return [_pkg_server(r) for r in rows]
 
     async def distribution_job(self, job_id: int) -> DistributionJobRow | None:
         row = await self.fetchone(
@@ -398,6 +613,37 @@ class SiteDatabase:
             "SELECT LastRowID FROM SmsDbMonPosition WHERE Consumer = ?", (consumer,)
         )
         return int(value or 0)
+
+    async def packages_with_work(self, site_code: str) -> list[str]:
+        """Packages with an action for this site's DistMgr (on the package or on one of the
+        site's DPs): what a previous run was told and did not finish."""
+        rows = await self.fetchall(
+            "SELECT PkgID FROM SMSPackages WHERE Action <> 0 UNION"
+            " SELECT PkgID FROM PkgServers WHERE SiteCode = ? AND (Action <> 0"
+            " OR RefreshTrigger <> 0) ORDER BY 1",
+            (site_code,),
+        )
+        return [str(r[0]) for r in rows]
+
+    async def installed_packages(self, nal_path: str) -> list[str]:
+        """Packages whose status on the DP is Installed (what content validation checks)."""
+        rows = await self.fetchall(
+            "SELECT ID FROM PkgStatus WHERE Type = ? AND PkgServer = ? AND Status = ? ORDER BY ID",
+            (int(PkgStatusType.DP), nal_path, int(PkgStatusValue.INSTALLED)),
+        )
+        return [str(r[0]) for r in rows]
+
+
+def _package(row: tuple[Any, ...]) -> PackageRow:
+    values = list(row)
+    values[16] = PackageAction(values[16])
+    return PackageRow(*values)
+
+
+def _pkg_server(row: tuple[Any, ...]) -> PkgServerRow:
+    values = list(row)
+    values[8] = ServerAction(values[8])
+    return PkgServerRow(*values)
 
 
 def _dp(row: tuple[Any, ...]) -> DistributionPointRow:

@@ -8,11 +8,114 @@ in one commit.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
+from functools import partial
 
-from actors.sitedb.enums import JobAction, JobState, PkgStatusType, ServerAction
-from actors.sitedb.rows import DistributionPointRow
+from actors.sitedb.enums import (
+    JobAction,
+    JobState,
+    PackageAction,
+    PkgStatusType,
+    PkgStatusValue,
+    ServerAction,
+)
+from actors.sitedb.rows import DistributionPointRow, PkgServerRow
 
-__all__ = ["delete_job", "insert_distribution_job", "set_job_state", "upsert_pkg_status"]
+__all__ = [
+    "delete_job",
+    "insert_distribution_job",
+    "mark_stale_servers",
+    "park_package",
+    "reset_server_actions",
+    "set_job_state",
+    "store_package_version",
+    "targeted_version",
+    "upsert_dp_status",
+    "upsert_pkg_status",
+]
+
+
+def store_package_version(
+    conn: sqlite3.Connection,
+    *,
+    pkg_id: str,
+    site_code: str,
+    version: int,
+    content_id: str,
+    content_hash: str,
+    size: int,
+    now: str,
+    action_seq: int,
+) -> bool:
+    """DistMgr's commit of a new version, with the work it implies.
+
+    Every DP of the site that holds or wants the package and has no action pending is
+    marked ``Action = 1`` (update) in the same transaction, so a crash before the DP
+    threads run leaves the jobs to create in the database, not in memory. The package's
+    Action is reset only if no admin request came in since DistMgr read it (compare and
+    set on ``ActionSeq``); returns whether it was reset.
+    """
+    conn.execute(
+        "update SMSPackages set SourceVersion = ?, StoredPkgVersion = ?, Hash = ?, NewHash = ?,"
+        " SourceSize = ?, LastRefresh = ? where PkgID = ?",
+        (version, version, content_hash, content_hash, size // 1024, now, pkg_id),
+    )
+    conn.execute(
+        "insert or replace into PackageContents (PkgID, ContentID, PackageVersion, Hash, Size)"
+        " values (?, ?, ?, ?, ?)",
+        (pkg_id, content_id, version, content_hash, size),
+    )
+    conn.execute(
+        "update PkgServers set Action = ? where PkgID = ? and SiteCode = ? and Action = ?",
+        (int(ServerAction.UPDATE), pkg_id, site_code, int(ServerAction.NONE)),
+    )
+    return park_package(conn, pkg_id, action_seq)
+
+
+def park_package(conn: sqlite3.Connection, pkg_id: str, action_seq: int) -> bool:
+    """Reset the package's Action (and masks) if no admin request came in since DistMgr
+    read ``action_seq``; returns whether it did."""
+    cur = conn.execute(
+        "update SMSPackages set Action = ?, UpdateMask = 0, UpdateMaskEx = 0"
+        " where PkgID = ? and ActionSeq = ?",
+        (int(PackageAction.NONE), pkg_id, action_seq),
+    )
+    return cur.rowcount == 1
+
+
+def reset_server_actions(conn: sqlite3.Connection, servers: Iterable[PkgServerRow]) -> None:
+    """Clear the DPs' pending actions (a failed package is parked), each only if it still
+    holds what DistMgr read: a request written since stays."""
+    conn.executemany(
+        "update PkgServers set Action = 0, RefreshTrigger = 0 where PkgID = ? and NALPath = ?"
+        " and Action = ? and RefreshTrigger = ?",
+        [(s.pkg_id, s.nal_path, int(s.action), s.refresh_trigger) for s in servers],
+    )
+
+
+def mark_stale_servers(conn: sqlite3.Connection, site_code: str) -> list[tuple[str, str]]:
+    """DPs the site's rows say are Installed at a version older than the package's stored
+    one, with no open job and no pending action: a crash lost the work between the version
+    commit and the jobs (a defect of an older build, or of a database restored from a
+    backup). They are marked ``Action = 1`` so DistMgr creates their jobs; returns them as
+    (PkgID, NALPath)."""
+    stale = conn.execute(
+        "SELECT s.PkgID, s.NALPath FROM PkgServers s"
+        " JOIN SMSPackages p ON p.PkgID = s.PkgID"
+        " JOIN PkgStatus st ON st.ID = s.PkgID AND st.Type = ? AND st.PkgServer = s.NALPath"
+        " JOIN DistributionPoints dp ON dp.NALPath = s.NALPath"
+        " WHERE s.SiteCode = ? AND s.Action = 0 AND s.RefreshTrigger = 0 AND p.Action = 0"
+        " AND st.Status = ? AND st.SourceVersion < p.StoredPkgVersion"
+        " AND NOT EXISTS (SELECT 1 FROM DistributionJobs j WHERE j.DPID = dp.DPID"
+        " AND j.PkgID = s.PkgID AND j.State <> ?)"
+        " ORDER BY s.PkgID, s.NALPath",
+        (int(PkgStatusType.DP), site_code, int(PkgStatusValue.INSTALLED), int(JobState.FAILED)),
+    ).fetchall()
+    conn.executemany(
+        "update PkgServers set Action = ? where PkgID = ? and NALPath = ? and Action = 0",
+        [(int(ServerAction.UPDATE), pkg_id, nal) for pkg_id, nal in stale],
+    )
+    return [(str(pkg_id), str(nal)) for pkg_id, nal in stale]
 
 
 def insert_distribution_job(
@@ -23,19 +126,44 @@ def insert_distribution_job(
     package_version: int,
     action: JobAction,
     now: str,
+    server: PkgServerRow | None = None,
 ) -> int:
-    """The reference's DP thread: create the PkgXferMgr job, then reset the DP's action."""
+    """The reference's DP thread: create the PkgXferMgr job, then reset the DP's action.
+
+    With ``server`` (the row the DP thread read) the reset is a compare and set: a request
+    the provider wrote since (a redistribute, a removal) stays for the next processing.
+
+    An older job of the DP and package that has not started or waits for its retry is
+    superseded here, in the same commit (a redistribute only by another redistribute):
+    no stale job stays open to keep the DP "in progress" or to run after the new one."""
+    if action != JobAction.REMOVE:
+        conn.execute(
+            "delete from DistributionJobs where DPID = ? and PkgID = ? and State in (?, ?)"
+            " and (Action = ? or ? = ?)",
+            (
+                dp.dp_id,
+                pkg_id,
+                int(JobState.PENDING),
+                int(JobState.RETRYING),
+                int(JobAction.ADD_OR_UPDATE),
+                int(action),
+                int(JobAction.REDISTRIBUTE),
+            ),
+        )
     cur = conn.execute(
         "insert into DistributionJobs (DPID, PkgID, PackageVersion, State, CreationTime,"
         " Action) values (?, ?, ?, ?, ?, ?)",
         (dp.dp_id, pkg_id, package_version, int(JobState.PENDING), now, int(action)),
     )
-    conn.execute(
+    sql = (
         "update PkgServers set UpdateMask = 0, Action = 0, RefreshTrigger = 0,"
-        " LastRefresh = ? where PkgID = ? and NALPath = ? and SiteCode = ?"
-        " and Action <> ?",
-        (now, pkg_id, dp.nal_path, dp.site_code, int(ServerAction.REMOVE)),
+        " LastRefresh = ? where PkgID = ? and NALPath = ? and SiteCode = ? and Action <> ?"
     )
+    args: tuple[object, ...] = (now, pkg_id, dp.nal_path, dp.site_code, int(ServerAction.REMOVE))
+    if server is not None:
+        sql += " and Action = ? and RefreshTrigger = ?"
+        args += (int(server.action), server.refresh_trigger)
+    conn.execute(sql, args)
     return int(cur.lastrowid or 0)
 
 
@@ -73,6 +201,51 @@ def upsert_pkg_status(
         (*values, pkg_id, int(type), site_code, pkg_server),
     )
     return int(cur.lastrowid or 0)
+
+
+def upsert_dp_status(
+    conn: sqlite3.Connection,
+    *,
+    pkg_id: str,
+    dp: DistributionPointRow,
+    status: PkgStatusValue,
+    version: int,
+    now: str,
+) -> int:
+    """The DP's PkgStatus Type 2 row, as the reference's STA processing writes it (an
+    installed package gets its share, HTTP and signature locations)."""
+    row = partial(
+        upsert_pkg_status,
+        conn,
+        pkg_id=pkg_id,
+        type=PkgStatusType.DP,
+        site_code=dp.site_code,
+        pkg_server=dp.nal_path,
+        status=int(status),
+        source_version=version,
+        now=now,
+    )
+    if status != PkgStatusValue.INSTALLED:
+        return row()
+    server = dp.server_name
+    share = f'MSWNET:["SMS_SITE={dp.site_code}"]\\\\{server}'
+    return row(
+        location=f"{share}\\SMSPKGC$\\{pkg_id}\\",
+        http_url=f"http://{server}/SMS_DP_SMSPKG$/{pkg_id}",
+        sig_url=f"http://{server}/SMS_DP_SMSSIG$/{pkg_id}",
+        sig_location=f"{share}\\SMSSIG$\\{pkg_id}.{version}.tar",
+    )
+
+
+def targeted_version(conn: sqlite3.Connection, pkg_id: str, nal_path: str) -> int | None:
+    """The package's stored version if it targets the DP (and is not being removed from
+    it); None otherwise."""
+    row = conn.execute(
+        "SELECT p.StoredPkgVersion FROM SMSPackages p JOIN PkgServers s ON s.PkgID = p.PkgID"
+        " WHERE p.PkgID = ? AND s.NALPath = ? AND s.Action <> ?",
+        (pkg_id, nal_path, int(ServerAction.REMOVE)),
+    ).fetchone()
+    return None if row is None else int(row[0])
 
 
 def delete_job(conn: sqlite3.Connection, job_id: int) -> None:

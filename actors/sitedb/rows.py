@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
+from actors.sitedb.enums import PackageAction, ServerAction
+
 __all__ = [
     "ChangeNotification",
     "DistributionJobRow",
@@ -52,9 +54,10 @@ class PackageRow(msgspec.Struct, frozen=True):
     package_type: int
     update_mask: int
     update_mask_ex: int
-    action: int  # PackageAction
+    action: PackageAction
     source_size: int
     source_comp_size: int
+    action_seq: int  # bumped by a trigger on every admin request (compare and set)
 
 
 class PackageContentRow(msgspec.Struct, frozen=True):
@@ -76,7 +79,7 @@ class PkgServerRow(msgspec.Struct, frozen=True):
     last_refresh: str
     refresh_trigger: int
     update_mask: int
-    action: int  # ServerAction
+    action: ServerAction
 
 
 class DistributionJobRow(msgspec.Struct, frozen=True):

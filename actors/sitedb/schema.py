@@ -357,6 +357,22 @@ BEGIN
 END;
 """
 
+# Version 2: ``SMSPackages.ActionSeq`` counts every admin request for DistMgr (each write of
+# a non-zero Action, or of the refresh masks). DistMgr reads it with the package and resets
+# Action only if it is unchanged when its work commits (compare and set): a refresh or a
+# delete that arrives while a snapshot runs (Action 1 -> 1 included) is never overwritten,
+# it is processed next.
+_V2 = """
+ALTER TABLE SMSPackages ADD COLUMN ActionSeq INTEGER NOT NULL DEFAULT 0;
+
+CREATE TRIGGER SMSPackages_Upd_ActionSeq
+AFTER UPDATE OF Action, UpdateMask, UpdateMaskEx, Source ON SMSPackages
+WHEN NEW.Action <> 0
+BEGIN
+    UPDATE SMSPackages SET ActionSeq = OLD.ActionSeq + 1 WHERE PkgID = NEW.PkgID;
+END;
+"""
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
-from actors.config import load_hierarchy, nal_path
+from actors.config import IN_CODE, HierarchyConfig, check_hierarchy, load_hierarchy, nal_path
 from actors.errors import HierarchyConfigError
+from actors.hierarchy import Hierarchy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -170,6 +173,95 @@ BAD = [
         "settings.time_scale",
         "Expected `float`",
     ),
+    ("no sites", "[settings]\ntime_scale = 1.0\n", "site", "no sites"),
+    ("empty file", "", "site", "no sites"),
+    (
+        "DP name that climbs out of the data root",
+        BASE.replace('name = "PS1DP1.CONTOSO.COM"', 'name = "../../etc"'),
+        "dp[0].name",
+        "DP name '../../etc' is not a host name",
+    ),
+    (
+        "DP name that is an absolute path",
+        BASE.replace('name = "PS1DP1.CONTOSO.COM"', 'name = "/abs"'),
+        "dp[0].name",
+        "is not a host name",
+    ),
+    (
+        "DP name with a backslash",
+        BASE.replace('name = "PS1DP1.CONTOSO.COM"', 'name = "A\\\\B"'),
+        "dp[0].name",
+        "is not a host name",
+    ),
+    (
+        "DP name starting with a dot",
+        BASE.replace('name = "PS1DP1.CONTOSO.COM"', 'name = ".hidden"'),
+        "dp[0].name",
+        "is not a host name",
+    ),
+    (
+        "DP name too long",
+        BASE.replace('name = "PS1DP1.CONTOSO.COM"', f'name = "{"a." * 127}a"'),
+        "dp[0].name",
+        "at most 253",
+    ),
+    (
+        "site server that climbs out of the data root",
+        BASE.replace('server = "PS1SITE.CONTOSO.COM"', 'server = "../x"'),
+        "site[1].server",
+        "server name '../x' is not a host name",
+    ),
+    (
+        "site server with a leading dash",
+        BASE.replace('server = "PS1SITE.CONTOSO.COM"', 'server = "-x.c"'),
+        "site[1].server",
+        "is not a host name",
+    ),
+    ("time scale inf", BASE + "\n[settings]\ntime_scale = inf\n", "settings.time_scale", "finite"),
+    ("time scale nan", BASE + "\n[settings]\ntime_scale = nan\n", "settings.time_scale", "> 0"),
+    ("time scale 0", BASE + "\n[settings]\ntime_scale = 0.0\n", "settings.time_scale", "> 0"),
+    (
+        "retry delay inf",
+        BASE + "\n[settings]\ndistribution_retry_delay = inf\n",
+        "settings.distribution_retry_delay",
+        "not a finite number",
+    ),
+    (
+        "poll interval inf",
+        BASE + "\n[settings]\nsmsdbmon_poll_interval = inf\n",
+        "settings.smsdbmon_poll_interval",
+        "not a finite number",
+    ),
+    (
+        "link latency inf",
+        BASE + '\n[[link]]\nfrom = "CS1"\nto = "PS1"\nbandwidth = 1000\nlatency = inf\n',
+        "link[0].latency",
+        "not a finite number",
+    ),
+    (
+        "a million package processing threads",
+        BASE + "\n[settings]\npackage_processing_threads = 1000000\n",
+        "settings.package_processing_threads",
+        "<= 1000",
+    ),
+    (
+        "too many despooling threads",
+        BASE + "\n[settings]\ndespooling_threads = 1001\n",
+        "settings.despooling_threads",
+        "<= 1000",
+    ),
+    (
+        "too many PkgXferMgr workers",
+        BASE + "\n[settings]\npkgxfer_max_packages = 1000\npkgxfer_threads_per_package = 1000\n",
+        "settings.pkgxfer_threads_per_package",
+        "at most 10,000",
+    ),
+    (
+        "pull DP capacity",
+        BASE.replace("pull = true", "pull = true\nmax_active_jobs = 100000000"),
+        "dp[1].max_active_jobs",
+        "<= 100000",
+    ),
 ]
 
 
@@ -191,3 +283,70 @@ def test_bad_file_is_refused_naming_file_key_and_problem(
 def test_missing_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HierarchyConfigError, match="cannot read the file"):
         load_hierarchy(tmp_path / "absent.toml")
+
+
+async def test_opening_a_file_with_an_escaping_name_creates_nothing(tmp_path: Path) -> None:
+    folder = tmp_path / "a" / "b"
+    folder.mkdir(parents=True)
+    text = BASE.replace('name = "PS1DP1.CONTOSO.COM"', 'name = "../../escaped"')
+    with pytest.raises(HierarchyConfigError, match="not a host name"):
+        async with Hierarchy.open(_write(folder, text), root=folder / "data"):
+            pass
+    assert _names_under(tmp_path) == ["a", "b", "hierarchy.toml"]
+
+
+def _names_under(root: Path) -> list[str]:
+    return sorted(p.name for p in root.rglob("*"))
+
+
+def test_check_hierarchy_takes_a_good_config_as_is() -> None:
+    h = load_hierarchy(ROOT / "hierarchy.toml")
+    assert check_hierarchy(h) is h
+
+
+def _settings(h: HierarchyConfig, **changes: object) -> HierarchyConfig:
+    return msgspec.structs.replace(h, settings=msgspec.structs.replace(h.settings, **changes))
+
+
+def _dp_named(h: HierarchyConfig, name: str) -> HierarchyConfig:
+    return msgspec.structs.replace(
+        h, dps=(msgspec.structs.replace(h.dps[0], name=name), *h.dps[1:])
+    )
+
+
+IN_CODE_BAD = [
+    ("no sites", lambda h: msgspec.structs.replace(h, sites=()), "site", "no sites"),
+    (
+        "inf time scale",
+        lambda h: _settings(h, time_scale=float("inf")),
+        "settings.time_scale",
+        "finite",
+    ),
+    (
+        "threads",
+        lambda h: _settings(h, package_processing_threads=1_000_000),
+        "settings.package_processing_threads",
+        "<= 1000",
+    ),
+    ("escaping DP", lambda h: _dp_named(h, "../../etc"), "dp[0].name", "not a host name"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "change", "key", "problem"), IN_CODE_BAD, ids=[b[0] for b in IN_CODE_BAD]
+)
+def test_check_hierarchy_refuses_a_bad_config_built_in_code(
+    case: str, change: Any, key: str, problem: str
+) -> None:
+    h = change(msgspec.structs.replace(load_hierarchy(ROOT / "hierarchy.toml"), file=""))
+    with pytest.raises(HierarchyConfigError) as info:
+        check_hierarchy(h)
+    assert (info.value.file, info.value.key) == (IN_CODE, key), case
+    assert problem in info.value.problem, case
+
+
+def test_check_hierarchy_names_the_file_a_config_came_from() -> None:
+    h = load_hierarchy(ROOT / "hierarchy.toml")
+    with pytest.raises(HierarchyConfigError) as info:
+        check_hierarchy(_settings(h, despooler_retry_delay=float("inf")))
+    assert info.value.file == str(ROOT / "hierarchy.toml")

@@ -69,7 +69,8 @@ async def test_schema_is_created_once_and_versioned(tmp_path: Path) -> None:
     tables = {r[0] for r in _rows(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert set(SCOPES) <= tables
     cols = [r[1] for r in _rows(path, "PRAGMA table_info(SMSPackages)")]
-    assert list(SMSPACKAGES_COLUMNS) == cols
+    # The reference's columns in its order, then ours (ActionSeq: DistMgr's compare and set).
+    assert [*SMSPACKAGES_COLUMNS, "ActionSeq"] == cols
 
 
 async def test_package_insert_notifies_new_package(tmp_path: Path) -> None:

@@ -191,3 +191,22 @@ async def test_escalation_while_draining_on_exit_is_raised() -> None:
     with pytest.raises(EscalationError, match="PS1/DistMgr failed 1 times"):
         await body()
     assert flaky.handled == [1]
+
+
+class Answering(Flaky):
+    """A ValueError is this actor's answer to a bad request, not a failure."""
+
+    reply_errors = (ValueError,)
+
+
+async def test_reply_errors_answer_the_asker_without_restart_or_escalation() -> None:
+    async with Bus(clock=ManualClock(), max_restarts=1) as bus:
+        actor = bus.spawn(Answering(), "PS1DP1/DPProvider")
+        for n in range(5):  # far more than max_restarts: none of them is a failure
+            with pytest.raises(RemoteError) as info:
+                await bus.request("PS1DP1/DPProvider", Work(-n - 1))
+            assert isinstance(info.value.original, ValueError)
+        assert await bus.request("PS1DP1/DPProvider", Work(3)) == 3
+        counters = bus.counters("PS1DP1/DPProvider")
+        assert (counters.failed, counters.restarts) == (0, 0)
+        assert actor.starts == 1

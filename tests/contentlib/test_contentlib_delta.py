@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 from collections.abc import AsyncIterator
@@ -13,10 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from contentlib import ContentLibrary, CorruptPackageFile, HashMismatch, _delta
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest().upper()
+from tests.contentlib.contentlib_helpers import sha
 
 
 async def _one(data: bytes) -> AsyncIterator[bytes]:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
@@ -17,12 +15,7 @@ from contentlib import (
     HashMismatch,
     UnsafePath,
 )
-from tests.contentlib.contentlib_helpers import listing, make_tree, read_tree
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest().upper()
-
+from tests.contentlib.contentlib_helpers import chunks, listing, make_tree, read_tree, sha
 
 FILES = {
     "setup.exe": b"MZ" + os.urandom(300_000),
@@ -154,23 +147,18 @@ async def test_bad_content_ids_are_refused(tmp_path: Path, bad: str) -> None:
         await lib.snapshot("CS100026", src, bad)
 
 
-async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
-    for i in range(0, len(data), size):
-        yield data[i : i + size]
-
-
 async def test_add_file_stream_verifies_before_visible(tmp_path: Path) -> None:
     lib = ContentLibrary(tmp_path / "lib")
     data = os.urandom(100_000)
-    await lib.add_file_stream(sha(data), len(data), _chunks(data, 7000))
+    await lib.add_file_stream(sha(data), len(data), chunks(data, 7000))
     assert lib.file_path(sha(data)).read_bytes() == data
     bad = bytearray(data)
     bad[5] ^= 1
     other = sha(data[:-1] + b"x")
     with pytest.raises(HashMismatch, match=other):
-        await lib.add_file_stream(other, len(data), _chunks(bytes(bad), 7000))
+        await lib.add_file_stream(other, len(data), chunks(bytes(bad), 7000))
     with pytest.raises(HashMismatch, match="more than"):
-        await lib.add_file_stream(other, 10, _chunks(bytes(bad), 7000))
+        await lib.add_file_stream(other, 10, chunks(bytes(bad), 7000))
     assert not lib.has_file(other)
     assert not list((tmp_path / "lib" / "tmp").iterdir())
 
@@ -195,7 +183,7 @@ async def test_add_file_from_path_and_add_content(tmp_path: Path) -> None:
 async def test_read_stream_ranges(tmp_path: Path) -> None:
     lib = ContentLibrary(tmp_path / "lib")
     data = os.urandom(10_000)
-    await lib.add_file_stream(sha(data), len(data), _chunks(data, 4096))
+    await lib.add_file_stream(sha(data), len(data), chunks(data, 4096))
     got = [c async for c in lib.read_stream(sha(data), chunk_size=3000)]
     assert [len(c) for c in got] == [3000, 3000, 3000, 1000]
     assert b"".join(got) == data
@@ -209,7 +197,7 @@ async def test_garbage_collection_removes_only_unreferenced(tmp_path: Path) -> N
     lib = ContentLibrary(tmp_path / "lib")
     src = make_tree(tmp_path / "src", {"a": b"kept"})
     await lib.snapshot("CS100026", src, "CS100026.1")
-    await lib.add_file_stream(sha(b"orphan"), 6, _chunks(b"orphan", 3))
+    await lib.add_file_stream(sha(b"orphan"), 6, chunks(b"orphan", 3))
     assert await lib.collect_garbage() == 1
     assert lib.has_file(sha(b"kept"))
     assert not lib.has_file(sha(b"orphan"))

@@ -1,0 +1,161 @@
+"""Opening a library: every manifest checked, the damaged quarantined, crash leftovers cleared.
+
+One blocking pass over the disk: ``ContentLibrary.open`` runs it in a worker thread. Only
+DataLib is trusted; PkgLib is rewritten to match it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import msgspec
+
+from contentlib import _fs, _paths
+from contentlib._errors import ContentLibError, UnsafePath
+from contentlib._model import DamagedManifest, Manifest, PkgEntry
+
+_INDEX = "reasons.json"  # in DataLib/quarantine: why each file there was moved
+_manifest_decoder = msgspec.json.Decoder(Manifest)
+
+
+class _Record(msgspec.Struct, frozen=True):
+    name: str  # the file name it had in DataLib
+    reason: str
+
+
+_index_decoder = msgspec.json.Decoder(dict[str, _Record])
+
+
+class Layout(NamedTuple):
+    root: Path
+    filelib: Path
+    datalib: Path
+    pkglib: Path
+    siglib: Path
+    tmp: Path
+
+    @classmethod
+    def of(cls, root: Path) -> Layout:
+        return cls(root, *(root / d for d in ("FileLib", "DataLib", "PkgLib", "SigLib", "tmp")))
+
+    @property
+    def quarantine(self) -> Path:
+        return self.datalib / "quarantine"
+
+
+class Opened(NamedTuple):
+    manifests: dict[str, Manifest]
+    versions: dict[str, dict[str, int]]  # package -> content id -> version
+    damaged: tuple[DamagedManifest, ...]
+
+
+def recover(layout: Layout) -> Opened:
+    """Create the folders, clear temp files, check every manifest, quarantine the damaged
+    ones and rewrite PkgLib to match what is left."""
+    for d in layout:
+        d.mkdir(parents=True, exist_ok=True)
+    _clear_temp(layout)
+    manifests: dict[str, Manifest] = {}
+    bad: list[tuple[Path, str]] = []
+    for path in sorted(layout.datalib.glob("*.json")):
+        try:
+            m = load_manifest(path)
+        except msgspec.DecodeError as e:
+            bad.append((path, f"does not decode ({e})"))
+        except ContentLibError as e:
+            bad.append((path, str(e)))
+        else:
+            manifests[m.content_id] = m
+    _quarantine(layout.quarantine, bad)
+    versions: dict[str, dict[str, int]] = {}
+    for m in manifests.values():
+        versions.setdefault(m.package_id, {})[m.content_id] = m.version
+    _sync_pkglib(layout.pkglib, versions)
+    return Opened(manifests, versions, _quarantined(layout.quarantine))
+
+
+def load_manifest(path: Path) -> Manifest:
+    """A DataLib manifest that decodes, passes ``check_manifest`` (ids, paths, and a content
+    hash recomputed from its entries) and is named after its content id."""
+    m = _manifest_decoder.decode(_fs.read_regular(path))
+    if path.name != f"{m.content_id}.json":
+        raise UnsafePath(f"the file name is not its content id {m.content_id!r}")
+    return _paths.check_manifest(m)
+
+
+def _clear_temp(layout: Layout) -> None:
+    """What a killed run left: all of tmp/ (files and staging folders) and the temp files
+    of atomic writes beside their targets. The library is opened by one process at a time."""
+    for entry in layout.tmp.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    sig_folders = [d for d in layout.siglib.iterdir() if d.is_dir()]
+    for folder in (layout.datalib, layout.quarantine, layout.pkglib, layout.siglib, *sig_folders):
+        for path in folder.glob(".*.tmp"):
+            if _fs.is_temp_name(path.name):
+                path.unlink()
+
+
+def _quarantine(folder: Path, bad: list[tuple[Path, str]]) -> None:
+    """Move each damaged manifest aside, bytes kept, and record why.
+
+    Not synced: after a crash the move is redone, or the file is listed without a reason."""
+    if not bad:
+        return
+    folder.mkdir(exist_ok=True)
+    index = _read_index(folder)
+    moves = []
+    for path, reason in bad:
+        target = folder / path.name
+        if target.name == _INDEX or target.name in index or os.path.lexists(target):
+            target = folder / f"{path.name}.{uuid.uuid4().hex[:8]}"
+        index[target.name] = _Record(path.name, reason)
+        moves.append((path, target))
+    _fs.atomic_write(folder / _INDEX, msgspec.json.encode(index), durable=False)
+    for path, target in moves:
+        os.replace(path, target)
+
+
+def _quarantined(folder: Path) -> tuple[DamagedManifest, ...]:
+    """Everything in the quarantine, from this open or an earlier one."""
+    if not folder.is_dir():
+        return ()
+    index = _read_index(folder)
+    unknown = "quarantined on an earlier open (no reason recorded)"
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name != _INDEX and not _fs.is_temp_name(path.name):
+            rec = index.get(path.name, _Record(path.name, unknown))
+            found.append(DamagedManifest(rec.name, str(path), rec.reason))
+    return tuple(found)
+
+
+def _read_index(folder: Path) -> dict[str, _Record]:
+    try:
+        return _index_decoder.decode((folder / _INDEX).read_bytes())
+    except (FileNotFoundError, msgspec.DecodeError):
+        return {}
+
+
+def _sync_pkglib(pkglib: Path, versions: dict[str, dict[str, int]]) -> None:
+    """A kill can leave PkgLib listing a version whose manifest is gone, or a package with
+    none left: rewrite or delete every file that does not match DataLib."""
+    for path in pkglib.glob("*.json"):
+        if path.stem not in versions:
+            path.unlink()
+    for pkg, by_id in versions.items():
+        path = pkglib / f"{pkg}.json"
+        data = msgspec.json.encode(PkgEntry.of(pkg, by_id))
+        try:
+            same = path.read_bytes() == data
+        except OSError:
+            same = False
+        if not same:
+            # Not synced: rebuilt from DataLib on every open.
+            _fs.atomic_write(path, data, durable=False)
