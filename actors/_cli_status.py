@@ -1,8 +1,9 @@
 """Content status of a data root a run left behind, read without starting the hierarchy,
 and the table both ``cmdist status`` and ``cmdist demo`` print.
 
-Nothing here writes: the site databases are only queried (their writer has nothing to do)
-and each DP's content library is read from its DataLib manifests, not opened as a
+Nothing here writes: the site databases are opened read-only (never created, migrated or
+seeded; a damaged or empty one is an error naming it) and each DP's content library is
+read from its DataLib manifests, not opened as a
 :class:`~contentlib.ContentLibrary` (that would clean the library's temp folder under a
 run that may still be going).
 """
@@ -16,11 +17,9 @@ import msgspec
 from rich.table import Table
 
 from actors._content_status import ContentStatus, dp_content_status, held_on_disk
-from actors.config import HierarchyConfig
+from actors.config import HierarchyConfig, Site
 from actors.errors import CmdistError
-from actors.sitedb import (
-    SiteDatabase,
-)
+from actors.sitedb import SiteDatabase
 
 __all__ = ["DataRootError", "PackageStatus", "read_status", "site_databases", "status_table"]
 
@@ -46,15 +45,16 @@ class PackageStatus(msgspec.Struct, frozen=True):
         )
 
 
-def site_databases(config: HierarchyConfig) -> list[Path]:
-    """The site databases under the hierarchy's data root; ``DataRootError`` when none."""
+def site_databases(config: HierarchyConfig) -> list[tuple[Site, Path]]:
+    """Each site with a database under the hierarchy's data root (a file there, sound or
+    not: opening it says); ``DataRootError`` when there is none."""
     root = config.data_root
     if not root.is_dir():
         raise DataRootError(f"data root {root} does not exist (or is not a folder)")
     found = [
-        path
+        (site, path)
         for site in config.sites
-        if (path := config.server_root(site.server) / "site.db").is_file()
+        if (path := config.server_root(site.server) / "site.db").exists()
     ]
     if not found:
         servers = ", ".join(s.server for s in config.sites)
@@ -69,10 +69,8 @@ async def read_status(config: HierarchyConfig) -> list[PackageStatus]:
     """Every package of every site database under the data root, by package ID."""
     out: dict[str, PackageStatus] = {}
     held = held_on_disk(config)
-    for path in site_databases(config):
-        server = path.parent.name.upper()
-        site = next(s for s in config.sites if s.server.upper() == server)
-        async with SiteDatabase.open(path) as db:
+    for site, path in site_databases(config):
+        async with SiteDatabase.open(path, read_only=True) as db:
             for pkg in await db.packages():
                 dps = await dp_content_status(db, pkg.pkg_id, site.code, held)
                 seen = out.get(pkg.pkg_id)

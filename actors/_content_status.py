@@ -6,7 +6,9 @@ running hierarchy and on a data root a run left behind alike.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import msgspec
 
@@ -21,7 +23,7 @@ from actors.sitedb import (
     SiteDatabase,
 )
 from actors.status import describe, last_message
-from contentlib import Manifest
+from contentlib import inspect_library
 
 __all__ = ["ContentStatus", "HeldVersion", "dp_content_status", "held_on_disk"]
 
@@ -48,7 +50,6 @@ _FINAL_STATES = {
     PkgStatusValue.FAILED: "Failed",
     PkgStatusValue.REMOVED: "Removed",
 }
-_MANIFEST = msgspec.json.Decoder(Manifest)
 
 
 HeldVersion = Callable[[DistributionPointRow, str], int]
@@ -56,16 +57,20 @@ HeldVersion = Callable[[DistributionPointRow, str], int]
 
 
 def held_on_disk(config: HierarchyConfig) -> HeldVersion:
-    """Read from each DP's DataLib manifests: for a data root no running hierarchy owns
-    (opening a ContentLibrary would clean its temp folder under a run still going)."""
+    """Read from each DP's DataLib manifests, read-only: for a data root no running
+    hierarchy owns (opening a ContentLibrary would clean its temp folder under a run still
+    going). A damaged manifest counts as not held, as the library itself would judge it."""
+
+    @functools.cache  # one read of each library per status query, not one per package
+    def versions(library: Path) -> dict[str, int]:
+        latest: dict[str, int] = {}
+        for m in inspect_library(library).manifests.values():
+            latest[m.package_id] = max(m.version, latest.get(m.package_id, 0))
+        return latest
 
     def held(dp: DistributionPointRow, pkg_id: str) -> int:
         library = dp_root(config, dp.server_name, dp.is_site_server) / "SCCMContentLib"
-        versions = [
-            _MANIFEST.decode(path.read_bytes()).version
-            for path in (library / "DataLib").glob(f"{pkg_id}.*.json")
-        ]
-        return max(versions, default=0)
+        return versions(library).get(pkg_id, 0)
 
     return held
 
@@ -99,7 +104,7 @@ async def dp_content_status(
             or server_row.refresh_trigger
             or state == "Removed"  # added back after a removal
         )
-        if asked or (dp.dp_id in busy and state in ("Installed", "Removed")):
+        if asked or (dp.dp_id in busy and state in ("Installed", "Removed", "Failed")):
             state = "InProgress"  # asked for, or a new job for it is still open
         last = await last_message(db, pkg_id, nal)
         out.append(

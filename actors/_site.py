@@ -46,16 +46,18 @@ class _Libraries:
         self.dps = dps
 
     @classmethod
-    def open(cls, hierarchy: HierarchyConfig, site: Site) -> _Libraries:
+    async def open(cls, hierarchy: HierarchyConfig, site: Site) -> _Libraries:
+        """Each library's manifests are read and checked in a worker thread."""
         dps = {
-            dp.name.upper(): ContentLibrary(
+            dp.name.upper(): await ContentLibrary.open(
                 dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper())
                 / "SCCMContentLib"
             )
             for dp in hierarchy.dps_of(site.code)
             if not dp.pull
         }
-        return cls(ContentLibrary(hierarchy.server_root(site.server) / "SCCMContentLib"), dps)
+        own = await ContentLibrary.open(hierarchy.server_root(site.server) / "SCCMContentLib")
+        return cls(own, dps)
 
     def package_ids(self) -> set[str]:
         """Every package any of the libraries holds content of."""
@@ -114,7 +116,7 @@ class SiteServer:
         cls, stack: AsyncExitStack, hierarchy: HierarchyConfig, site: Site, bus: Bus
     ) -> SiteServer:
         root = hierarchy.server_root(site.server)
-        libraries = _Libraries.open(hierarchy, site)
+        libraries = await _Libraries.open(hierarchy, site)
         path = root / "site.db"
         held = libraries.package_ids()
         if held and (not path.exists() or path.stat().st_size == 0):

@@ -5,16 +5,23 @@ sizes are distributed to the standard DPs of site PS1, one is updated and one re
 with live progress fed by the status messages, then the content status and measured figures.
 ``cmdist status --root DIR``: the content status a run left in DIR, read from the site
 databases without starting anything.
+``cmdist check --root DIR``: the site databases against the content libraries, read-only;
+every problem named, exit 1 when there is any.
+
+Exit codes: 0 done (check: clean), 1 failed (check: problems), 2 bad arguments or data root,
+130 interrupted (Ctrl-C), 141 stdout closed early (``| head``).
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
 import random
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Column, Table
 
 import actors
+from actors._check import check_root, report_lines
 from actors._cli_status import DataRootError, PackageStatus, read_status, status_table
 from actors.config import HierarchyConfig, load_hierarchy
 from actors.errors import CmdistError, HierarchyConfigError
@@ -38,6 +46,8 @@ __all__ = ["main"]
 DEMO_SITE = "PS1"
 INSTALLED_MESSAGE = 8210  # PkgXferMgr: package sent to the DP and installed there
 MiB = 1 << 20
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports `... | head`
 
 # -- generated packages ------------------------------------------------------------------
 
@@ -367,6 +377,10 @@ class UsageError(CmdistError):
     """Bad arguments the parser cannot see (a folder in use, a missing hierarchy file)."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C during a command; the message says what was kept."""
+
+
 def _default_hierarchy() -> Path:
     return Path(actors.__file__).resolve().parent.parent / "hierarchy.toml"
 
@@ -391,7 +405,10 @@ def _demo_command(args: argparse.Namespace, console: Console) -> int:
     )
     short = {d.nal_path: d.name.split(".")[0] for d in opts.config.dps}
     view = _Progress(console, short, quiet=args.json)
-    result = run(_demo, opts, view)
+    try:
+        result = run(_demo, opts, view)
+    except KeyboardInterrupt:
+        raise Interrupted(f"data root kept at {root}") from None
     if args.json:
         print(msgspec.json.encode(result).decode())
     else:
@@ -399,11 +416,19 @@ def _demo_command(args: argparse.Namespace, console: Console) -> int:
     return 0 if result.ok else 1
 
 
-def _status_command(args: argparse.Namespace, console: Console) -> int:
+def _left_by_a_run(args: argparse.Namespace) -> HierarchyConfig:
+    """The hierarchy over ``--root``, which must exist: status and check read what a run
+    left there and create nothing."""
     root = Path(args.root).resolve()
     if not root.is_dir():
         raise DataRootError(f"data root {root} does not exist (or is not a folder)")
-    packages = run(read_status, _load(args.hierarchy, root))
+    return _load(args.hierarchy, root)
+
+
+def _status_command(args: argparse.Namespace, console: Console) -> int:
+    config = _left_by_a_run(args)
+    root = config.data_root
+    packages = run(read_status, config)
     if args.json:
         out = {
             "root": str(root),
@@ -422,6 +447,23 @@ def _status_command(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _check_command(args: argparse.Namespace, console: Console) -> int:
+    report = run(check_root, _left_by_a_run(args))
+    if args.json:
+        print(msgspec.json.encode(report).decode())
+    else:
+        # plain print: NAL paths hold [brackets] that rich would take for markup
+        print("\n".join(report_lines(report)))
+    return 0 if report.ok else 1
+
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
+    "demo": _demo_command,
+    "status": _status_command,
+    "check": _check_command,
+}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmdist", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -437,13 +479,28 @@ def _parser() -> argparse.ArgumentParser:
         "--time-scale", type=float, default=0.01, help="multiply every interval (default 0.01)"
     )
     demo.add_argument("--timeout", type=float, default=120.0, help="seconds per wait")
-    demo.add_argument("--hierarchy", help="hierarchy file (default: the repository's)")
+    _hierarchy_option(demo)
     demo.add_argument("--json", action="store_true", help="one JSON object, no progress")
     status = commands.add_parser("status", help="content status of a data root left by a run")
     status.add_argument("--root", required=True, help="the data root of a run")
-    status.add_argument("--hierarchy", help="hierarchy file (default: the repository's)")
+    _hierarchy_option(status)
     status.add_argument("--json", action="store_true", help="one JSON object")
+    check = commands.add_parser(
+        "check", help="check a data root's databases against its content libraries (read-only)"
+    )
+    check.add_argument("--root", required=True, help="the data root of a run")
+    _hierarchy_option(check)
+    check.add_argument("--json", action="store_true", help="one JSON object: ok, problems, checked")
     return parser
+
+
+def _hierarchy_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--hierarchy",
+        "--config",
+        dest="hierarchy",
+        help="hierarchy file (default: the repository's)",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -454,12 +511,34 @@ def main(argv: list[str] | None = None) -> int:
     # no terminal (CI, a pipe): rich prints plain text; 120 columns keep the tables whole
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
-        if args.command == "demo":
-            return _demo_command(args, console)
-        return _status_command(args, console)
+        code = _COMMANDS[args.command](args, console)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
     except (DataRootError, HierarchyConfigError, UsageError) as exc:
-        print(f"cmdist {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(args.command, f"error: {exc}", 2)
     except CmdistError as exc:
-        print(f"cmdist {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args.command, f"{type(exc).__name__}: {exc}", 1)
+    except Interrupted as exc:
+        return _fail(args.command, f"interrupted; {exc}", EXIT_INTERRUPTED)
+    except KeyboardInterrupt:
+        return _fail(args.command, "interrupted", EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # The reader went away (`cmdist status --json | head -1`): nothing more to say to
+        # it, and Python's own flush at exit must not complain either.
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"cmdist {command}: {message}", file=sys.stderr)
+    return code
+
+
+def _stdout_to_devnull() -> None:
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return  # not a real file (a test's capture): nothing flushes it at exit
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

@@ -301,14 +301,21 @@ class DistMgr(Actor):
 
     async def _dp_threads(self, pkg: PackageRow, servers: list[PkgServerRow]) -> None:
         work: list[tuple[PkgServerRow, DistributionPointRow]] = []
+        no_content: list[PkgServerRow] = []
         for server in servers:
             wanted = server.action != ServerAction.NONE or server.refresh_trigger
             removing = server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE
-            if not wanted or (pkg.stored_pkg_version == 0 and not removing):
+            if not wanted:
+                continue
+            if pkg.stored_pkg_version == 0 and not removing:
+                if pkg.action == PackageAction.NONE:
+                    no_content.append(server)  # its processing failed: nothing to send
                 continue
             dp = await self.db.distribution_point(server.nal_path)
             if dp is not None:
                 work.append((server, dp))
+        if no_content:
+            await self._no_content(pkg, no_content)
         if not work:
             return
         limiter = anyio.CapacityLimiter(self.settings.threads_per_package)
@@ -342,6 +349,23 @@ class DistMgr(Actor):
                 " processing thread."
             )
         self._log(f"~All DP threads have completed for package {pkg.pkg_id} processing thread.")
+
+    async def _no_content(self, pkg: PackageRow, servers: list[PkgServerRow]) -> None:
+        """DPs asked for a package whose processing failed (2302 says why) before it had a
+        version: Failed, their request parked, until an update brings content."""
+        failed = []
+        for server in servers:
+            dp = await self.db.distribution_point(server.nal_path)
+            if dp is not None:
+                failed.append(self._status_op(pkg.pkg_id, dp, PkgStatusValue.FAILED, 0))
+
+        def op(conn: sqlite3.Connection) -> None:
+            for store in failed:
+                store(conn)
+            ops.reset_server_actions(conn, servers)
+
+        await self.db.write(op)
+        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg.pkg_id))
 
     async def _add_to_dp(
         self, pkg: PackageRow, server: PkgServerRow, dp: DistributionPointRow

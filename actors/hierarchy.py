@@ -19,7 +19,7 @@ import msgspec
 
 from actors._content_status import ContentStatus, dp_content_status
 from actors._site import SiteServer
-from actors.config import HierarchyConfig, load_hierarchy
+from actors.config import HierarchyConfig, check_hierarchy, load_hierarchy
 from actors.contentvalidator import ValidateContent
 from actors.dpprovider import DPValidation
 from actors.errors import (
@@ -81,8 +81,16 @@ class Hierarchy:
                     settings=msgspec.structs.replace(config.settings, data_root=str(root)),
                 )
             )
+            # A config built in code gets the checks (and the messages) a file gets.
+            cfg = check_hierarchy(cfg)
         else:
             cfg = load_hierarchy(config, root=root)
+        if time_scale is not None and (
+            not isinstance(time_scale, int | float)
+            or not math.isfinite(time_scale)
+            or time_scale <= 0
+        ):
+            raise InvalidArgument(f"time_scale must be a finite number > 0, not {time_scale!r}")
         scale = cfg.settings.time_scale if time_scale is None else time_scale
         bus = Bus(clock=clock or RealClock(time_scale=scale))
         async with AsyncExitStack() as stack:

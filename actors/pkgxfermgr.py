@@ -169,6 +169,10 @@ class PkgXferMgr(Actor):
         if dp is None:
             await self.db.write(partial(ops.delete_job, job_id=job.job_id))
             return
+        if dp.server_name not in self.links:
+            reason = f"distribution point {dp.server_name} is not in the hierarchy file"
+            await self._failed(job, dp, _GiveUp(reason), give_up=True)
+            return
         if job.action == JobAction.REMOVE:
             await self._remove(job, dp)
             return
@@ -252,9 +256,7 @@ class PkgXferMgr(Actor):
         self._log(f"Sending legacy content {content_id} for package {job.pkg_id}")
         self._log(f"Redistribute={int(redistribute)}, Related=")
         provider = _provider(dp)
-        link = self.links.get(dp.server_name)
-        if link is None:
-            raise _GiveUp(f"distribution point {dp.server_name} is not in the hierarchy file")
+        link = self.links[dp.server_name]
         previous = {f.path: f for f in inventory.previous.files} if inventory.previous else {}
         done: set[str] = set()
         for entry, present in zip(manifest.files, inventory.present, strict=True):

@@ -21,6 +21,7 @@ from contentlib._model import (
     SnapshotReport,
     VerifyReport,
 )
+from contentlib._recovery import LibraryState, inspect_library, load_manifest
 
 __all__ = [
     "ContentLibError",
@@ -33,6 +34,7 @@ __all__ = [
     "FileSignature",
     "FileState",
     "HashMismatch",
+    "LibraryState",
     "Manifest",
     "MissingBaseVersion",
     "SnapshotReport",
@@ -40,4 +42,6 @@ __all__ = [
     "TargetNotEmpty",
     "UnsafePath",
     "VerifyReport",
+    "inspect_library",
+    "load_manifest",
 ]

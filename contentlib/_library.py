@@ -109,7 +109,9 @@ class ContentLibrary:
         are unsafe, their content hash does not match their entries, or their file name is
         not their content id): moved to ``DataLib/quarantine/`` with their bytes, not
         indexed. While any is listed, no stored file is deleted (which files it referenced
-        cannot be known). A human repairs and moves it back, or deletes it, then reopens."""
+        cannot be known). One leaves the list when a valid manifest of its content id is
+        added (a redistribute: a content id always names the same files), or when a human
+        deletes it from the quarantine (or repairs it and moves it back) and reopens."""
         return self._damaged
 
     # ----------------------------------------------------------------- queries
@@ -208,7 +210,6 @@ class ContentLibrary:
                 if stored:
                     stored_here.append(sha)
 
-        committed = False
         with self._reserve(content_id):
             try:
                 with single_error():
@@ -219,10 +220,9 @@ class ContentLibrary:
                 await self._thread(_fs.sync_filesystem, self._filelib)
                 manifest = make_manifest(content_id, package_id, version, entries)
                 await self._commit(manifest)
-                committed = True
             finally:
                 self._unpin(pinned)
-                if not committed:
+                if content_id not in self._manifests:  # failed: the library as it was
                     self._drop_unreferenced(stored_here)
         return SnapshotReport(manifest, totals["read"], totals["stored"], totals["shared"])
 
@@ -387,6 +387,9 @@ class ContentLibrary:
             await self._thread(write)
             self._index(manifest)
         self._refs.update(manifest.hashes())
+        # A content id always names the same files: a damaged copy of this manifest is
+        # resolved (a redistribute repaired it), its quarantined bytes stay for a human.
+        self._damaged = tuple(d for d in self._damaged if d.content_id != manifest.content_id)
 
     # ----------------------------------------------------------------- removal, checks
 

@@ -75,7 +75,37 @@ def recover(layout: Layout) -> Opened:
     for m in manifests.values():
         versions.setdefault(m.package_id, {})[m.content_id] = m.version
     _sync_pkglib(layout.pkglib, versions)
-    return Opened(manifests, versions, _quarantined(layout.quarantine))
+    # One whose content id was added again since (a redistribute) is resolved.
+    damaged = tuple(d for d in _quarantined(layout.quarantine) if d.content_id not in manifests)
+    return Opened(manifests, versions, damaged)
+
+
+class LibraryState(NamedTuple):
+    """What a library on disk holds, read without changing anything."""
+
+    manifests: dict[str, Manifest]  # content id -> manifest that passed every check
+    damaged: tuple[DamagedManifest, ...]  # failing DataLib files and the quarantine
+
+
+def inspect_library(root: str | os.PathLike[str]) -> LibraryState:
+    """Read a library's manifests as :meth:`ContentLibrary.open` would judge them, but
+    read-only (no temp files cleared, nothing quarantined): for a library another process
+    may have open, and for checks that must not change what they check."""
+    layout = Layout.of(Path(root))
+    manifests: dict[str, Manifest] = {}
+    damaged: list[DamagedManifest] = []
+    paths = sorted(layout.datalib.glob("*.json")) if layout.datalib.is_dir() else []
+    for path in paths:
+        try:
+            m = load_manifest(path)
+        except msgspec.DecodeError as e:
+            damaged.append(DamagedManifest(path.name, str(path), f"does not decode ({e})"))
+        except (ContentLibError, OSError) as e:
+            damaged.append(DamagedManifest(path.name, str(path), str(e)))
+        else:
+            manifests[m.content_id] = m
+    quarantined = (d for d in _quarantined(layout.quarantine) if d.content_id not in manifests)
+    return LibraryState(manifests, (*damaged, *quarantined))
 
 
 def load_manifest(path: Path) -> Manifest:

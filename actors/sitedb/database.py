@@ -88,16 +88,13 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _connect_read_only(path: Path) -> sqlite3.Connection:
-    """A connection that cannot write or create the file (``mode=ro``), checked. SQLite may
-    still add its ``-wal``/``-shm`` companions where the folder is writable (a WAL database's
-    readers share them with its writer); the database file itself is never written."""
+def _connect_read_only(path: Path, uri: str) -> sqlite3.Connection:
+    """A connection that cannot write or create the file (``uri`` from
+    :func:`_read_only_uri`), checked."""
     problem = _file_problem(path)
     if problem is not None:
         raise SiteDatabaseError(str(path), problem)
-    conn = sqlite3.connect(
-        _read_only_uri(path), uri=True, isolation_level=None, check_same_thread=False
-    )
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     try:
         _check_database(conn, path, read_only=True)
     except BaseException:
@@ -106,8 +103,19 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _read_only_uri(path: Path) -> str:
-    return f"{path.resolve().as_uri()}?mode=ro"
+def _read_only_uri(path: Path, *, quiet: bool = False) -> str:
+    """``mode=ro``: SQLite never writes nor creates the file. ``quiet`` (``immutable=1``):
+    no locks and no ``-wal``/``-shm`` companions created either, so it works on a read-only
+    mount. Only for a file no connection has open (:func:`_unused`): SQLite trusts that it
+    does not change while read."""
+    return f"{path.resolve().as_uri()}?mode=ro{'&immutable=1' if quiet else ''}"
+
+
+def _unused(path: Path) -> bool:
+    """No connection has the (WAL mode) database open: the first to open it creates its
+    ``-wal`` file and the last to close it removes it. A crash leaves the ``-wal``, and its
+    frames must be read, so then it counts as in use."""
+    return not Path(f"{path}-wal").exists()
 
 
 def _file_problem(path: Path) -> str | None:
@@ -203,9 +211,9 @@ def _open_writable(path: Path, hierarchy: HierarchyConfig | None) -> sqlite3.Con
     return conn
 
 
-def _open_read_only(path: Path, hierarchy: HierarchyConfig | None) -> sqlite3.Connection:
+def _open_read_only(path: Path, uri: str) -> sqlite3.Connection:
     with _refusing(path):
-        return _connect_read_only(path)
+        return _connect_read_only(path, uri)
 
 
 @contextmanager
@@ -379,13 +387,15 @@ class SiteDatabase:
         use) raises :class:`~actors.errors.SiteDatabaseError` naming it, the SQLite error
         chained, and nothing is written to it."""
         path = Path(path)
-        setup = _open_read_only if read_only else _open_writable
-        conn = await anyio.to_thread.run_sync(setup, path, hierarchy)
+        if read_only:
+            uri = _read_only_uri(path, quiet=_unused(path))
+            conn = await anyio.to_thread.run_sync(_open_read_only, path, uri)
+        else:
+            uri = _read_only_uri(path)
+            conn = await anyio.to_thread.run_sync(_open_writable, path, hierarchy)
         try:
             with _refusing(path):
-                reader = await aiosqlite.connect(
-                    _read_only_uri(path), uri=True, isolation_level=None
-                )
+                reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             try:
                 await reader.execute("PRAGMA query_only=1")
                 if read_only:

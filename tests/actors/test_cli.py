@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import actors.cli
 from actors.cli import main
 
 PS1_DPS = {
@@ -106,3 +111,107 @@ def test_demo_refuses_a_root_in_use_and_bad_arguments(
     with pytest.raises(SystemExit):
         main(["demo", "--packages", "0"])
     assert "--packages" in capsys.readouterr().err
+
+
+# -- read-only status, check after a demo, pipes and Ctrl-C --------------------------------
+
+CMDIST = [sys.executable, "-c", "import sys; from actors.cli import main; sys.exit(main())"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under the root, bytes and mtime (tests run as root: a chmod'ed read-only
+    copy would not stop a write, so "nothing written" is checked this way)."""
+    return {
+        str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("demo") / "run"
+    assert main(["demo", "--root", str(root), "--packages", "2", "--json", *FAST]) == 0
+    return root
+
+
+def test_status_and_check_only_read(demo_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    before = _snapshot(demo_root)
+    assert main(["status", "--root", str(demo_root), "--json"]) == 0
+    assert _json(capsys)["installed"] is True
+    assert main(["check", "--root", str(demo_root), "--config", str(REPO / "hierarchy.toml")]) == 0
+    assert capsys.readouterr().out.strip().endswith("no problems found")
+    assert _snapshot(demo_root) == before
+
+
+def test_status_of_an_empty_site_database_is_an_error_naming_it_and_writes_nothing(
+    demo_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "run"
+    shutil.copytree(demo_root, root)
+    db = root / "PS1SITE.CONTOSO.COM" / "site.db"
+    db.write_bytes(b"")
+    before = _snapshot(root)
+    assert main(["status", "--root", str(root), "--json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert str(db) in captured.err
+    assert "empty (0 bytes)" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert _snapshot(root) == before
+
+
+def test_status_to_a_closed_pipe_ends_quietly(demo_root: Path) -> None:
+    proc = subprocess.Popen(
+        [*CMDIST, "status", "--root", str(demo_root), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    proc.stdout.close()  # `| head -1` gone before the first write: every write fails
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141
+    assert err == b""
+
+
+def test_ctrl_c_in_the_demo_is_one_line_and_exit_130(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(actors.cli, "run", interrupted)
+    root = tmp_path / "run"
+    assert main(["demo", "--root", str(root), *FAST]) == 130
+    err = capsys.readouterr().err
+    assert err == f"cmdist demo: interrupted; data root kept at {root.resolve()}\n"
+    assert root.is_dir()
+
+
+def test_a_real_sigint_in_the_demo_is_one_line_and_exit_130(tmp_path: Path) -> None:
+    # PS1DP1's link is down: the demo cannot finish (the retry is minutes away), so the
+    # signal always lands while it runs, whatever the machine's speed.
+    text = (REPO / "hierarchy.toml").read_text()
+    link = 'to = "PS1DP1.CONTOSO.COM"\n'
+    assert text.count(link) == 1
+    (tmp_path / "down.toml").write_text(text.replace(link, link + "down = true\n"))
+    root = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*CMDIST, "demo", "--root", str(root), "--hierarchy", str(tmp_path / "down.toml"), *FAST],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("cmdist demo: 5 packages")  # running now
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert err == f"cmdist demo: interrupted; data root kept at {root}\n"
+    assert root.is_dir()

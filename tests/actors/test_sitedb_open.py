@@ -162,7 +162,7 @@ async def test_read_only_reads_and_refuses_writes_writing_nothing(tmp_path: Path
     config = _config(tmp_path)
     async with SiteDatabase.open(path, hierarchy=config):
         pass
-    before = _stamp(path)
+    before, files = _stamp(path), _names(tmp_path)
     async with SiteDatabase.open(path, hierarchy=config, read_only=True) as db:
         assert await db.schema_version() == SCHEMA_VERSION
         assert len(await db.distribution_points()) == len(config.dps)
@@ -171,6 +171,20 @@ async def test_read_only_reads_and_refuses_writes_writing_nothing(tmp_path: Path
         with pytest.raises(SiteDatabaseError, match="read-only"):
             await db.seed(config)
     assert _stamp(path) == before
+    assert _names(tmp_path) == files == ["site.db"]  # not even -wal/-shm: a read-only mount works
+
+
+async def test_read_only_sees_what_a_running_writer_committed(tmp_path: Path) -> None:
+    path = tmp_path / "site.db"
+    async with SiteDatabase.open(path, hierarchy=_config(tmp_path)) as writer:
+        await writer.execute("UPDATE Sites SET SiteName = 'renamed' WHERE SiteCode = 'PS1'")
+        async with SiteDatabase.open(path, read_only=True) as reader:
+            names = {s.site_code: s.site_name for s in await reader.sites()}
+    assert names["PS1"] == "renamed"
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
 
 
 async def test_an_error_in_the_body_comes_out_as_raised(tmp_path: Path) -> None:

@@ -179,3 +179,18 @@ async def test_crash_leftovers_are_cleared_on_open(tmp_path: Path) -> None:
         }
     assert (root / "DataLib" / "notes.txt").exists()  # only names the library makes
     assert again.content_ids("CS100026") == ["CS100026.1"]
+
+
+async def test_adding_the_content_again_resolves_the_damage(tmp_path: Path) -> None:
+    lib, path = await _library_with_orphan(tmp_path)
+    good = lib.manifest("CS100026.1")
+    path.write_bytes(_drop_entry(path.read_bytes()))
+    damaged = await ContentLibrary.open(tmp_path / "lib")
+    assert [d.content_id for d in damaged.damaged] == ["CS100026.1"]
+    await damaged.add_content(good)  # a redistribute: its files are all still there
+    assert damaged.damaged == ()
+    assert await damaged.collect_garbage() == 1  # the orphan only
+    assert (await damaged.verify("CS100026.1")).ok
+    again = await ContentLibrary.open(tmp_path / "lib")
+    assert again.damaged == ()
+    assert len(list((tmp_path / "lib" / "DataLib" / "quarantine").glob("CS100026.1.json"))) == 1
