@@ -259,7 +259,10 @@ class Hierarchy:
         return status, pending
 
     async def extract(self, pkg: Package | str, dp: str, out_dir: str | Path) -> Path:
-        """Rebuild the package folder, as it was in its source, from ``dp``'s library."""
+        """Rebuild the package folder, as it was in its source, from ``dp``'s library.
+
+        ``out_dir`` must be absent or empty (``TargetNotEmpty``); every file is hashed as it
+        is copied (``HashMismatch`` names a damaged one) and nothing partial is left."""
         server, pkg_id = await self._package(pkg)
         self.config.dp(dp)  # UnknownDistributionPoint
         library = server.dp_library(dp)
@@ -322,6 +325,9 @@ def _names(dps: Sequence[str] | str) -> list[str]:
         return [dps]
     if not isinstance(dps, Sequence):
         raise InvalidArgument(f"give a list of distribution point names, not {dps!r}")
+    for name in dps:
+        if not isinstance(name, str):
+            raise InvalidArgument(f"a distribution point is named by a string, not {name!r}")
     return list(dps)
 
 

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 
 from actors.errors import (
-    CmdistError,
     DuplicateDistribution,
+    HierarchyClosed,
+    InvalidArgument,
     NotDistributed,
     NotSupported,
+    SiteDatabaseError,
     SourceUnavailable,
     UnknownDistributionPoint,
     UnknownPackage,
@@ -20,6 +22,7 @@ from actors.errors import (
 )
 from actors.hierarchy import Hierarchy
 from actors.sitedb import SiteDatabase
+from contentlib import TargetNotEmpty
 from tests.actors.flow_helpers import (
     DP1,
     DP2,
@@ -70,7 +73,7 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
         before = await _snapshot(h)
         unknown = "PS1FFFFF"
 
-        cases: list[tuple[Callable[[], Awaitable[object]], type[CmdistError], str]] = [
+        cases: list[tuple[Callable[[], Awaitable[object]], type[Exception], str]] = [
             # unknown package, for every operation
             (lambda: h.distribute(unknown, [DP1]), UnknownPackage, unknown),
             (lambda: h.update(unknown), UnknownPackage, unknown),
@@ -103,6 +106,19 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
             (lambda: h.create_package("Gone", missing, site=SITE), SourceUnavailable, "missing"),
             (lambda: h.create_package("F", not_a_folder, site=SITE), SourceUnavailable, "file.txt"),
             (lambda: h.create_package("Elsewhere", src, site="ZZ9"), UnknownSite, "ZZ9"),
+            # a secondary site has no SMS Provider
+            (lambda: h.create_package("Secondary", src, site="SS1"), NotSupported, "SS1"),
+            # wrong types: typed errors naming the value, never AttributeError / TypeError
+            (lambda: h.create_package(5, src, site=SITE), InvalidArgument, "5"),  # type: ignore[arg-type]
+            (lambda: h.create_package("N", None, site=SITE), InvalidArgument, "None"),  # type: ignore[arg-type]
+            (lambda: h.create_package("N", src, site=None), InvalidArgument, "None"),  # type: ignore[arg-type]
+            (lambda: h.distribute(None, [DP1]), InvalidArgument, "None"),  # type: ignore[arg-type]
+            (lambda: h.distribute(pkg, [None]), InvalidArgument, "None"),  # type: ignore[list-item]
+            (lambda: h.distribute(pkg, None), InvalidArgument, "None"),  # type: ignore[arg-type]
+            (lambda: h.redistribute(pkg, 7), InvalidArgument, "7"),  # type: ignore[arg-type]
+            (lambda: h.wait(pkg, timeout=-1), InvalidArgument, "-1"),
+            # extract never mixes a package into a folder that holds other files
+            (lambda: h.extract(pkg, DP1, tmp_path), TargetNotEmpty, str(tmp_path)),
         ]
         for call, error, named in cases:
             with pytest.raises(error) as info:
@@ -119,3 +135,41 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
         assert not (tmp_path / "y").exists()
         status = await h.content_status(pkg)
         assert [(s.dp, s.state, s.version) for s in status] == [(DP1, "Installed", 1)]
+
+
+async def test_every_operation_after_close_raises_hierarchy_closed(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "Good", {"a.txt": b"a\n"})
+    async with open_hierarchy(tmp_path) as h:
+        pkg = await h.create_package("Good", src, site=SITE)
+    calls: list[Callable[[], Awaitable[object]]] = [
+        lambda: h.create_package("Late", src, site=SITE),
+        lambda: h.distribute(pkg, [DP1]),
+        lambda: h.update(pkg),
+        lambda: h.redistribute(pkg, DP1),
+        lambda: h.remove(pkg, [DP1]),
+        lambda: h.delete(pkg),
+        lambda: h.wait(pkg),
+        lambda: h.content_status(pkg),
+        lambda: h.validate(pkg, DP1),
+        lambda: h.extract(pkg, DP1, tmp_path / "out"),
+    ]
+    for call in calls:
+        with pytest.raises(HierarchyClosed):
+            await call()
+
+
+async def test_a_damaged_site_database_is_named_when_the_hierarchy_opens(tmp_path: Path) -> None:
+    async with open_hierarchy(tmp_path) as h:
+        path = h.sites[SITE].db.path
+    _overwrite(path, b"this is not a database, it was overwritten" * 100)
+    with pytest.raises(SiteDatabaseError) as info:
+        async with open_hierarchy(tmp_path):
+            pass
+    assert str(path) in str(info.value)
+
+
+def _overwrite(path: Path, data: bytes) -> None:
+    """A closed database (and its WAL files) replaced by ``data``."""
+    for suffix in ("-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path.write_bytes(data)
