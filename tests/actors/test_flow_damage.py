@@ -15,6 +15,7 @@ import anyio
 import msgspec
 import pytest
 
+from actors.config import load_hierarchy
 from actors.hierarchy import Hierarchy, Package
 from bus import ManualClock
 from contentlib import ContentLibrary, HashMismatch, Manifest
@@ -327,3 +328,36 @@ async def test_a_damaged_site_file_is_read_again_from_a_matching_source(tmp_path
         assert (status[SYS].state, status[SYS].last_message) == ("Failed", 8204)
         assert "big.bin" in status[SYS].detail
         assert status[DP1].state == status[DP2].state == "Installed"
+
+
+async def test_scheduled_validation_marks_damaged_content_failed(tmp_path: Path) -> None:
+    config = load_hierarchy(HIERARCHY, root=tmp_path / "data")
+    day = 86_400.0
+    config = msgspec.structs.replace(
+        config, settings=msgspec.structs.replace(config.settings, content_validation_interval=day)
+    )
+    clock = ManualClock()
+    async with Hierarchy.open(config, clock=clock) as h:
+        site = h.sites[SITE]
+        for link in site.links.values():
+            link.latency, link.bandwidth = 0.0, None
+        pkg = await _installed(tmp_path, h, {"a.bin": os.urandom(20_000)})
+        db = site.db
+        await clock.advance(day)
+        await until(lambda: _ids_end_with(h, pkg, DP2, [2380, 2384]))
+        assert (await message_ids(db, pkg.pkg_id, DP1))[-2:] == [2380, 2384]
+
+        library = site.dp_library(DP2)
+        assert library is not None
+        (entry,) = library.manifest(f"{pkg.pkg_id}.1").files
+        library.file_path(entry.sha256).unlink()
+        await clock.advance(day)
+        await until(lambda: _ids_end_with(h, pkg, DP2, [2380, 2383]))
+        status = {s.dp: s for s in await h.content_status(pkg)}
+        assert (status[DP2].state, status[DP1].state) == ("Failed", "Installed")
+        assert "a.bin (missing)" in status[DP2].detail
+
+
+async def _ids_end_with(h: Hierarchy, pkg: Package, dp: str, tail: list[int]) -> bool:
+    ids = await message_ids(h.sites[SITE].db, pkg.pkg_id, dp)
+    return ids[-len(tail) :] == tail
