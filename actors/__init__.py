@@ -1,18 +1,42 @@
-"""The site components, the site database, the hierarchy wiring, the public facade and the CLI."""
+"""cmdist: Configuration Manager style content distribution, as an asyncio library.
+
+The facade::
+
+    from actors import Hierarchy, errors
+
+    async with Hierarchy.open(root=data_dir) as h:
+        pkg = await h.create_package("Dummy1", source=src_dir, site="PS1")
+        await h.distribute(pkg, ["PS1DP1.CONTOSO.COM"])
+        results = await h.wait(pkg, timeout=60)
+
+Everything else under ``actors`` is the product's components, the site database and the
+command line; they are importable, but this module's names are the contract.
+"""
 
 from actors import errors
-from actors.config import HierarchyConfig, load_hierarchy
-from actors.provider import SmsProvider
-from actors.sitedb import SiteDatabase
-from actors.smsdbmon import SmsDbMon
+from actors._content_status import ContentState, ContentStatus
+from actors._subscription import Event, Subscription, SubscriptionStatistics
+from actors.config import HierarchyConfig, default_hierarchy, load_hierarchy
+from actors.dpprovider import DPValidation
+from actors.hierarchy import DPInfo, Hierarchy, Package, SiteInfo
+from actors.messages import TransferProgress
 from actors.status import StatusMessage
 
-__all__: list[str] = [
+__all__ = [
+    "ContentState",
+    "ContentStatus",
+    "DPInfo",
+    "DPValidation",
+    "Event",
+    "Hierarchy",
     "HierarchyConfig",
-    "SiteDatabase",
-    "SmsDbMon",
-    "SmsProvider",
+    "Package",
+    "SiteInfo",
     "StatusMessage",
+    "Subscription",
+    "SubscriptionStatistics",
+    "TransferProgress",
+    "default_hierarchy",
     "errors",
     "load_hierarchy",
 ]

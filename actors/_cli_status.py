@@ -10,7 +10,7 @@ run that may still be going).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -89,8 +89,11 @@ def status_table(packages: Iterable[PackageStatus], *, title: str = "Content sta
     for header in ("package", "name", "DP", "state", "version", "last message"):
         table.add_column(header, justify="right" if header == "version" else "left")
     for pkg in packages:
-        for i, dp in enumerate(pkg.dps or _NO_DPS):
-            state = dp.state
+        if not pkg.dps:
+            table.add_row(pkg.pkg_id, pkg.name, "(no DP)", "-", "0", "")
+            continue
+        for i, dp in enumerate(pkg.dps):
+            state: str = dp.state
             if state == "Installed" and dp.version != pkg.version:
                 state = f"Installed (v{dp.version}, current v{pkg.version})"
             table.add_row(
@@ -102,9 +105,6 @@ def status_table(packages: Iterable[PackageStatus], *, title: str = "Content sta
                 "" if dp.last_message is None else str(dp.last_message),
             )
     return table
-
-
-_NO_DPS: Sequence[ContentStatus] = (ContentStatus("(no DP)", "", "-", 0, None),)
 
 
 def _styled(state: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -25,7 +26,11 @@ from actors.sitedb import (
 from actors.status import describe, last_message
 from contentlib import inspect_library
 
-__all__ = ["ContentStatus", "HeldVersion", "dp_content_status", "held_on_disk"]
+__all__ = ["ContentState", "ContentStatus", "HeldVersion", "dp_content_status", "held_on_disk"]
+
+ContentState = Literal["Installed", "InProgress", "Retrying", "Failed", "Removed"]
+"""A DP's state for a package: Installed, Failed and Removed are final (nothing more
+happens without a new request); InProgress and Retrying are on their way."""
 
 
 class ContentStatus(msgspec.Struct, frozen=True):
@@ -33,10 +38,15 @@ class ContentStatus(msgspec.Struct, frozen=True):
 
     dp: str  # server name, PS1DP1.CONTOSO.COM
     nal_path: str
-    state: str  # "Installed", "InProgress", "Retrying", "Failed", "Removed"
+    state: ContentState
     version: int  # the version the DP's content library holds (0: none)
     last_message: int | None  # the last status message ID that concerned this DP
     detail: str = ""  # that message's text when it is a warning or an error: the reason
+    bytes_full: int = 0
+    """Bytes of whole files that crossed the DP's link for its latest install (0: none
+    recorded); a resumed send counts what every try moved."""
+    bytes_delta: int = 0
+    """Bytes of deltas that crossed the link for that install."""
 
     @property
     def final(self) -> bool:
@@ -44,7 +54,7 @@ class ContentStatus(msgspec.Struct, frozen=True):
 
 
 # PkgStatus values a DP can stay in; every other value is on its way somewhere
-_FINAL_STATES = {
+_FINAL_STATES: dict[PkgStatusValue, ContentState] = {
     PkgStatusValue.INSTALLED: "Installed",
     PkgStatusValue.RETRY: "Retrying",
     PkgStatusValue.FAILED: "Failed",
@@ -79,7 +89,7 @@ async def dp_content_status(
     db: SiteDatabase, pkg_id: str, site_code: str, held: HeldVersion
 ) -> tuple[ContentStatus, ...]:
     """Per DP the package targets (or was removed from): state from the site's rows,
-    version from ``held``."""
+    version from ``held``, bytes sent from the DP's latest install."""
     rows = {
         r.pkg_server: r
         for r in await db.pkg_status(pkg_id)
@@ -87,13 +97,14 @@ async def dp_content_status(
     }
     servers = {s.nal_path: s for s in await db.pkg_servers(pkg_id, site_code)}
     busy = await _busy_dps(db, pkg_id)
+    sent = {r.nal_path: r for r in await db.transfer_bytes(pkg_id)}
     out: list[ContentStatus] = []
     for nal in servers.keys() | rows.keys():
         dp = await db.distribution_point(nal)
         if dp is None:
             continue
         row = rows.get(nal)
-        state = (
+        state: ContentState = (
             "InProgress"
             if row is None
             else _FINAL_STATES.get(PkgStatusValue(row.status), "InProgress")
@@ -107,6 +118,7 @@ async def dp_content_status(
         if asked or (dp.dp_id in busy and state in ("Installed", "Removed", "Failed")):
             state = "InProgress"  # asked for, or a new job for it is still open
         last = await last_message(db, pkg_id, nal)
+        moved = sent.get(nal)
         out.append(
             ContentStatus(
                 dp=dp.server_name,
@@ -115,6 +127,8 @@ async def dp_content_status(
                 version=held(dp, pkg_id),
                 last_message=None if last is None else last.message_id,
                 detail=describe(last) if last is not None and last.severity != "I" else "",
+                bytes_full=moved.bytes_full if moved is not None else 0,
+                bytes_delta=moved.bytes_delta if moved is not None else 0,
             )
         )
     return tuple(sorted(out, key=lambda d: d.dp))

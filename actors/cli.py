@@ -32,10 +32,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Column, Table
 
-import actors
 from actors._check import check_root, report_lines
 from actors._cli_status import DataRootError, PackageStatus, read_status, status_table
-from actors.config import HierarchyConfig, load_hierarchy
+from actors.config import HierarchyConfig, default_hierarchy, load_hierarchy
 from actors.errors import CmdistError, HierarchyConfigError
 from actors.hierarchy import Hierarchy, Package
 from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, StatusMessage, describe
@@ -292,8 +291,7 @@ async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
             await _settle(h, [redist], opts.timeout)
         status = []
         for pkg in pkgs:
-            row = await h.sites[pkg.site].db.package(pkg.pkg_id)
-            version = row.stored_pkg_version if row is not None else 0
+            version = (await h.package(pkg)).version  # after the update: the current one
             records = tuple(await h.content_status(pkg))
             status.append(PackageStatus(pkg.pkg_id, pkg.name, pkg.site, version, records))
         tg.cancel_scope.cancel()
@@ -381,15 +379,14 @@ class Interrupted(Exception):
     """Ctrl-C during a command; the message says what was kept."""
 
 
-def _default_hierarchy() -> Path:
-    return Path(actors.__file__).resolve().parent.parent / "hierarchy.toml"
-
-
 def _load(path: str | None, root: Path) -> HierarchyConfig:
-    file = Path(path) if path else _default_hierarchy()
-    if not file.is_file():
-        raise UsageError(f"hierarchy file {file} not found: give one with --hierarchy PATH")
-    return load_hierarchy(file, root=root)
+    """``--hierarchy`` over ``root``; without it, the default packaged with cmdist (so an
+    installed wheel runs from any folder)."""
+    if not path:
+        return default_hierarchy(root=root)
+    if not Path(path).is_file():
+        raise UsageError(f"hierarchy file {path} not found: give one with --hierarchy PATH")
+    return load_hierarchy(path, root=root)
 
 
 def _demo_command(args: argparse.Namespace, console: Console) -> int:
@@ -499,7 +496,7 @@ def _hierarchy_option(command: argparse.ArgumentParser) -> None:
         "--hierarchy",
         "--config",
         dest="hierarchy",
-        help="hierarchy file (default: the repository's)",
+        help="hierarchy file (default: the one packaged with cmdist)",
     )
 
 

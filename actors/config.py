@@ -3,15 +3,22 @@
 :func:`load_hierarchy` refuses a bad file with :class:`~actors.errors.HierarchyConfigError`
 naming the file, the key (``site[4].parent``) and the problem. :func:`check_hierarchy` runs
 the same checks on a :class:`HierarchyConfig` built in code (msgspec checks bounds only when
-it decodes, never in a Struct's constructor).
+it decodes, never in a Struct's constructor). :func:`default_hierarchy` is the hierarchy cmdist
+ships, package data of ``actors`` (a wheel install has it too).
+
+No data root is ever assumed: the packaged default sets none, and
+:meth:`HierarchyConfig.require_data_root` refuses a config without one rather than writing to
+the current folder.
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import math
 import re
 import tomllib
 from collections.abc import Iterator
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -28,14 +35,19 @@ __all__ = [
     "Site",
     "SiteType",
     "check_hierarchy",
+    "default_hierarchy",
     "load_hierarchy",
     "nal_path",
+    "server_of_nal",
 ]
 
 SiteType = Literal["cas", "primary", "secondary"]
 
 IN_CODE = "<in code>"
 """The ``file`` errors name for a :class:`HierarchyConfig` built in code."""
+
+DEFAULT_HIERARCHY = "hierarchy.toml"
+"""The packaged default's resource name in ``actors`` (the repository links to it)."""
 
 MAX_THREADS = 1000
 """Per thread setting: every thread is a task started when the hierarchy opens."""
@@ -61,7 +73,9 @@ class Settings(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Every knob with the product's default. Intervals are seconds of simulated time."""
 
     time_scale: Annotated[float, Meta(gt=0)] = 1.0
-    data_root: str = "data"
+    data_root: str | None = None
+    """Where every server keeps its files. None (the default): the caller gives one; relative
+    in a file: relative to the file's folder, so a run never writes to the current folder."""
     package_processing_threads: Threads = 3
     threads_per_package: Threads = 5
     distribution_retry_count: Retries = 100
@@ -142,6 +156,13 @@ def nal_path(server: str, site: str) -> str:
     return f'["Display=\\\\{server}\\"]MSWNET:["SMS_SITE={site}"]\\\\{server}\\'
 
 
+def server_of_nal(nal: str) -> str:
+    """The server a NAL path names (the inverse of :func:`nal_path`; a path in another
+    form is returned as it is)."""
+    _, sep, tail = nal.rstrip("\\").rpartition("\\\\")
+    return tail if sep else nal
+
+
 class HierarchyConfig(msgspec.Struct, frozen=True, kw_only=True):
     file: str
     settings: Settings
@@ -151,6 +172,20 @@ class HierarchyConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def data_root(self) -> Path:
+        """The data root; :meth:`require_data_root` (which raises when there is none)."""
+        return self.require_data_root()
+
+    def require_data_root(self) -> Path:
+        """The data root, or :class:`~actors.errors.HierarchyConfigError` when the config has
+        none: nothing is written before a caller has said where (no ``./data`` appearing in
+        whatever folder a service was started from, nothing inside an installed package)."""
+        if self.settings.data_root is None:
+            raise HierarchyConfigError(
+                self.file or IN_CODE,
+                "settings.data_root",
+                "no data root: pass root= (Hierarchy.open, load_hierarchy, cmdist --root)"
+                " or set settings.data_root",
+            )
         return Path(self.settings.data_root)
 
     def site(self, code: str) -> Site:
@@ -192,31 +227,60 @@ class HierarchyConfig(msgspec.Struct, frozen=True, kw_only=True):
         return next((lk for lk in self.links if lk.ends == ends), None)
 
     def server_root(self, server: str) -> Path:
-        """The folder of a site server or DP under the data root."""
-        return self.data_root / server
+        """The folder of a site server or DP under the data root (which it requires)."""
+        return self.require_data_root() / server
 
 
-def load_hierarchy(path: str | Path, *, root: str | Path | None = None) -> HierarchyConfig:
-    """Read and check a hierarchy file. ``root`` overrides ``settings.data_root``.
+def load_hierarchy(
+    path: str | Path | None = None, *, root: str | Path | None = None
+) -> HierarchyConfig:
+    """Read and check a hierarchy file; ``None``: the packaged :func:`default_hierarchy`.
 
-    A relative data root is taken relative to the file's folder.
+    ``root`` overrides ``settings.data_root`` (relative: to the current folder, as any path
+    argument); a relative ``settings.data_root`` is relative to the file's folder, so the
+    same file means the same root from wherever it is loaded.
     """
+    if path is None:
+        return default_hierarchy(root=root)
     path = Path(path)
-    file = str(path)
+    return _parse(path, str(path), folder=path.parent, root=root)
+
+
+def default_hierarchy(*, root: str | Path | None = None) -> HierarchyConfig:
+    """The hierarchy cmdist ships: the reference's CAS, three primaries and a secondary with
+    their DPs. Read with :mod:`importlib.resources`, so an installed wheel finds it as an
+    editable checkout does. It sets no data root: give ``root`` here or to the facade."""
+    resource = importlib.resources.files("actors").joinpath(DEFAULT_HIERARCHY)
+    return _parse(resource, str(resource), folder=None, root=root)
+
+
+def _parse(
+    source: Traversable, file: str, *, folder: Path | None, root: str | Path | None
+) -> HierarchyConfig:
+    """``source`` read, decoded and checked; its data root made absolute (``folder``: the
+    file's folder, None for the packaged default, whose folder never becomes a data root)."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomllib.loads(source.read_text(encoding="utf-8"))
     except OSError as e:
         raise HierarchyConfigError(file, "", f"cannot read the file: {e.strerror or e}") from e
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise HierarchyConfigError(file, "", f"not valid TOML: {e}") from e
     parsed = _checked(raw, file)
-    data_root = Path(root) if root is not None else Path(parsed.settings.data_root)
-    if not data_root.is_absolute():
-        data_root = (path.parent if root is None else Path.cwd()) / data_root
-    settings = msgspec.structs.replace(parsed.settings, data_root=str(data_root.resolve()))
+    data_root = _absolute_root(parsed.settings.data_root, folder, root)
+    settings = msgspec.structs.replace(parsed.settings, data_root=data_root)
     return HierarchyConfig(
         file=file, settings=settings, sites=parsed.site, dps=parsed.dp, links=parsed.link
     )
+
+
+def _absolute_root(in_file: str | None, folder: Path | None, root: str | Path | None) -> str | None:
+    """``root`` (against the current folder), else the file's own data root (against the
+    file's folder), else None: the caller must still give one."""
+    if root is not None:
+        return str(Path(root).resolve())
+    if in_file is None or folder is None:
+        return None
+    return str((folder / in_file).resolve())
 
 
 def check_hierarchy(config: HierarchyConfig) -> HierarchyConfig:

@@ -448,6 +448,7 @@ class DistMgr(Actor):
         def op(conn: sqlite3.Connection) -> None:
             for table, column in (
                 ("DistributionJobs", "PkgID"),
+                ("DPTransferBytes", "PkgID"),
                 ("PkgStatus", "ID"),
                 ("PackageContents", "PkgID"),
                 ("SMSPackages", "PkgID"),
@@ -488,13 +489,23 @@ class DistMgr(Actor):
                 # The job is done once its final status is stored: whoever sees the
                 # status sees no job left.
                 ops.delete_job(conn, msg.job_id)
+            if status == PkgStatusValue.INSTALLED:
+                ops.record_transfer_bytes(
+                    conn,
+                    pkg_id=msg.pkg_id,
+                    nal_path=msg.nal_path,
+                    version=msg.version,
+                    bytes_full=msg.bytes_full,
+                    bytes_delta=msg.bytes_delta,
+                )
             if status == PkgStatusValue.REMOVED:
+                ops.delete_transfer_bytes(conn, msg.pkg_id, msg.nal_path)
                 conn.execute(
                     "delete from PkgServers where PkgID = ? and NALPath = ? and Action = ?",
                     (msg.pkg_id, msg.nal_path, int(ServerAction.REMOVE)),
                 )
 
-        # The status row, the job's state and 2330 / 2332 in one commit.
+        # The status row, the job's state, the bytes sent and 2330 / 2332 in one commit.
         message = {PkgStatusValue.INSTALLED: 2330, PkgStatusValue.REMOVED: 2332}.get(status)
         try:
             if message is None:

@@ -1,12 +1,40 @@
-"""Typed errors of the site components: each names what was wrong; raising one changes nothing."""
+"""Every error cmdist raises on purpose: each names what was wrong; raising one changes nothing.
+
+The tree (catch a branch to catch what is under it)::
+
+    CmdistError
+    ├── HierarchyConfigError       a hierarchy file or config: the file, the key, the problem
+    ├── SiteDatabaseError          a site.db that cannot be used: the file, the problem
+    │   └── SiteDatabaseLost       missing or empty while the site's libraries hold content
+    ├── DataRootLocked             the data root is open elsewhere: names the holder's PID
+    ├── HierarchyClosed            a call on a closed (or closing) Hierarchy
+    ├── HierarchyFailed            the running hierarchy stopped on a failure (cause chained)
+    ├── NotSupported               a request this build cannot carry out (says why)
+    ├── InvalidArgument            a malformed argument (a wrong type, an empty name, ...)
+    ├── UnknownSite / UnknownPackage / UnknownDistributionPoint
+    ├── DuplicateDistribution      already distributed to that DP
+    ├── NotDistributed             not distributed to that DP
+    ├── NotSourceSite              changed at a site other than the package's source site
+    ├── SourceUnavailable          a package source that does not exist or cannot be read
+    ├── PackageIdsExhausted        a site has used all 1,048,576 package IDs
+    ├── WaitTimeout                ``wait``/``delete`` ran out of time: names what is pending
+    └── TransferError              moving content failed (retried on the schedule)
+        ├── LinkDown
+        └── LinkCut
+
+The content library's own errors (``contentlib.ContentLibError``: ``HashMismatch``,
+``TargetNotEmpty``, ``UnsafePath``, ...) reach callers of ``extract`` as they are.
+"""
 
 from __future__ import annotations
 
 __all__ = [
     "CmdistError",
+    "DataRootLocked",
     "DuplicateDistribution",
     "HierarchyClosed",
     "HierarchyConfigError",
+    "HierarchyFailed",
     "InvalidArgument",
     "LinkCut",
     "LinkDown",
@@ -156,3 +184,19 @@ class HierarchyClosed(CmdistError):
 
     def __init__(self, what: str = "") -> None:
         super().__init__(f"the hierarchy is closed{': ' + what if what else ''}")
+
+
+class DataRootLocked(CmdistError):
+    """The data root is open in another ``Hierarchy`` (this process or another): a data root
+    has one owner at a time. The lock is the OS's, so it goes with a killed process."""
+
+    def __init__(self, root: str, holder: str) -> None:
+        self.root = root
+        self.holder = holder
+        super().__init__(f"data root {root} is in use by {holder}")
+
+
+class HierarchyFailed(CmdistError):
+    """The running hierarchy stopped on an internal failure (a component that kept failing
+    and was stopped by its supervisor); the cause is chained. Every call after it raises
+    this too, until the hierarchy is closed."""

@@ -1,25 +1,37 @@
 """The public facade: a running hierarchy of sites and DPs, and the admin operations on it.
 
-async with Hierarchy.open("hierarchy.toml", root=data_dir) as h:
-    pkg = await h.create_package("Dummy1", source=src_dir, site="PS1")
-    await h.distribute(pkg, ["PS1DP1.CONTOSO.COM"])
-    await h.wait(pkg, timeout=60)
+    async with Hierarchy.open(root=data_dir) as h:        # the default hierarchy
+        pkg = await h.create_package("Dummy1", source=src_dir, site="PS1")
+        await h.distribute(pkg, ["PS1DP1.CONTOSO.COM"])
+        results = await h.wait(pkg, timeout=60)
+
+    h = await Hierarchy.start(root=data_dir)               # a service's startup hook ...
+    await h.aclose()                                       # ... and its shutdown hook
+
+The hierarchy runs in a task of its own: start and close may come from different tasks,
+and exceptions raised in the caller's code come out as raised. It runs on asyncio (uvloop
+included) and refuses any other backend.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+import sqlite3
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import anyio
 import msgspec
 
 from actors._content_status import ContentStatus, dp_content_status
+from actors._rootlock import RootLock
+from actors._runner import Runner, unwrap
 from actors._site import SiteServer
-from actors.config import HierarchyConfig, check_hierarchy, load_hierarchy
+from actors._subscription import Subscription, replay_order
+from actors.config import HierarchyConfig, check_hierarchy, default_hierarchy, load_hierarchy
 from actors.contentvalidator import ValidateContent
 from actors.dpprovider import DPValidation
 from actors.errors import (
@@ -30,83 +42,160 @@ from actors.errors import (
     UnknownPackage,
     WaitTimeout,
 )
-from actors.messages import PACKAGE_CHANGED_TOPIC
-from actors.sitedb import PackageAction, SiteDatabaseClosed
-from actors.status import STATUS_TOPIC, StatusMessage
+from actors.messages import PACKAGE_CHANGED_TOPIC, TRANSFER_PROGRESS_TOPIC, CancelTransfer
+from actors.sitedb import PackageAction, PackageRow, SiteDatabaseClosed
+from actors.status import STATUS_TOPIC, StatusMessage, stored_messages
 from bus import Bus, BusClosed, Clock, RealClock
 
 T = TypeVar("T")
 
-__all__ = ["ContentStatus", "Hierarchy", "Package"]
+__all__ = ["DPInfo", "Hierarchy", "Package", "SiteInfo"]
 
 
 class Package(msgspec.Struct, frozen=True):
-    """A package created through the facade (its ID names its source site: ``PS100026``)."""
+    """A package (its ID names its source site: ``PS100026``); ``version`` is the version
+    the site stores (0 until DistMgr has snapshotted it) when the record was read."""
 
     pkg_id: str
     name: str
     site: str
+    source: str = ""
+    version: int = 0
+
+
+class SiteInfo(msgspec.Struct, frozen=True):
+    code: str
+    type: Literal["cas", "primary", "secondary"]
+    server: str
+    parent: str | None
+    name: str
+
+
+class DPInfo(msgspec.Struct, frozen=True):
+    name: str  # the DP's server name, PS1DP1.CONTOSO.COM
+    site: str
+    nal_path: str
+    pull: bool
+    sources: tuple[str, ...]  # a pull DP's source DPs, best rank first
 
 
 class Hierarchy:
-    """A running hierarchy; open it with :meth:`open`."""
+    """A running hierarchy: :meth:`open` it as a context manager, or :meth:`start` it and
+    :meth:`aclose` it (from any task)."""
 
     def __init__(self, config: HierarchyConfig, bus: Bus) -> None:
         self.config = config
         self.bus = bus
-        self.sites: dict[str, SiteServer] = {}
+        self.servers: dict[str, SiteServer] = {}
+        """The running site servers by site code: their databases, libraries and links,
+        for tests and probes (the public inventory is :meth:`sites`)."""
         self._changed = anyio.Event()
         self._closed = False
+        self._runner: Runner | None = None
+        self._lock: RootLock | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
 
     @classmethod
     @asynccontextmanager
     async def open(
         cls,
-        config: str | Path | HierarchyConfig,
+        config: str | Path | HierarchyConfig | None = None,
         *,
         root: str | Path | None = None,
         clock: Clock | None = None,
         time_scale: float | None = None,
+        shutdown_timeout: float = 10.0,
     ) -> AsyncIterator[Hierarchy]:
-        """Start every site server, DP and component of the hierarchy; stop them on exit.
+        """:meth:`start`, then :meth:`aclose` on exit. An exception from the body comes out
+        as raised, and the hierarchy stops at once without finishing its work (as a kill
+        would: what was committed resumes at the next open); a normal exit lets work in
+        flight finish for up to ``shutdown_timeout`` seconds."""
+        h = await cls.start(
+            config, root=root, clock=clock, time_scale=time_scale, shutdown_timeout=shutdown_timeout
+        )
+        try:
+            yield h
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await h._stop(drain=False)
+            raise
+        await h.aclose()
 
-        ``root`` overrides the file's data root; ``time_scale`` its setting (ignored when a
-        ``clock`` is given)."""
-        if isinstance(config, HierarchyConfig):
-            cfg = (
-                config
-                if root is None
-                else msgspec.structs.replace(
-                    config,
-                    settings=msgspec.structs.replace(config.settings, data_root=str(root)),
-                )
-            )
-            # A config built in code gets the checks (and the messages) a file gets.
-            cfg = check_hierarchy(cfg)
-        else:
-            cfg = load_hierarchy(config, root=root)
-        if time_scale is not None and (
-            not isinstance(time_scale, int | float)
-            or not math.isfinite(time_scale)
-            or time_scale <= 0
-        ):
-            raise InvalidArgument(f"time_scale must be a finite number > 0, not {time_scale!r}")
-        scale = cfg.settings.time_scale if time_scale is None else time_scale
-        bus = Bus(clock=clock or RealClock(time_scale=scale))
-        async with AsyncExitStack() as stack:
-            sites = [await SiteServer.open(stack, cfg, s, bus) for s in cfg.sites]
-            async with bus, anyio.create_task_group() as tg:
-                h = cls(cfg, bus)
-                for site in sites:
-                    h.sites[site.code] = site
-                    await site.start()
-                await tg.start(h._watch)
-                try:
-                    yield h
-                finally:
-                    h._closed = True
-                    h._changed.set()  # a wait() in another task ends with HierarchyClosed
-                    tg.cancel_scope.cancel()
+    @classmethod
+    async def start(
+        cls,
+        config: str | Path | HierarchyConfig | None = None,
+        *,
+        root: str | Path | None = None,
+        clock: Clock | None = None,
+        time_scale: float | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> Hierarchy:
+        """Start every site server, DP and component of the hierarchy.
+
+        ``config``: a hierarchy file, a :class:`HierarchyConfig` (checked as a file is), or
+        None for the default hierarchy. ``root`` overrides the data root (one is required:
+        nothing is written to the current directory by default); ``time_scale`` the file's
+        setting (ignored when a ``clock`` is given). ``DataRootLocked`` when another
+        hierarchy has the root open. Stop it with :meth:`aclose`, from any task."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise NotSupported(
+                "cmdist runs on asyncio (uvloop included); this task runs on another event"
+                " loop (trio?)"
+            ) from None
+        cfg = _config(config, root)
+        scale = cfg.settings.time_scale if time_scale is None else _time_scale(time_scale)
+        limit = _seconds(shutdown_timeout)
+        bus = Bus(
+            clock=clock or RealClock(time_scale=scale),
+            drain_timeout=limit if limit is not None else 1e9,
+        )
+        h = cls(cfg, bus)
+        lock = RootLock(cfg.require_data_root())
+        lock.acquire()
+        h._lock = lock
+        try:
+            h._runner = Runner(cfg, bus, h._attach, h._watch)
+            h._runner.task.add_done_callback(lambda _: h._changed.set())  # waiters see it end
+            await h._runner.ready()
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await h._stop(drain=False)
+            error = unwrap(exc)
+            if error is exc:
+                raise
+            raise error from None
+        return h
+
+    async def aclose(self) -> None:
+        """Stop the hierarchy: work in flight gets ``shutdown_timeout`` seconds to finish,
+        then it is cancelled (its jobs resume at the next open). Idempotent; callable from
+        any task. Raises ``HierarchyFailed`` if the hierarchy had stopped on a failure."""
+        with anyio.CancelScope(shield=True):
+            await self._stop(drain=True)
+        runner = self._runner
+        if runner is not None and runner.failure is not None:
+            failure, runner.failure = runner.failure, None
+            raise failure
+
+    async def _stop(self, *, drain: bool) -> None:
+        self._closed = True
+        self._changed.set()  # a wait() in another task ends with HierarchyClosed
+        runner = self._runner
+        try:
+            if runner is not None:
+                runner.stop(drain=drain)
+                await runner.task
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def _attach(self, sites: list[SiteServer]) -> None:
+        self.servers = {site.code: site for site in sites}
 
     async def _watch(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with self.bus.subscribe(PACKAGE_CHANGED_TOPIC, buffer=10_000) as sub:
@@ -194,7 +283,7 @@ class Hierarchy:
                     return
                 await changed.wait()
         status = await self.content_status(pkg_id)
-        pending = {s.dp: s.state for s in status if s.state != "Removed"}
+        pending: dict[str, str] = {s.dp: s.state for s in status if s.state != "Removed"}
         pending[server.code] = "deleting the package"
         raise WaitTimeout(pkg_id, timeout, pending)
 
@@ -249,7 +338,7 @@ class Hierarchy:
         if row is None:
             raise UnknownPackage(pkg_id)
         status = await self.content_status(pkg_id)
-        pending = {
+        pending: dict[str, str] = {
             s.dp: s.state
             for s in status
             if not s.final or (s.state == "Installed" and s.version != row.stored_pkg_version)
@@ -273,28 +362,133 @@ class Hierarchy:
         await library.extract(held[-1], out)
         return out
 
-    async def status_messages(self, *, buffer: int = 10_000) -> AsyncIterator[StatusMessage]:
-        """Every status message raised from now on, in order (a slow reader loses the
-        oldest beyond ``buffer``, counted on the subscription)."""
-        async with self.bus.subscribe(STATUS_TOPIC, buffer=buffer, policy="drop_oldest") as sub:
-            async for msg in sub:
-                if isinstance(msg, StatusMessage):
-                    yield msg
+    # -- events ----------------------------------------------------------------------
+
+    def subscribe(
+        self,
+        *,
+        buffer: int = 1000,
+        policy: Literal["block", "drop_oldest"] = "block",
+        since: int | Mapping[str, int] | None = None,
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """Events from now on: every :class:`StatusMessage` and :class:`TransferProgress`,
+        in the order they happen, through a buffer of ``buffer`` events. ``"block"``: a
+        slow reader slows the components; ``"drop_oldest"``: it loses the oldest, counted
+        in ``sub.dropped``.
+
+        ``since``: first replay the status messages stored after that ``record_id`` (one
+        number for every site, or a mapping site code -> record id; 0 replays everything),
+        then go live with no gap and no duplicate."""
+        self._check_open()
+        if not isinstance(buffer, int) or isinstance(buffer, bool) or buffer < 1:
+            raise InvalidArgument(f"a subscription buffer is an int >= 1, not {buffer!r}")
+        if policy not in ("block", "drop_oldest"):
+            raise InvalidArgument(f"policy is 'block' or 'drop_oldest', not {policy!r}")
+        return self._subscription(buffer, policy, since)
+
+    @asynccontextmanager
+    async def _subscription(
+        self,
+        buffer: int,
+        policy: Literal["block", "drop_oldest"],
+        since: int | Mapping[str, int] | None,
+    ) -> AsyncIterator[Subscription]:
+        topics = (STATUS_TOPIC, TRANSFER_PROGRESS_TOPIC)
+        # Live first, then the stored messages: nothing raised in between is missed, and
+        # what both give is dropped by its record id.
+        async with self.bus.subscribe(topics, buffer=buffer, policy=policy) as live:
+            replay: list[StatusMessage] = []
+            if since is not None:
+                stored = {
+                    code: await stored_messages(site.db, since_record=_since(since, code))
+                    for code, site in self.servers.items()
+                }
+                replay = replay_order(stored)
+            yield Subscription(live, replay)
+
+    async def status_messages(self, *, buffer: int = 10_000) -> AsyncGenerator[StatusMessage]:
+        """Every status message raised from now on, in order; a slow reader loses the
+        oldest beyond ``buffer`` (see :meth:`subscribe` for the counts and a replay)."""
+        async with self.subscribe(buffer=buffer, policy="drop_oldest") as sub:
+            async for event in sub:
+                if isinstance(event, StatusMessage):
+                    yield event
+
+    # -- control -----------------------------------------------------------------------
+
+    async def cancel(self, pkg: Package | str, dp: str) -> bool:
+        """Stop the package's transfer to ``dp`` (within one chunk) and its pending jobs
+        there: the DP keeps what it had before the job. True if there was one to stop."""
+        server, pkg_id = await self._package(pkg)
+        if not isinstance(dp, str):
+            raise InvalidArgument(f"a distribution point is named by a string, not {dp!r}")
+        target = self.config.dp(dp)
+        cancelled: bool = await self._guard(
+            self.bus.request(f"{server.code}/PkgXferMgr", CancelTransfer(pkg_id, target.name), None)
+        )
+        return cancelled
+
+    # -- inventory ---------------------------------------------------------------------
+
+    async def packages(self, site: str | None = None) -> list[Package]:
+        """Every package of the hierarchy (or of one site), by ID."""
+        servers = [self._site(site)] if site is not None else list(self.servers.values())
+        out: list[Package] = []
+        for server in servers:
+            rows = await self._guard(server.db.packages())
+            out.extend(_package_record(row) for row in rows if row.source_site == server.code)
+        return sorted(out, key=lambda p: p.pkg_id)
+
+    async def package(self, pkg: Package | str) -> Package:
+        """One package as its site stores it now (``UnknownPackage`` if there is none)."""
+        server, pkg_id = await self._package(pkg)
+        row = await self._guard(server.db.package(pkg_id))
+        if row is None:
+            raise UnknownPackage(pkg_id)
+        return _package_record(row)
+
+    async def sites(self) -> list[SiteInfo]:
+        """The sites of the hierarchy, as its file describes them."""
+        self._check_open()
+        return [
+            SiteInfo(code=s.code, type=s.type, server=s.server, parent=s.parent, name=s.name)
+            for s in self.config.sites
+        ]
+
+    async def dps(self, site: str | None = None) -> list[DPInfo]:
+        """The distribution points of the hierarchy (or of one site)."""
+        self._check_open()
+        if site is not None:
+            self._site(site)
+        return [
+            DPInfo(name=d.name, site=d.site, nal_path=d.nal_path, pull=d.pull, sources=d.sources)
+            for d in self.config.dps
+            if site is None or d.site == site
+        ]
 
     # -- helpers -------------------------------------------------------------------------
 
     def _check_open(self) -> None:
-        if self._closed:
+        runner = self._runner
+        if runner is not None and runner.failure is not None:
+            raise runner.failure
+        if self._closed or runner is None or runner.task.done():
             raise HierarchyClosed()
 
     async def _guard(self, call: Awaitable[T]) -> T:
-        """Await a call into the hierarchy; if it closes meanwhile, whatever the closing
-        database or bus raised becomes one ``HierarchyClosed``."""
+        """Await a call into the hierarchy; if it stops meanwhile, whatever its closing
+        database or bus raised becomes one ``HierarchyClosed`` (or ``HierarchyFailed``)."""
         self._check_open()
         try:
             return await call
-        except (BusClosed, SiteDatabaseClosed, ValueError) as exc:
-            if self._closed or isinstance(exc, BusClosed):
+        except (BusClosed, SiteDatabaseClosed, ValueError, sqlite3.ProgrammingError) as exc:
+            if self._closed or not self.bus.running or isinstance(exc, BusClosed):
+                runner = self._runner
+                if runner is not None and not self._closed:
+                    # Stopping on its own: a failure is known once the runner has ended.
+                    with anyio.CancelScope(shield=True):
+                        await asyncio.wait([runner.task])
+                self._check_open()
                 raise HierarchyClosed(str(exc)) from exc
             raise
 
@@ -303,7 +497,7 @@ class Hierarchy:
         if not isinstance(code, str):
             raise InvalidArgument(f"a site is named by its code (a string), not {code!r}")
         self.config.site(code)  # UnknownSite
-        return self.sites[code]
+        return self.servers[code]
 
     async def _package(self, pkg: Package | str) -> tuple[SiteServer, str]:
         self._check_open()
@@ -313,10 +507,46 @@ class Hierarchy:
             pkg_id = pkg
         else:
             raise InvalidArgument(f"a package is a Package or a package ID string, not {pkg!r}")
-        server = self.sites.get(pkg_id[:3])
+        server = self.servers.get(pkg_id[:3])
         if server is None or await self._guard(server.db.package(pkg_id)) is None:
             raise UnknownPackage(pkg_id)
         return server, pkg_id
+
+
+def _config(
+    config: str | Path | HierarchyConfig | None, root: str | Path | None
+) -> HierarchyConfig:
+    """The hierarchy to run: a file, the packaged default, or one built in code (checked
+    as a file is, so its errors read the same), with ``root`` as its data root."""
+    if isinstance(config, HierarchyConfig):
+        if root is not None:
+            settings = msgspec.structs.replace(config.settings, data_root=str(root))
+            config = msgspec.structs.replace(config, settings=settings)
+        return check_hierarchy(config)
+    if config is None:
+        return default_hierarchy(root=root)
+    if not isinstance(config, str | Path):
+        raise InvalidArgument(f"a hierarchy is a file path or a HierarchyConfig, not {config!r}")
+    return load_hierarchy(config, root=root)
+
+
+def _time_scale(value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"time_scale must be a finite number > 0, not {value!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArgument(f"time_scale must be a finite number > 0, not {value!r}")
+    return float(value)
+
+
+def _since(since: int | Mapping[str, int], site: str) -> int:
+    value = since if isinstance(since, int) else since.get(site, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InvalidArgument(f"since is a record id >= 0 (or one per site), not {value!r}")
+    return value
+
+
+def _package_record(row: PackageRow) -> Package:
+    return Package(row.pkg_id, row.name, row.source_site, row.source, row.stored_pkg_version)
 
 
 def _names(dps: Sequence[str] | str) -> list[str]:

@@ -11,11 +11,14 @@ import msgspec
 
 __all__ = [
     "PACKAGE_CHANGED_TOPIC",
+    "TRANSFER_PROGRESS_TOPIC",
+    "CancelTransfer",
     "DistributionJobNotification",
     "PackageChanged",
     "PackageNotification",
     "PullResponseNotification",
     "SmsDbMonNotification",
+    "TransferProgress",
     "TransferStatus",
 ]
 
@@ -72,6 +75,11 @@ class TransferStatus(msgspec.Struct, frozen=True):
     ``status`` is a :class:`~actors.sitedb.PkgStatusValue`: 0 when a sending thread starts,
     3 installed, 4 retrying, 5 failed, 6 removed. Sent as a request: the job is finished
     only once DistMgr has stored the status, so a crash in between repeats, never loses, it.
+
+    ``bytes_full`` / ``bytes_delta`` (with an installed status): the bytes that crossed the
+    DP's link for the job, whole files and deltas apart, over every try of it (a resumed
+    send counts what each try moved, so after a cut the sum can pass the files' size).
+    DistMgr stores them with the status, in the same commit (``DPTransferBytes``).
     """
 
     job_id: int
@@ -81,6 +89,8 @@ class TransferStatus(msgspec.Struct, frozen=True):
     nal_path: str
     status: int
     detail: str = ""
+    bytes_full: int = 0
+    bytes_delta: int = 0
 
 
 PACKAGE_CHANGED_TOPIC = "package_changed"
@@ -93,3 +103,42 @@ class PackageChanged(msgspec.Struct, frozen=True):
     the package was deleted; ``Hierarchy.wait`` re-reads the status when it sees one."""
 
     pkg_id: str
+
+
+TRANSFER_PROGRESS_TOPIC = "transfer_progress"
+"""Where PkgXferMgr publishes :class:`TransferProgress` while it sends a job's files."""
+
+
+class TransferProgress(msgspec.Struct, frozen=True):
+    """How far a job's send to a DP has got: one growing bar per DP and package version.
+
+    ``bytes_total`` is what the job sends over the link (every file of the version it
+    sends, each whole or as its delta); ``bytes_sent`` how much of it is on the DP's side,
+    never decreasing, equal to ``bytes_total`` in the job's last event. A file that turns
+    out to go as a delta (smaller than the file) lowers ``bytes_total`` when its delta is
+    computed; a file sent again (a damaged copy mended) raises it. ``delta``: the bytes
+    moving now are a delta. A retried job starts a new bar; bytes a cut try left staged
+    count as sent from its first event on.
+
+    Published at most once per ``PkgXferMgr.progress_interval`` clock seconds per job, and
+    always for its first and last chunk. Publishing never waits for a ``"drop_oldest"``
+    subscriber; a ``"block"`` subscriber whose buffer is full holds the send until it reads
+    (backpressure it chose).
+    """
+
+    pkg_id: str
+    version: int
+    dp: str  # the DP's plain server name, PS1DP1.CONTOSO.COM
+    bytes_sent: int
+    bytes_total: int
+    delta: bool
+
+
+class CancelTransfer(msgspec.Struct, frozen=True):
+    """Ask ``<SITE>/PkgXferMgr`` to stop the package's transfer to a DP (``dp``: its server
+    name) and cancel its pending and retrying jobs there. The answer is a ``bool``: True if
+    something was cancelled. Once answered, the DP holds what it held before the job and
+    its status is final (see ``PkgXferMgr.cancel_transfer``)."""
+
+    pkg_id: str
+    dp: str

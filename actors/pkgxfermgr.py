@@ -9,19 +9,27 @@ the next try; a failed job is retried on ``distribution_retry_delay``.
 
 Jobs of one package on one DP run in creation order, and a newer job supersedes an older
 one that has not started (an update queued behind a distribute sends only the newest).
+
+While it sends, a job publishes :class:`~actors.messages.TransferProgress` on
+``transfer_progress`` (rate-limited) and counts the bytes that cross the link, whole files
+and deltas apart; they reach DistMgr with the Installed status. An administrator's
+:class:`~actors.messages.CancelTransfer` (and a removal of the package from the DP) stops
+a send within one chunk; see :meth:`PkgXferMgr.cancel_transfer` for what it leaves.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections import Counter, defaultdict, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 
 from actors._crashpoints import crash_point
@@ -37,7 +45,15 @@ from actors.dpprovider import (
     staging_name,
 )
 from actors.errors import TransferError
-from actors.messages import DistributionJobNotification, TransferStatus
+from actors.messages import (
+    PACKAGE_CHANGED_TOPIC,
+    TRANSFER_PROGRESS_TOPIC,
+    CancelTransfer,
+    DistributionJobNotification,
+    PackageChanged,
+    TransferProgress,
+    TransferStatus,
+)
 from actors.network import NetworkLink
 from actors.sitedb import (
     DistributionJobRow,
@@ -58,7 +74,7 @@ from actors.status import (
     StatusMessage,
     StatusReporter,
 )
-from bus import Actor, BusError, RemoteError, handler
+from bus import Actor, BusClosed, BusError, RemoteError, handler
 from contentlib import (
     ContentLibError,
     ContentLibrary,
@@ -67,7 +83,7 @@ from contentlib import (
     HashMismatch,
 )
 
-__all__ = ["PkgXferMgr", "RetryJob"]
+__all__ = ["CANCELLED_REASON", "PROGRESS_INTERVAL", "PkgXferMgr", "RetryJob"]
 
 # Chunk sizes: the reference writes 983040-byte blocks to a throttled share; a local,
 # unthrottled copy goes in large blocks, one worker-thread hop each.
@@ -76,15 +92,35 @@ _LOCAL_CHUNK = 64 << 20
 # Below this a file is sent whole: a delta cannot save enough to pay for itself.
 _DELTA_MIN_SIZE = 16 << 10
 
+PROGRESS_INTERVAL = 0.5
+"""Clock seconds between two TransferProgress events of one job (first and last chunk
+always go): a subscriber sees a bar move, the bus does not carry one event per chunk."""
+
+CANCELLED_REASON = "cancelled by the administrator"
+"""The reason an administrator's cancel gives in its 8204 and the DP's status detail."""
+
+# Workers beyond the sending threads: a cancel, a removal or a job parked while every
+# sending thread is busy always finds one, so none of them waits for a send to end.
+_CONTROL_WORKERS = 4
+
+_Key = tuple[int, str]  # (DPID, PkgID): the jobs of one package on one DP run in order
+
 
 class RetryJob(msgspec.Struct, frozen=True):
-    """Scheduled by PkgXferMgr itself when a job failed and its retry delay has passed."""
+    """Scheduled by PkgXferMgr itself when a job failed and its retry delay has passed
+    (and at start for the jobs a previous run left). ``action`` is the job's JobAction."""
 
     job_id: int
+    action: int = 0
 
 
 class PkgXferMgr(Actor):
-    """``<SITE>/PkgXferMgr``: sending threads (workers) for standard-DP jobs."""
+    """``<SITE>/PkgXferMgr``: sending threads for standard-DP jobs.
+
+    ``sending_threads`` jobs send at once; the actor has a few workers more, so that a
+    :class:`CancelTransfer`, a removal and the parking of a job that waits for a sending
+    thread are handled at once, never behind the sends.
+    """
 
     def __init__(
         self,
@@ -108,21 +144,26 @@ class PkgXferMgr(Actor):
         self.log_file = log
         self.distmgr = f"{site}/DistMgr"
         # Sending capacity: max packages x threads per package sending threads.
-        self.workers = settings.pkgxfer_max_packages * settings.pkgxfer_threads_per_package
+        self.sending_threads = settings.pkgxfer_max_packages * settings.pkgxfer_threads_per_package
+        self.workers = self.sending_threads + _CONTROL_WORKERS
         self.mailbox_size = 10_000
+        self.progress_interval = PROGRESS_INTERVAL
         self._active: set[int] = set()
-        self._order: defaultdict[tuple[int, str], anyio.Lock] = defaultdict(anyio.Lock)
+        self._order: defaultdict[_Key, anyio.Lock] = defaultdict(anyio.Lock)
+        self._threads = 0  # sending threads running
+        self._parked: deque[int] = deque()  # jobs waiting for a sending thread
+        self._sends: dict[_Key, _Send] = {}  # the send running for a DP and package
+        self._cancelling: Counter[_Key] = Counter()  # keys an administrator's cancel ends
 
     async def on_start(self) -> None:
         # Jobs a previous run accepted but did not finish are taken up again; a job that
         # also arrives from SMSDBMON is run once (``_active`` and the row's state).
         for job in await self.db.distribution_jobs():
+            retry = RetryJob(job.job_id, job.action)
             if job.state == JobState.RETRYING:
-                self.send_later(
-                    self.settings.distribution_retry_delay, self.address, RetryJob(job.job_id)
-                )
+                self.send_later(self.settings.distribution_retry_delay, self.address, retry)
             elif job.state != JobState.FAILED:
-                self.send_later(0.0, self.address, RetryJob(job.job_id))
+                self.send_later(0.0, self.address, retry)
 
     async def request(self, address: str, msg: Any, timeout: float | None = None) -> Any:
         """Ask DistMgr or a DP provider, with no clock timeout by default: their time is
@@ -132,13 +173,67 @@ class PkgXferMgr(Actor):
 
     @handler
     async def job_created(self, msg: DistributionJobNotification) -> None:
-        await self._run(msg.job_id)
+        await self._dispatch(msg.job_id, msg.action)
 
     @handler
     async def retry(self, msg: RetryJob) -> None:
-        await self._run(msg.job_id)
+        await self._dispatch(msg.job_id, msg.action)
+
+    @handler
+    async def cancel_transfer(self, msg: CancelTransfer) -> bool:
+        """Stop the package's send to the DP and end its pending and retrying jobs there.
+
+        The send stops within one chunk (a request that changes the DP, such as adding a
+        verified file, is let finish: a cancel lands between two of them). Once the send
+        has ended, in one commit: the jobs' rows go, 8204 says "cancelled by the
+        administrator", and the DP's status row is final — Installed at the version it
+        holds if that is the version the jobs were for (a redistribute cancelled: the DP
+        still has it whole), else Failed (a cancelled update leaves the older version in
+        the DP's library, and Failed keeps a restart from sending it again). The staged
+        ``SMS_DP$`` files of the package go; no version is added to the DP's library (files
+        already added stay unreferenced, reused by the next job, collected at the next
+        open). Nothing the cancelled send does comes after that commit.
+
+        Answers True when a send or a job was cancelled; False when there was none, or the
+        send had already begun to add the version to the DP (it completes: Installed). A
+        request DistMgr has not yet turned into a job is not cancelled."""
+        dp = await self.db.distribution_point(msg.dp)
+        if dp is None:
+            return False
+        key = (dp.dp_id, msg.pkg_id)
+        self._cancelling[key] += 1  # a job that gets the key before us now ends untouched
+        try:
+            send = self._sends.get(key)
+            stopped = send is not None and send.cancel()
+            if stopped:
+                self._log(f"~Cancelling the send of package {msg.pkg_id} to {dp.server_name}")
+            async with self._in_order(key):  # once the send has ended and cleaned up
+                ended = await self._end_cancelled(dp, msg.pkg_id)
+            # (a send that ended by itself before the cancel reached it stopped nothing)
+            return ended or (send is not None and stopped and send.scope.cancelled_caught)
+        finally:
+            self._cancelling[key] -= 1
+            if not self._cancelling[key]:
+                del self._cancelling[key]
 
     # -- one job -------------------------------------------------------------------------
+
+    async def _dispatch(self, job_id: int, action: int) -> None:
+        """A removal runs at once (it may have to stop a send); other jobs take a sending
+        thread, or wait parked for one without holding a worker."""
+        if action == JobAction.REMOVE:
+            await self._run(job_id)
+            return
+        if self._threads >= self.sending_threads:
+            self._parked.append(job_id)
+            return
+        self._threads += 1
+        try:
+            await self._run(job_id)
+            while self._parked:  # a sending thread takes the parked jobs, oldest first
+                await self._run(self._parked.popleft())
+        finally:
+            self._threads -= 1
 
     async def _run(self, job_id: int) -> None:
         if job_id in self._active:
@@ -148,18 +243,41 @@ class PkgXferMgr(Actor):
             found = await self.db.distribution_job_superseded(job_id)
             if found is None or found[0].state == JobState.FAILED:
                 return  # finished (the row is deleted) or given up
-            key = (found[0].dp_id, found[0].pkg_id)
-            lock = self._order[key]
-            waited = lock.locked()
-            async with lock:
-                if waited:  # an earlier job of this DP and package ran meanwhile
-                    found = await self.db.distribution_job_superseded(job_id)
+            job = found[0]
+            key = (job.dp_id, job.pkg_id)
+            if job.action == JobAction.REMOVE and not found[1]:
+                self._stop_for_removal(key, job)
+            async with self._in_order(key):
+                if key in self._cancelling and job.action != JobAction.REMOVE:
+                    return  # an administrator's cancel ends it once it holds the key
+                # Read again: an earlier job or a cancel may have ended or superseded it.
+                found = await self.db.distribution_job_superseded(job_id)
                 if found is not None and found[0].state != JobState.FAILED:
                     await self._run_in_order(*found)
-            if not lock.locked() and not lock.statistics().tasks_waiting:
-                del self._order[key]  # one lock per DP and package in flight, not forever
         finally:
             self._active.discard(job_id)
+
+    @asynccontextmanager
+    async def _in_order(self, key: _Key) -> AsyncIterator[None]:
+        """Hold the DP and package: its jobs (and cancels) run one at a time, in order."""
+        lock = self._order[key]
+        try:
+            async with lock:
+                yield
+        finally:
+            idle = not lock.locked() and not lock.statistics().tasks_waiting
+            if idle and self._order.get(key) is lock:
+                del self._order[key]  # one lock per DP and package in flight, not forever
+
+    def _stop_for_removal(self, key: _Key, job: DistributionJobRow) -> None:
+        """A removal of the package from the DP stops its older send there first, instead
+        of waiting for it to finish only to remove what it sent."""
+        send = self._sends.get(key)
+        if send is not None and send.job.job_id < job.job_id and send.cancel():
+            self._log(
+                f"~Stopping the send of package {job.pkg_id} (job {send.job.job_id}): the"
+                f" package is being removed from the distribution point (job {job.job_id})"
+            )
 
     async def _run_in_order(self, job: DistributionJobRow, superseded: bool) -> None:
         if superseded:
@@ -187,30 +305,65 @@ class PkgXferMgr(Actor):
             f" Version:{job.package_version}, Priority: 2, Destination: {dp.server_name},"
             " DPPriority: 200"
         )
+        key = (job.dp_id, job.pkg_id)
+        if key in self._cancelling:
+            return  # cancelled before it began: the cancel ends it (no await since this check)
+        send = _Send(job, dp, self._publish_progress, self.clock.now, self.progress_interval)
+        self._sends[key] = send
         try:
-            inventory = await self._inventory(job, dp)
-            if inventory.previous is not None and inventory.previous.version > job.package_version:
-                await self._end_superseded(job, f"version {inventory.previous.version} on the DP")
+            await self._attempt(job, dp, pkg, send)
+        finally:
+            del self._sends[key]
+
+    async def _attempt(
+        self, job: DistributionJobRow, dp: DistributionPointRow, pkg: PackageRow, send: _Send
+    ) -> None:
+        """One try of an add or redistribute job, which a cancel may stop (``send.scope``);
+        a cancel by shutdown passes through, leaving the job to resume at the next start."""
+        try:
+            with send.scope:
+                await self._start_sending(job, dp, pkg, send)
+            if send.scope.cancelled_caught:
+                # Stopped by a cancel or a removal, which end the job: only the staged
+                # bytes are ours to clean up, and no status of this send may follow.
+                await self._discard_staged(dp, job.pkg_id)
+                self._log(f"~Send of package {job.pkg_id} to {dp.server_name} stopped")
                 return
-            self._log(
-                f"Sending thread starting for Job: {job.job_id}, package: {job.pkg_id},"
-                f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
-                " DPPriority: 200"
-            )
-            await self._status(job, dp, PkgStatusValue.NONE)  # DistMgr marks the job SENDING
-            await self._send(job, dp, pkg, inventory)
         except _Superseded as exc:  # (jobs of one DP and package run one at a time)
             await self._end_superseded(job, str(exc))
             return
         except _GiveUp as exc:
-            await self._failed(job, dp, exc, give_up=True)
+            await self._failed(job, dp, exc, give_up=True, send=send)
             return
         except _TRANSIENT as exc:
-            await self._failed(job, dp, exc)
+            await self._failed(job, dp, exc, send=send)
             return
         except Exception as exc:
-            await self._failed(job, dp, _GiveUp(f"{type(exc).__name__}: {exc}"), give_up=True)
+            reason = _GiveUp(f"{type(exc).__name__}: {exc}")
+            await self._failed(job, dp, reason, give_up=True, send=send)
             return
+        await self._completed(job, dp, send)
+
+    async def _start_sending(
+        self, job: DistributionJobRow, dp: DistributionPointRow, pkg: PackageRow, send: _Send
+    ) -> None:
+        inventory = await self._inventory(job, dp)
+        if inventory.previous is not None and inventory.previous.version > job.package_version:
+            raise _Superseded(f"version {inventory.previous.version} on the DP")
+        self._log(
+            f"Sending thread starting for Job: {job.job_id}, package: {job.pkg_id},"
+            f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
+            " DPPriority: 200"
+        )
+        # DistMgr marks the job SENDING; shielded: a cancel never lets it land after the
+        # cancel's own status.
+        with anyio.CancelScope(shield=True):
+            await self._status(job, dp, PkgStatusValue.NONE)
+        await self._send(job, dp, pkg, inventory, send)
+
+    async def _completed(
+        self, job: DistributionJobRow, dp: DistributionPointRow, send: _Send
+    ) -> None:
         self._log("~Sending completed successfully")
         self._log(
             f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
@@ -221,8 +374,15 @@ class PkgXferMgr(Actor):
         await self.reporter.raise_messages(
             [self._message(8200, job, dp), self._message(8210, job, dp)]
         )
-        # DistMgr deletes the job with its final status (one commit): nothing left here.
-        await self._status(job, dp, PkgStatusValue.INSTALLED)
+        # DistMgr deletes the job with its final status and the bytes every try of it
+        # sent (one commit): nothing left here.
+        await self._status(
+            job,
+            dp,
+            PkgStatusValue.INSTALLED,
+            bytes_full=job.bytes_full + send.bytes_full,
+            bytes_delta=job.bytes_delta + send.bytes_delta,
+        )
         self._log("Sending thread complete~")
 
     async def _end_superseded(self, job: DistributionJobRow, by: str) -> None:
@@ -249,20 +409,18 @@ class PkgXferMgr(Actor):
         dp: DistributionPointRow,
         pkg: PackageRow,
         inventory: DPInventory,
+        send: _Send,
     ) -> None:
         content_id = f"{job.pkg_id}.{job.package_version}"
         manifest = self.library.manifest(content_id)
         redistribute = job.action == JobAction.REDISTRIBUTE
         self._log(f"Sending legacy content {content_id} for package {job.pkg_id}")
         self._log(f"Redistribute={int(redistribute)}, Related=")
-        provider = _provider(dp)
         link = self.links[dp.server_name]
         previous = {f.path: f for f in inventory.previous.files} if inventory.previous else {}
-        done: set[str] = set()
-        for entry, present in zip(manifest.files, inventory.present, strict=True):
-            if entry.sha256 in done or (present and not redistribute):
-                continue
-            done.add(entry.sha256)
+        todo = _files_to_send(manifest.files, inventory.present, redistribute=redistribute)
+        send.plan(sum(entry.size for entry in todo))
+        for entry in todo:
             old = previous.get(entry.path)
             source = _SiteCopy(entry, Path(pkg.source) / entry.path)
             if (
@@ -270,13 +428,14 @@ class PkgXferMgr(Actor):
                 and old is not None
                 and old.sha256 != entry.sha256
                 and entry.size >= _DELTA_MIN_SIZE
-                and await self._send_delta(source, old, content_id, dp, link)
+                and await self._send_delta(source, old, content_id, dp, link, send)
             ):
                 continue
-            await self._send_file(source, content_id, dp, link, replace=redistribute)
+            await self._send_file(source, content_id, dp, link, send, replace=redistribute)
             self._log(f"Adding {entry.path} file in {content_id}")
             crash_point("pkgxfermgr.file_sent")
-        added: bool = await self.request(provider, DPAddContent(manifest))
+        await send.commit()  # from here on the version goes onto the DP: no cancel
+        added: bool = await self._change_dp(dp, DPAddContent(manifest))
         if not added:
             raise _Superseded(f"{dp.server_name} holds a newer version of {job.pkg_id}")
         crash_point("pkgxfermgr.content_added")
@@ -288,6 +447,7 @@ class PkgXferMgr(Actor):
         content_id: str,
         dp: DistributionPointRow,
         link: NetworkLink,
+        send: _Send,
         *,
         replace: bool,
     ) -> None:
@@ -295,18 +455,26 @@ class PkgXferMgr(Actor):
         name = staging_name(entry.sha256, content_id)
         staged = self.dp_root(dp) / "SMS_DP$" / name
         self._log(f"Sending file '\\\\{dp.server_name}\\SMS_DP$\\{name}'")
+        before = send.sent
         try:
             await _transmit(
-                self.library.file_path(entry.sha256), entry.size, staged, link, self._log
+                self.library.file_path(entry.sha256),
+                entry.size,
+                staged,
+                link,
+                self._log,
+                send,
+                delta=False,
             )
-            await self.request(_provider(dp), DPAddFile(entry.sha256, entry.size, name, replace))
+            await self._change_dp(dp, DPAddFile(entry.sha256, entry.size, name, replace))
         except (FileNotFoundError, RemoteError) as exc:
             if isinstance(exc, RemoteError) and not isinstance(exc.original, HashMismatch):
                 raise
             # The DP got other bytes than the hash says, or the site has no copy: the
             # site's library may be damaged. Mend it from the source and send it again.
             await self._mend_site_copy(copy, exc)
-            await self._send_file(copy, content_id, dp, link, replace=replace)
+            send.plan(send.sent - before)  # what went before is sent again
+            await self._send_file(copy, content_id, dp, link, send, replace=replace)
 
     async def _mend_site_copy(self, copy: _SiteCopy, exc: BaseException) -> None:
         """Check the site's stored file; re-read it from the package source where the source
@@ -335,6 +503,7 @@ class PkgXferMgr(Actor):
         content_id: str,
         dp: DistributionPointRow,
         link: NetworkLink,
+        send: _Send,
     ) -> bool:
         """Send a file as a delta from the DP's ``old`` file; False when that is not smaller
         (or did not rebuild the file on the DP: the whole file goes instead)."""
@@ -352,22 +521,28 @@ class PkgXferMgr(Actor):
             f"Sending delta of {entry.path} ({len(delta)} of {entry.size} bytes)"
             f" '\\\\{dp.server_name}\\SMS_DP$\\{name}'"
         )
-        await _transmit(delta, len(delta), staged, link, self._log)
+        send.plan(len(delta) - entry.size)  # the delta goes instead of the file
+        await _transmit(delta, len(delta), staged, link, self._log, send, delta=True)
         try:
-            await self.request(
-                _provider(dp), DPApplyDelta(old.sha256, name, entry.sha256, entry.size)
-            )
+            await self._change_dp(dp, DPApplyDelta(old.sha256, name, entry.sha256, entry.size))
         except RemoteError as exc:
             if not isinstance(exc.original, HashMismatch):
                 raise
             # Built from a damaged copy on one side or the other: the whole file goes.
             await self._mend_site_copy(copy, exc)
+            send.plan(entry.size)  # after the delta
             return False
         self._log(f"Adding {entry.path} file in {content_id} (delta)")
         return True
 
     async def _remove(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
         self._log(f"Removing package {job.pkg_id} from distribution point {dp.server_name}")
+        # The package's older jobs on the DP (the send this removal stopped, one waiting
+        # for its retry) end here: none may put the content back after the removal.
+        await self.db.write(
+            partial(ops.end_older_jobs, dp_id=dp.dp_id, pkg_id=job.pkg_id, before=job.job_id)
+        )
+        await self._discard_staged(dp, job.pkg_id)
         try:
             await self.request(_provider(dp), DPRemovePackage(job.pkg_id))
         except BusError as exc:
@@ -382,9 +557,11 @@ class PkgXferMgr(Actor):
         exc: BaseException,
         *,
         give_up: bool = False,
+        send: _Send | None = None,
     ) -> None:
         """8203 and Retrying until the retries run out (or at once for a failure no retry
-        can mend: ``give_up``), then 8204 and Failed; the reason goes with both."""
+        can mend: ``give_up``), then 8204 and Failed; the reason goes with both. The bytes
+        the try moved are added to the job's, in the same commit."""
         failures = job.failure_count + 1
         give_up = give_up or failures > self.settings.distribution_retry_count
         delay = self.settings.distribution_retry_delay
@@ -395,26 +572,75 @@ class PkgXferMgr(Actor):
             f"{self.settings.distribution_retry_count}",
             severity="E" if give_up else "W",
         )
-        row = (
-            int(JobState.FAILED if give_up else JobState.RETRYING),
-            failures,
-            None if give_up else product_time(_utc(restart)),
-            product_time(),
-            job.job_id,
+        fail = partial(
+            ops.fail_job,
+            job_id=job.job_id,
+            give_up=give_up,
+            failures=failures,
+            restart_time=None if give_up else product_time(_utc(restart)),
+            now=product_time(),
+            bytes_full=send.bytes_full if send is not None else 0,
+            bytes_delta=send.bytes_delta if send is not None else 0,
         )
         await self.reporter.raise_messages(
-            [self._message(8204 if give_up else 8203, job, dp, str(exc))],
-            op=lambda conn: conn.execute(
-                "update DistributionJobs set State = ?, FailureCount = ?, RestartTime = ?,"
-                " LastUpdateTime = ? where JobID = ?",
-                row,
-            ),
+            [self._message(8204 if give_up else 8203, job, dp, str(exc))], op=fail
         )
         await self._status(
             job, dp, PkgStatusValue.FAILED if give_up else PkgStatusValue.RETRY, str(exc)
         )
         if not give_up:
-            self.send_later(delay, self.address, RetryJob(job.job_id))
+            self.send_later(delay, self.address, RetryJob(job.job_id, job.action))
+
+    # -- cancel --------------------------------------------------------------------------
+
+    async def _end_cancelled(self, dp: DistributionPointRow, pkg_id: str) -> bool:
+        """With the DP and package held: end their open add and redistribute jobs as
+        cancelled (see :meth:`cancel_transfer`); False when there were none."""
+        await self._discard_staged(dp, pkg_id)
+        jobs = await self.db.cancellable_jobs(dp.dp_id, pkg_id)
+        if not jobs:
+            return False
+        last = max(jobs, key=lambda j: j.package_version)
+        held = await self._held_version(dp, pkg_id)
+        whole = held >= last.package_version  # the DP holds what the jobs were for
+        cancel = partial(
+            ops.cancel_jobs,
+            dp=dp,
+            pkg_id=pkg_id,
+            job_ids=[j.job_id for j in jobs],
+            status=PkgStatusValue.INSTALLED if whole else PkgStatusValue.FAILED,
+            version=held if whole else last.package_version,
+            now=product_time(),
+        )
+        self._log(
+            f"Cancelled sending package {pkg_id} version {last.package_version} to"
+            f" {dp.server_name} ({CANCELLED_REASON}); jobs"
+            f" {', '.join(str(j.job_id) for j in jobs)} ended",
+            severity="W",
+        )
+        await self.reporter.raise_messages(
+            [self._message(8204, last, dp, CANCELLED_REASON)], op=cancel
+        )
+        with suppress(BusClosed):  # Hierarchy.wait sees the final status
+            await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+        return True
+
+    async def _held_version(self, dp: DistributionPointRow, pkg_id: str) -> int:
+        """The latest version of the package the DP's library holds (0: none, or the DP
+        did not answer: the cancelled request then counts as not done)."""
+        try:
+            inventory: DPInventory = await self.request(_provider(dp), DPQuery(pkg_id, ()))
+        except BusError:
+            return 0
+        return inventory.previous.version if inventory.previous is not None else 0
+
+    async def _discard_staged(self, dp: DistributionPointRow, pkg_id: str) -> None:
+        """Delete the package's files in the DP's ``SMS_DP$`` (with the package held, so no
+        send of it is writing there)."""
+        staging = self.dp_root(dp) / "SMS_DP$"
+        removed = await anyio.to_thread.run_sync(_discard_staged_files, staging, pkg_id)
+        if removed:
+            self._log(f"~Deleted {removed} staged file(s) of package {pkg_id} on {dp.server_name}")
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -424,6 +650,9 @@ class PkgXferMgr(Actor):
         dp: DistributionPointRow,
         status: PkgStatusValue,
         detail: str = "",
+        *,
+        bytes_full: int = 0,
+        bytes_delta: int = 0,
     ) -> None:
         """The STA to DistMgr; awaited, so the job ends only after the status is stored."""
         await self.request(
@@ -436,6 +665,8 @@ class PkgXferMgr(Actor):
                 dp.nal_path,
                 int(status),
                 detail,
+                bytes_full,
+                bytes_delta,
             ),
         )
         self._log(
@@ -458,6 +689,16 @@ class PkgXferMgr(Actor):
         if reason is not None:
             strings += (reason,)
         return self.reporter.message(message_id, strings, attributes)
+
+    async def _change_dp(self, dp: DistributionPointRow, msg: Any) -> Any:
+        """A request that changes the DP (add a file, apply a delta, add the version):
+        shielded, so a cancel lands before or after it, never while the DP acts on it."""
+        with anyio.CancelScope(shield=True):
+            return await self.request(_provider(dp), msg)
+
+    async def _publish_progress(self, event: TransferProgress) -> None:
+        with suppress(BusClosed):  # the bus is stopping: nobody is left to see it
+            await self.publish(TRANSFER_PROGRESS_TOPIC, event)
 
     def _log(self, line: str, *, severity: str = "I") -> None:
         if self.log_file is not None:
@@ -489,6 +730,138 @@ class _SiteCopy:
         self.mended = False
 
 
+class _Send:
+    """A running try of an add or redistribute job: what a cancel stops, and what the try
+    moves (bytes over the link, whole files and deltas apart, and its progress events).
+
+    ``bytes_full`` / ``bytes_delta`` count the bytes that crossed the link in this try
+    (a chunk counts once it is written to the DP's share, even if the link is cut while it
+    is on its way). ``sent`` / ``total`` are the progress bar: ``sent`` also counts bytes
+    an earlier, cut try left staged, which this try resumes after (see TransferProgress).
+    """
+
+    __slots__ = (
+        "_interval",
+        "_last",
+        "_now",
+        "_publish",
+        "bytes_delta",
+        "bytes_full",
+        "committing",
+        "dp",
+        "job",
+        "scope",
+        "sent",
+        "total",
+    )
+
+    def __init__(
+        self,
+        job: DistributionJobRow,
+        dp: DistributionPointRow,
+        publish: Callable[[TransferProgress], Awaitable[None]],
+        now: Callable[[], float],
+        interval: float,
+    ) -> None:
+        self.job = job
+        self.dp = dp
+        self.scope = anyio.CancelScope()
+        self.committing = False
+        self.bytes_full = 0
+        self.bytes_delta = 0
+        self.sent = 0
+        self.total = 0
+        self._publish = publish
+        self._now = now
+        self._interval = interval
+        self._last: float | None = None  # clock time of the last event (None: none yet)
+
+    def cancel(self) -> bool:
+        """Stop the send at its next chunk (or DP request); False once it is committing."""
+        if self.committing:
+            return False
+        self.scope.cancel()
+        return True
+
+    async def commit(self) -> None:
+        """The point of no return, before the version is added to the DP: a cancel that
+        came first stops the send here; one that comes after is refused."""
+        await anyio.lowlevel.checkpoint()
+        self.committing = True
+
+    def plan(self, nbytes: int) -> None:
+        """``nbytes`` more (or, negative, fewer) to send than planned so far."""
+        self.total += nbytes
+
+    def count(self, crossed: int, staged_before: int, *, delta: bool) -> None:
+        """A chunk of ``crossed`` bytes crossed the link; ``staged_before`` bytes of the
+        same file were found staged by an earlier try (first chunk of a resumed file)."""
+        if delta:
+            self.bytes_delta += crossed
+        else:
+            self.bytes_full += crossed
+        self.sent += crossed + staged_before
+
+    async def report(self, *, delta: bool) -> None:
+        """Publish the progress if it is due: the first chunk, the last, or one
+        ``interval`` after the previous event."""
+        now = self._now()
+        last = self._last
+        if last is not None and self.sent < self.total and now - last < self._interval:
+            return
+        self._last = now
+        job = self.job
+        await self._publish(
+            TransferProgress(
+                job.pkg_id,
+                job.package_version,
+                self.dp.server_name,
+                self.sent,
+                max(self.total, self.sent),
+                delta,
+            )
+        )
+
+
+def _files_to_send(
+    files: Sequence[FileEntry], present: Sequence[bool], *, redistribute: bool
+) -> list[FileEntry]:
+    """The files a job sends: each distinct file the DP lacks (all of them on redistribute)."""
+    todo: list[FileEntry] = []
+    seen: set[str] = set()
+    for entry, has in zip(files, present, strict=True):
+        if entry.sha256 in seen or (has and not redistribute):
+            continue
+        seen.add(entry.sha256)
+        todo.append(entry)
+    return todo
+
+
+def _discard_staged_files(staging: Path, pkg_id: str) -> int:
+    """Delete every staged file (whole file or delta, any version) of the package in a
+    DP's ``SMS_DP$``; returns how many went."""
+    try:
+        names = os.listdir(staging)
+    except FileNotFoundError:
+        return 0
+    removed = 0
+    for name in names:
+        if _staged_package(name) == pkg_id:
+            (staging / name).unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def _staged_package(name: str) -> str | None:
+    """The package of a staged file's name (``<SHA256>-<PkgID>.<version>.temp`` or
+    ``.delta``, see :func:`staging_name`); None for any other name."""
+    _, dash, rest = name.partition("-")
+    parts = rest.rsplit(".", 2)
+    if not dash or len(parts) != 3 or parts[2] not in ("temp", "delta"):
+        return None
+    return parts[0]
+
+
 def _provider(dp: DistributionPointRow) -> str:
     return f"{dp.server_name}/DPProvider"
 
@@ -503,12 +876,18 @@ async def _transmit(
     staged: Path,
     link: NetworkLink,
     log: Callable[[str], None],
+    send: _Send,
+    *,
+    delta: bool,
 ) -> None:
     """Copy ``source`` to the staged file over ``link``, resuming after a cut transfer.
 
     Bytes a cut transfer left in the staged file are kept and the copy goes on from their
     end ("Attempt to write N bytes ... at position P"); the DP verifies the whole file's
     hash before it is used, so a damaged remainder costs one more try, never bad content.
+    Each chunk is counted on ``send`` (before the link's wait, so a cut chunk counts) and
+    its progress reported after it. A cancel lands between chunks: a chunk being written
+    in the worker thread is finished first, so nothing writes the file after the cancel.
     """
     await link.open()
     chunk = _LINK_CHUNK if link.throttled else _LOCAL_CHUNK
@@ -519,9 +898,11 @@ async def _transmit(
         )
         if link.throttled:
             log(f"~Wrote {n} bytes to {staged.name} at position {position}")
+        send.count(n, position if resume_at is None else 0, delta=delta)
         position += n
         resume_at = position
         await link.carry(n)
+        await send.report(delta=delta)
         if position >= size:
             return
 

@@ -22,6 +22,7 @@ from typing import IO, Any, Literal, NamedTuple
 
 import msgspec
 
+from actors.config import server_of_nal
 from actors.sitedb import SiteDatabase, WriteOp
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "format_statmsg",
     "last_message",
     "last_message_id",
+    "message_dp",
     "stored_messages",
 ]
 
@@ -96,14 +98,21 @@ ATTR_PACKAGE_VERSION = 410
 
 
 class StatusMessage(msgspec.Struct, frozen=True):
+    """What a ``STATMSG:`` line carries, plus where it is stored and which DP it concerns."""
+
     message_id: int  # 2300, 2330, 8210, ...
-    severity: str  # "I", "W" or "E"
+    severity: Severity  # "I", "W" or "E"
     component: str  # "SMS_DISTRIBUTION_MANAGER", "SMS_PACKAGE_TRANSFER_MANAGER", ...
     site: str  # "PS1"
     system: str  # "PS1SITE.CONTOSO.COM"
     time: dt.datetime
     strings: tuple[str, ...]  # ISTR0..ISTR9
     attributes: dict[int, str]  # 400: package ID, 404: DP NAL path, 410: version
+    dp: str | None = None
+    """The plain name of the DP the message concerns (the NAL path is attribute 404)."""
+    record_id: int = 0
+    """``StatusMessages.RecordID`` in the site's database (0 until stored): a subscriber
+    that keeps the last one per site can replay from there after a restart."""
 
 
 class MessageInfo(NamedTuple):
@@ -445,15 +454,18 @@ class StatusReporter:
             )
         if len(strings) > 10:
             raise ValueError(f"status message {message_id}: at most 10 insertion strings")
+        component = component or (info.component if info else "")
+        attrs = dict(attributes or {})
         return StatusMessage(
             message_id=message_id,
             severity=severity or (info.severity if info else "I"),
-            component=component or (info.component if info else ""),
+            component=component,
             site=self.site,
             system=self.system,
             time=time or self._now(),
             strings=tuple(strings),
-            attributes=dict(attributes or {}),
+            attributes=attrs,
+            dp=message_dp(component, tuple(strings), attrs),
         )
 
     async def report(
@@ -470,8 +482,8 @@ class StatusReporter:
         """Raise one message; ``op`` is the row change it reports, stored in the same
         transaction (one commit, and no reader sees the change without its message)."""
         msg = self.message(message_id, strings, attributes, severity=severity, component=component)
-        await self.raise_messages((msg,), thread=thread, op=op)
-        return msg
+        (record_id,) = await self.raise_messages((msg,), thread=thread, op=op)
+        return msgspec.structs.replace(msg, record_id=record_id)
 
     async def raise_message(self, msg: StatusMessage, *, thread: int | None = None) -> int:
         """Store, log and publish an already built message; returns its RecordID."""
@@ -494,6 +506,10 @@ class StatusReporter:
             return [_store(conn, m) for m in msgs]
 
         record_ids = await self.db.write(write)
+        msgs = [
+            msgspec.structs.replace(m, record_id=rid)
+            for m, rid in zip(msgs, record_ids, strict=True)
+        ]
         tid = thread if thread is not None else threading.get_native_id()
         for msg in msgs:
             line = format_statmsg(msg, pid=self._pid, tid=tid)
@@ -570,16 +586,35 @@ async def stored_messages(
         (since_record, last),
     ):
         attrs.setdefault(rid, {})[aid] = value
-    return [
-        StatusMessage(
-            message_id=mid,
-            severity=sev,
-            component=comp,
-            site=site,
-            system=system,
-            time=dt.datetime.fromisoformat(when),
-            strings=tuple(json.loads(strings)),
-            attributes=attrs.get(rid, {}),
+    out = []
+    for rid, mid, sev, comp, site, system, when, strings in rows:
+        ins = tuple(json.loads(strings))
+        attributes = attrs.get(rid, {})
+        out.append(
+            StatusMessage(
+                message_id=mid,
+                severity=sev,
+                component=comp,
+                site=site,
+                system=system,
+                time=dt.datetime.fromisoformat(when),
+                strings=ins,
+                attributes=attributes,
+                dp=message_dp(comp, ins, attributes),
+                record_id=rid,
+            )
         )
-        for rid, mid, sev, comp, site, system, when, strings in rows
-    ]
+    return out
+
+
+def message_dp(
+    component: str, strings: tuple[str, ...], attributes: Mapping[int, str]
+) -> str | None:
+    """The DP a message concerns, by plain name: from its NAL path attribute, or for
+    PkgXferMgr's messages (whose 8200 names no DP attribute) from its third string."""
+    nal = attributes.get(ATTR_DP_NAL_PATH)
+    if nal is not None:
+        return server_of_nal(nal)
+    if component == PKGXFERMGR and len(strings) > 2 and strings[2]:
+        return strings[2]
+    return None

@@ -279,8 +279,11 @@ class Bus:
         self._check_open()
         return await self._publish(topic, msg)
 
-    def subscribe(self, topic: str, buffer: int = 1000, policy: Policy = "block") -> Subscription:
-        """A subscription (``async with`` it); see Subscription for the policies."""
+    def subscribe(
+        self, topic: str | tuple[str, ...], buffer: int = 1000, policy: Policy = "block"
+    ) -> Subscription:
+        """A subscription (``async with`` it) to one topic, or to several through one buffer;
+        see Subscription for the policies."""
         return Subscription(self._topics, topic, buffer, policy)
 
     def send_later(self, delay: float, address: str, msg: Any) -> ScheduledSend:

@@ -22,9 +22,16 @@ class Subscription:
     Iteration ends when the subscription or the bus closes (after the buffer is read).
     """
 
-    def __init__(self, topics: Topics, topic: str, buffer: int, policy: str) -> None:
-        if not isinstance(topic, str) or not topic:
-            raise ConfigError(f"a topic must be a non-empty str, got {topic!r}")
+    def __init__(
+        self, topics: Topics, topic: str | tuple[str, ...], buffer: int, policy: str
+    ) -> None:
+        names = (topic,) if isinstance(topic, str) else topic
+        if not isinstance(names, tuple) or not names:
+            raise ConfigError(f"a subscription needs one or more topics, got {topic!r}")
+        for name in names:
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"a topic must be a non-empty str, got {name!r}")
+        topic = ", ".join(names)
         if not isinstance(buffer, int) or buffer < 1:
             raise ConfigError(
                 f"subscription buffer for {topic!r} must be an int >= 1, got {buffer!r}"
@@ -34,6 +41,7 @@ class Subscription:
                 f"subscription policy for {topic!r} must be one of {POLICIES}, got {policy!r}"
             )
         self.topic = topic
+        self.topics = names  # one buffer for all of them: messages in publish order
         self.buffer = buffer
         self.policy = policy
         self.received = 0  # messages accepted into the buffer
@@ -124,12 +132,14 @@ class Topics:
     def add(self, sub: Subscription) -> None:
         if self.closed:
             raise BusClosed(f"cannot subscribe to {sub.topic!r}: the bus is stopped")
-        self._subs.setdefault(sub.topic, []).append(sub)
+        for topic in sub.topics:
+            self._subs.setdefault(topic, []).append(sub)
 
     def discard(self, sub: Subscription) -> None:
-        subs = self._subs.get(sub.topic)
-        if subs is not None and sub in subs:
-            subs.remove(sub)
+        for topic in sub.topics:
+            subs = self._subs.get(topic)
+            if subs is not None and sub in subs:
+                subs.remove(sub)
 
     def subscribers(self, topic: str) -> int:
         return len(self._subs.get(topic, ()))

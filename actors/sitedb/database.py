@@ -16,6 +16,7 @@ from actors.config import HierarchyConfig
 from actors.errors import SiteDatabaseError
 from actors.sitedb._writer import WriteOp, Writer
 from actors.sitedb.enums import (
+    JobAction,
     JobState,
     PackageAction,
     PkgStatusType,
@@ -27,6 +28,7 @@ from actors.sitedb.rows import (
     ChangeNotification,
     DistributionJobRow,
     DistributionPointRow,
+    DPTransferBytesRow,
     PackageContentRow,
     PackageRow,
     PkgServerRow,
@@ -56,7 +58,7 @@ _SERVER_COLS = (
 )
 _JOB_COLS = (
     "JobID, DPID, PkgID, PackageVersion, State, Action, SendAction, CreationTime,"
-    " LastUpdateTime, FailureCount, RestartTime"
+    " LastUpdateTime, FailureCount, RestartTime, BytesFull, BytesDelta"
 )
 _STATUS_COLS = (
     "PKID, ID, Type, SiteCode, PkgServer, Status, UpdateTime, Location, ShareName, HTTPUrl,"
@@ -642,6 +644,25 @@ class SiteDatabase:
             (int(PkgStatusType.DP), nal_path, int(PkgStatusValue.INSTALLED)),
         )
         return [str(r[0]) for r in rows]
+
+    async def cancellable_jobs(self, dp_id: int, pkg_id: str) -> list[DistributionJobRow]:
+        """The package's add and redistribute jobs on the DP that are not given up (pending,
+        running or waiting for a retry): what a cancel ends, oldest first."""
+        rows = await self.fetchall(
+            f"SELECT {_JOB_COLS} FROM DistributionJobs WHERE DPID = ? AND PkgID = ?"
+            " AND Action <> ? AND State <> ? ORDER BY JobID",
+            (dp_id, pkg_id, int(JobAction.REMOVE), int(JobState.FAILED)),
+        )
+        return [DistributionJobRow(*r) for r in rows]
+
+    async def transfer_bytes(self, pkg_id: str) -> list[DPTransferBytesRow]:
+        """Per DP, the bytes that crossed its link for its latest install of the package."""
+        rows = await self.fetchall(
+            "SELECT PkgID, NALPath, Version, BytesFull, BytesDelta FROM DPTransferBytes"
+            " WHERE PkgID = ? ORDER BY NALPath",
+            (pkg_id,),
+        )
+        return [DPTransferBytesRow(*r) for r in rows]
 
 
 def _package(row: tuple[Any, ...]) -> PackageRow:

@@ -22,10 +22,15 @@ from actors.sitedb.enums import (
 from actors.sitedb.rows import DistributionPointRow, PkgServerRow
 
 __all__ = [
+    "cancel_jobs",
     "delete_job",
+    "delete_transfer_bytes",
+    "end_older_jobs",
+    "fail_job",
     "insert_distribution_job",
     "mark_stale_servers",
     "park_package",
+    "record_transfer_bytes",
     "reset_server_actions",
     "set_job_state",
     "store_package_version",
@@ -257,3 +262,89 @@ def set_job_state(conn: sqlite3.Connection, job_id: int, state: JobState, now: s
         "update DistributionJobs set State = ?, LastUpdateTime = ? where JobID = ?",
         (int(state), now, job_id),
     )
+
+
+def fail_job(
+    conn: sqlite3.Connection,
+    *,
+    job_id: int,
+    give_up: bool,
+    failures: int,
+    restart_time: str | None,
+    now: str,
+    bytes_full: int = 0,
+    bytes_delta: int = 0,
+) -> None:
+    """A try of the job failed: Retrying until ``restart_time`` (or Failed for good with
+    ``give_up``); the bytes the try moved are added to the job's, so the install that
+    follows counts every try."""
+    conn.execute(
+        "update DistributionJobs set State = ?, FailureCount = ?, RestartTime = ?,"
+        " LastUpdateTime = ?, BytesFull = BytesFull + ?, BytesDelta = BytesDelta + ?"
+        " where JobID = ?",
+        (
+            int(JobState.FAILED if give_up else JobState.RETRYING),
+            failures,
+            restart_time,
+            now,
+            bytes_full,
+            bytes_delta,
+            job_id,
+        ),
+    )
+
+
+def record_transfer_bytes(
+    conn: sqlite3.Connection,
+    *,
+    pkg_id: str,
+    nal_path: str,
+    version: int,
+    bytes_full: int,
+    bytes_delta: int,
+) -> None:
+    """The DP's latest install of the package, and what crossed its link for it (written
+    in the commit of its Installed status)."""
+    conn.execute(
+        "insert into DPTransferBytes (PkgID, NALPath, Version, BytesFull, BytesDelta)"
+        " values (?, ?, ?, ?, ?) on conflict (PkgID, NALPath) do update set"
+        " Version = excluded.Version, BytesFull = excluded.BytesFull,"
+        " BytesDelta = excluded.BytesDelta",
+        (pkg_id, nal_path, version, bytes_full, bytes_delta),
+    )
+
+
+def delete_transfer_bytes(conn: sqlite3.Connection, pkg_id: str, nal_path: str) -> None:
+    """The package left the DP: no install of it there to count."""
+    conn.execute("delete from DPTransferBytes where PkgID = ? and NALPath = ?", (pkg_id, nal_path))
+
+
+def end_older_jobs(conn: sqlite3.Connection, *, dp_id: int, pkg_id: str, before: int) -> int:
+    """A removal of the package from the DP ends its older add and redistribute jobs there
+    (pending, waiting for a retry, given up, or the send it cancelled): none may run after
+    the removal and put the content back. Returns how many went."""
+    cur = conn.execute(
+        "delete from DistributionJobs where DPID = ? and PkgID = ? and JobID < ? and Action <> ?",
+        (dp_id, pkg_id, before, int(JobAction.REMOVE)),
+    )
+    return cur.rowcount
+
+
+def cancel_jobs(
+    conn: sqlite3.Connection,
+    *,
+    dp: DistributionPointRow,
+    pkg_id: str,
+    job_ids: Iterable[int],
+    status: PkgStatusValue,
+    version: int,
+    now: str,
+) -> bool:
+    """An administrator's cancel: the jobs go, and the DP's status row becomes ``status``
+    at ``version`` if the package still targets the DP (a removal under way or done owns
+    the row then). Returns whether the status was written."""
+    conn.executemany("delete from DistributionJobs where JobID = ?", [(j,) for j in job_ids])
+    if targeted_version(conn, pkg_id, dp.nal_path) is None:
+        return False
+    upsert_dp_status(conn, pkg_id=pkg_id, dp=dp, status=status, version=version, now=now)
+    return True

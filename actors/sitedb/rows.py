@@ -8,6 +8,7 @@ from actors.sitedb.enums import PackageAction, ServerAction
 
 __all__ = [
     "ChangeNotification",
+    "DPTransferBytesRow",
     "DistributionJobRow",
     "DistributionPointRow",
     "PackageContentRow",
@@ -94,6 +95,8 @@ class DistributionJobRow(msgspec.Struct, frozen=True):
     last_update_time: str | None
     failure_count: int
     restart_time: str | None
+    bytes_full: int = 0  # bytes earlier tries of the job sent (whole files)
+    bytes_delta: int = 0  # ... and as deltas
 
 
 class PkgStatusRow(msgspec.Struct, frozen=True):
@@ -120,6 +123,16 @@ class PullDPResponseRow(msgspec.Struct, frozen=True):
     pkg_version: int
     action_state: int
     action_data: str
+
+
+class DPTransferBytesRow(msgspec.Struct, frozen=True):
+    """A ``DPTransferBytes`` row: what crossed the DP's link for its latest install."""
+
+    pkg_id: str
+    nal_path: str
+    version: int
+    bytes_full: int
+    bytes_delta: int
 
 
 class ChangeNotification(msgspec.Struct, frozen=True):

@@ -57,6 +57,8 @@ SCOPES: dict[str, TableScope] = {
     "PkgStatus": TableScope(True, ("ID", "Type", "SiteCode", "PkgServer"), frozenset({"PKID"})),
     "PkgNotification": TableScope(False),
     "DistributionJobs": TableScope(False),
+    # What crossed each DP's link for its latest install: this site's sends, this site's rows.
+    "DPTransferBytes": TableScope(False),
     "PullDPResponse": TableScope(False),
     "StatusMessages": TableScope(False),
     "StatusMessageAttributes": TableScope(False),
@@ -373,6 +375,25 @@ BEGIN
 END;
 """
 
+# Version 3: the bytes that crossed a DP's link for a package, full files and deltas apart.
+# ``DistributionJobs.BytesFull`` / ``BytesDelta`` add up the tries of a job that failed and
+# will retry (so a resumed send counts what every try moved); ``DPTransferBytes`` holds a
+# DP's latest install, written in the commit that stores its Installed status, deleted when
+# the package leaves the DP or the site.
+_V3 = """
+ALTER TABLE DistributionJobs ADD COLUMN BytesFull INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE DistributionJobs ADD COLUMN BytesDelta INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE DPTransferBytes (
+    PkgID TEXT NOT NULL,
+    NALPath TEXT NOT NULL,
+    Version INTEGER NOT NULL,              -- the version installed
+    BytesFull INTEGER NOT NULL DEFAULT 0,  -- whole files sent
+    BytesDelta INTEGER NOT NULL DEFAULT 0, -- deltas sent
+    PRIMARY KEY (PkgID, NALPath)
+);
+"""
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 SCHEMA_VERSION = MIGRATIONS[-1][0]

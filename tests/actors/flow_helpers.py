@@ -255,7 +255,7 @@ def filelib(library_root: Path) -> list[str]:
 
 
 def dp_library_root(h: Hierarchy, dp: str) -> Path:
-    library = h.sites[SITE].dp_library(dp)
+    library = h.servers[SITE].dp_library(dp)
     assert library is not None, dp
     return library.root
 
@@ -266,8 +266,8 @@ def staged_files(h: Hierarchy, dp: str) -> list[str]:
 
 def log_text(h: Hierarchy, name: str) -> str:
     """A site server log, flushed first (the logs are buffered)."""
-    h.sites[SITE].logs.flush()
-    path = h.sites[SITE].root / "logs" / name
+    h.servers[SITE].logs.flush()
+    path = h.servers[SITE].root / "logs" / name
     return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 

@@ -51,7 +51,7 @@ _TABLES = (
 async def _snapshot(h: Hierarchy) -> dict[str, object]:
     """Every row a provider call could write, at every site, and every DP library."""
     out: dict[str, object] = {}
-    for code, site in h.sites.items():
+    for code, site in h.servers.items():
         db: SiteDatabase = site.db
         for table in _TABLES:
             out[f"{code}.{table}"] = await db.fetchall(f"SELECT * FROM {table} ORDER BY 1")
@@ -160,7 +160,7 @@ async def test_every_operation_after_close_raises_hierarchy_closed(tmp_path: Pat
 
 async def test_a_damaged_site_database_is_named_when_the_hierarchy_opens(tmp_path: Path) -> None:
     async with open_hierarchy(tmp_path) as h:
-        path = h.sites[SITE].db.path
+        path = h.servers[SITE].db.path
     _overwrite(path, b"this is not a database, it was overwritten" * 100)
     with pytest.raises(SiteDatabaseError) as info:
         async with open_hierarchy(tmp_path):

@@ -50,7 +50,7 @@ class _Paused:
 async def test_update_during_the_first_snapshot_is_not_lost(tmp_path: Path) -> None:
     src = write_tree(tmp_path / "App", {"app.txt": b"version 1\n", "same.bin": b"s" * 5000})
     async with open_hierarchy(tmp_path) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         paused = _Paused(site.library)
         pkg = await h.create_package("App", src, site=SITE)
         await h.distribute(pkg, [DP1])
@@ -69,7 +69,7 @@ async def test_update_during_the_first_snapshot_is_not_lost(tmp_path: Path) -> N
 async def test_delete_during_the_first_snapshot_is_not_undone(tmp_path: Path) -> None:
     src = write_tree(tmp_path / "App", {"app.txt": b"doomed\n"})
     async with open_hierarchy(tmp_path) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         paused = _Paused(site.library)
         pkg = await h.create_package("App", src, site=SITE)
         await h.distribute(pkg, [DP1, DP2])
@@ -87,7 +87,7 @@ async def test_delete_during_the_first_snapshot_is_not_undone(tmp_path: Path) ->
 
 
 async def _action(h: Hierarchy, pkg_id: str, action: int) -> bool:
-    row = await h.sites[SITE].db.package(pkg_id)
+    row = await h.servers[SITE].db.package(pkg_id)
     return row is not None and int(row.action) == action
 
 
@@ -95,7 +95,7 @@ async def test_a_late_retry_of_an_old_version_never_rolls_the_dp_back(tmp_path: 
     src = write_tree(tmp_path / "App", {"big.bin": b"1" * 300_000, "v.txt": b"v1\n"})
     clock = ManualClock()
     async with Hierarchy.open(HIERARCHY, root=tmp_path / "data", clock=clock) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         db = site.db
         pkg = await h.create_package("App", src, site=SITE)
         link = site.links[DP1]
@@ -131,7 +131,7 @@ async def test_a_lost_site_database_is_refused_naming_the_file(tmp_path: Path) -
         pkg = await h.create_package("App", src, site=SITE)
         await h.distribute(pkg, [DP1])
         await h.wait(pkg, timeout=TIMEOUT)
-        path = h.sites[SITE].db.path
+        path = h.servers[SITE].db.path
     for empty in (False, True):
         _replace_database(path, b"" if empty else None)
         with pytest.raises(SiteDatabaseLost) as info:
@@ -159,7 +159,7 @@ async def test_package_ids_held_by_libraries_are_never_reused(tmp_path: Path) ->
     content a library holds."""
     backup = tmp_path / "backup.db"
     async with open_hierarchy(tmp_path) as h:
-        db_path = h.sites[SITE].db.path
+        db_path = h.servers[SITE].db.path
         first = await h.create_package("First", write_tree(tmp_path / "1", {"a": b"1"}), site=SITE)
         await h.wait(first, timeout=TIMEOUT)
     shutil.copy(db_path, backup)  # (closed: the WAL is checkpointed into the file)
@@ -196,7 +196,7 @@ async def test_cancelled_admin_calls_complete_whole_or_not_at_all(tmp_path: Path
                 created.append(pkg.pkg_id)
                 await h.distribute(pkg, [DP1])
                 distributed.append(pkg.pkg_id)
-        db = h.sites[SITE].db
+        db = h.servers[SITE].db
         packages = [p.pkg_id for p in await db.packages()]
         assert len(created) == 12
         assert sorted(packages) == sorted(created)

@@ -90,7 +90,7 @@ async def test_a_bad_source_fails_its_package_with_the_reason(tmp_path: Path, ki
         status = await h.wait(bad_pkg, timeout=TIMEOUT)
         assert _summary(status) == [(DP1, "Failed", 2302), (DP2, "Failed", 2302)]
         assert all(named in s.detail for s in status), status
-        ids = await message_ids(h.sites[SITE].db, bad_pkg.pkg_id)
+        ids = await message_ids(h.servers[SITE].db, bad_pkg.pkg_id)
         assert ids[-2:] == [2306, 2302]
         good_status = await h.wait(good_pkg, timeout=TIMEOUT)
         assert [(s.state, s.version) for s in good_status] == [("Installed", 1)]
@@ -99,7 +99,7 @@ async def test_a_bad_source_fails_its_package_with_the_reason(tmp_path: Path, ki
 async def test_a_source_deleted_after_create_fails_the_package(tmp_path: Path) -> None:
     src = write_tree(tmp_path / "Gone", {"a.txt": b"a\n"})
     async with open_hierarchy(tmp_path) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         paused = anyio.Event()
         snapshot = site.library.snapshot
 
@@ -140,7 +140,7 @@ async def test_poison_packages_never_stop_the_hierarchy_and_stay_parked(tmp_path
         assert [s.state for s in await h.wait(good_pkg, timeout=TIMEOUT)] == ["Installed"]
         for pkg in pkgs:  # parked: not processed again until an admin asks
             assert [s.state for s in await h.wait(pkg, timeout=TIMEOUT)] == ["Failed"]
-            assert (await message_ids(h.sites[SITE].db, pkg.pkg_id)).count(2302) == 1
+            assert (await message_ids(h.servers[SITE].db, pkg.pkg_id)).count(2302) == 1
 
 
 # -- a DP that left the hierarchy file, a full disk --------------------------------------
@@ -177,7 +177,7 @@ async def test_a_full_disk_on_a_dp_is_retried_and_loses_nothing(tmp_path: Path) 
     src = write_tree(tmp_path / "App", {"a.bin": os.urandom(50_000), "b.txt": b"b\n"})
     clock = ManualClock()
     async with Hierarchy.open(HIERARCHY, root=tmp_path / "data", clock=clock) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         for link in site.links.values():  # only the retry delay waits for the clock
             link.latency, link.bandwidth = 0.0, None
         library = site.dp_library(DP1)
@@ -245,7 +245,7 @@ async def test_validation_finds_a_damaged_dp_file_and_redistribute_repairs_it(
     files = {"app/big.bin": os.urandom(200_000), "readme.txt": b"read me\n"}
     async with open_hierarchy(tmp_path) as h:
         pkg = await _installed(tmp_path, h, files)
-        library = h.sites[SITE].dp_library(DP1)
+        library = h.servers[SITE].dp_library(DP1)
         assert library is not None
         files_ = library.manifest(f"{pkg.pkg_id}.1").files
         entry = next(f for f in files_ if f.path.endswith("big.bin"))
@@ -268,7 +268,7 @@ async def test_validation_finds_a_damaged_dp_file_and_redistribute_repairs_it(
             status2
         )
         assert (await h.validate(pkg, DP1)).ok
-        ids = await message_ids(h.sites[SITE].db, pkg.pkg_id, DP1)
+        ids = await message_ids(h.servers[SITE].db, pkg.pkg_id, DP1)
         # validation failed, the redistribute installed it again, validation passed
         assert ids[4:] == [2380, 2383, 2357, 8200, 8210, 2330, 2380, 2384], ids
         await assert_extracts_identical(h, pkg, [DP1, DP2], tmp_path / "App", tmp_path / "out")
@@ -308,7 +308,7 @@ async def test_a_damaged_site_file_is_read_again_from_a_matching_source(tmp_path
     files = {"big.bin": os.urandom(100_000), "small.txt": b"small\n"}
     src = write_tree(tmp_path / "App", files)
     async with open_hierarchy(tmp_path) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         pkg = await h.create_package("App", src, site=SITE)
         await h.distribute(pkg, [DP1])
         await h.wait(pkg, timeout=TIMEOUT)
@@ -338,7 +338,7 @@ async def test_scheduled_validation_marks_damaged_content_failed(tmp_path: Path)
     )
     clock = ManualClock()
     async with Hierarchy.open(config, clock=clock) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         for link in site.links.values():
             link.latency, link.bandwidth = 0.0, None
         pkg = await _installed(tmp_path, h, {"a.bin": os.urandom(20_000)})
@@ -359,5 +359,5 @@ async def test_scheduled_validation_marks_damaged_content_failed(tmp_path: Path)
 
 
 async def _ids_end_with(h: Hierarchy, pkg: Package, dp: str, tail: list[int]) -> bool:
-    ids = await message_ids(h.sites[SITE].db, pkg.pkg_id, dp)
+    ids = await message_ids(h.servers[SITE].db, pkg.pkg_id, dp)
     return ids[-len(tail) :] == tail

@@ -46,7 +46,7 @@ async def test_cut_send_is_retried_and_resumes_from_staged_bytes(tmp_path: Path)
     total = len(big) + len(b"small\n")
     cut = 1536 * 1024  # inside the big file's second 983040-byte chunk
     async with open_hierarchy(tmp_path) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         db = site.db
         await install_probes(db)
         pkg = await h.create_package("Big", src, site=SITE)
@@ -84,7 +84,7 @@ async def test_cut_send_is_retried_and_resumes_from_staged_bytes(tmp_path: Path)
 
 async def _assert_installed_once(h: Hierarchy, pkg: Package, dps: list[str], src: Path) -> None:
     """Installed everywhere with one copy of every file, each job's end reported once."""
-    site = h.sites[SITE]
+    site = h.servers[SITE]
     db = site.db
     status = await h.wait(pkg, timeout=TIMEOUT)
     assert [(s.dp, s.state, s.version) for s in status] == [(dp, "Installed", 1) for dp in dps]
@@ -132,7 +132,7 @@ async def test_restart_with_a_transfer_in_flight_and_a_job_waiting_to_retry(
     total = len(big) + len(b"small\n")
     try:
         async with open_hierarchy(tmp_path) as h:
-            site = h.sites[SITE]
+            site = h.servers[SITE]
             db = site.db
             await install_probes(db)
             pkg = await h.create_package("Pkg", src, site=SITE)
@@ -154,8 +154,8 @@ async def test_restart_with_a_transfer_in_flight_and_a_job_waiting_to_retry(
     except* _Kill:
         pass
     async with open_hierarchy(tmp_path) as h:
-        link = h.sites[SITE].links[DP1]
+        link = h.servers[SITE].links[DP1]
         await _assert_installed_once(h, pkg, [DP1, DP2], src)
         # DP1's send went on from what the first run had staged
         assert 0 < link.bytes_sent < total
-        assert (await message_ids(h.sites[SITE].db, pkg.pkg_id, DP2))[:2] == [2357, 8203]
+        assert (await message_ids(h.servers[SITE].db, pkg.pkg_id, DP2))[:2] == [2357, 8203]

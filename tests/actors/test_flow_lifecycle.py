@@ -63,7 +63,7 @@ async def test_create_distribute_update_redistribute_remove_delete(tmp_path: Pat
     )
     out = tmp_path / "out"
     async with open_hierarchy(tmp_path) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         db = site.db
         await install_probes(db)
         dp1_link, dp2_link = site.links[DP1], site.links[DP2]
@@ -173,7 +173,7 @@ async def test_create_distribute_update_redistribute_remove_delete(tmp_path: Pat
         for link, before in zip((dp1_link, dp2_link), sent_before, strict=True):
             assert 0 < link.bytes_sent - before < BIG // 8
         for dp in (DP1, DP2):
-            library = h.sites[SITE].dp_library(dp)
+            library = h.servers[SITE].dp_library(dp)
             assert library is not None
             assert library.content_ids(pkg.pkg_id) == [f"{pkg.pkg_id}.2"]
             # the files version 2 dropped (old.txt, the old app.bin and readme) are gone

@@ -34,7 +34,7 @@ async def test_shared_file_stored_once_and_kept_while_referenced(tmp_path: Path)
     src_b = write_tree(tmp_path / "B", {"prereq/runtime.bin": shared, "b.txt": only_b})
     out = tmp_path / "out"
     async with open_hierarchy(tmp_path) as h:
-        site = h.sites[SITE]
+        site = h.servers[SITE]
         a = await h.create_package("A", src_a, site=SITE)
         b = await h.create_package("B", src_b, site=SITE)
         await h.distribute(a, [DP1, DP2])

@@ -1,4 +1,5 @@
-"""hierarchy.toml: the default file loads; every bad file is refused with file, key and problem."""
+"""hierarchy.toml: the default file loads; every bad file is refused with file, key and problem;
+a data root is never assumed (no writes to the current folder)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,14 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors.config import IN_CODE, HierarchyConfig, check_hierarchy, load_hierarchy, nal_path
+from actors.config import (
+    IN_CODE,
+    HierarchyConfig,
+    check_hierarchy,
+    default_hierarchy,
+    load_hierarchy,
+    nal_path,
+)
 from actors.errors import HierarchyConfigError
 from actors.hierarchy import Hierarchy
 
@@ -51,7 +59,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 def test_default_file_describes_the_reference_hierarchy() -> None:
-    h = load_hierarchy(ROOT / "hierarchy.toml")
+    h = default_hierarchy()
     assert {s.code: (s.type, s.parent) for s in h.sites} == {
         "CS1": ("cas", None),
         "PS1": ("primary", "CS1"),
@@ -72,7 +80,6 @@ def test_default_file_describes_the_reference_hierarchy() -> None:
     assert s.despooler_retry_delay == 300.0
     assert (s.pulldp_max_active_jobs, s.pulldp_notification_attempts) == (50, 30)
     assert (s.pkgxfer_max_packages, s.pkgxfer_threads_per_package) == (3, 5)
-    assert h.data_root == ROOT / "data"
     assert h.tree_path("SS1", "P01") == ("SS1", "PS1", "CS1", "P01")
     assert h.link("PS1", "CS1") is not None
 
@@ -84,11 +91,53 @@ def test_nal_path_has_the_reference_form() -> None:
     )
 
 
-def test_root_override_and_relative_data_root(tmp_path: Path) -> None:
-    h = load_hierarchy(_write(tmp_path, BASE))
-    assert h.data_root == tmp_path / "data"
-    h = load_hierarchy(_write(tmp_path, BASE), root=tmp_path / "elsewhere")
-    assert h.data_root == tmp_path / "elsewhere"
+def test_the_default_is_the_repository_file_and_sets_no_data_root(tmp_path: Path) -> None:
+    h = default_hierarchy()
+    assert h.settings.data_root is None
+    assert msgspec.structs.replace(h, file="") == msgspec.structs.replace(
+        load_hierarchy(ROOT / "hierarchy.toml"), file=""
+    )
+    assert load_hierarchy(None, root=tmp_path) == default_hierarchy(root=tmp_path)
+    assert default_hierarchy(root=tmp_path).require_data_root() == tmp_path.resolve()
+
+
+def test_without_a_data_root_nothing_has_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    h = default_hierarchy()
+    for where in (h.require_data_root, lambda: h.data_root, lambda: h.server_root("X")):
+        with pytest.raises(HierarchyConfigError, match="no data root: pass root=") as info:
+            where()
+        assert (info.value.file, info.value.key) == (h.file, "settings.data_root")
+    in_code = msgspec.structs.replace(h, file="")
+    with pytest.raises(HierarchyConfigError) as info:
+        in_code.require_data_root()
+    assert info.value.file == IN_CODE
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_opening_a_config_without_a_data_root_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HierarchyConfigError, match="no data root"):
+        async with Hierarchy.open(default_hierarchy()):
+            pass
+    assert _names_under(tmp_path) == []
+
+
+def test_a_relative_data_root_is_relative_to_the_file_and_root_to_the_caller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    file = _write(folder, BASE + '\n[settings]\ndata_root = "data"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load_hierarchy(file).data_root == folder / "data"
+    assert load_hierarchy(file, root="elsewhere").data_root == tmp_path / "elsewhere"
+    assert load_hierarchy(file, root=tmp_path / "abs").data_root == tmp_path / "abs"
+    assert load_hierarchy(_write(folder, BASE)).settings.data_root is None
 
 
 BAD = [

@@ -104,3 +104,19 @@ def test_bad_subscriptions_are_refused() -> None:
         bus.subscribe("status", buffer=0)
     with pytest.raises(ConfigError, match="topic"):
         bus.subscribe("")
+
+
+async def test_one_subscription_to_several_topics_keeps_publish_order() -> None:
+    async with Bus(clock=ManualClock()) as bus:
+        async with bus.subscribe(("a", "b"), buffer=10) as sub:
+            assert sub.topics == ("a", "b")
+            for i in range(3):
+                await bus.publish("a" if i % 2 == 0 else "b", _N(i))
+            await bus.publish("c", _N(99))  # not subscribed
+            got = [sub.get_nowait() for _ in range(len(sub))]
+        assert got == [_N(0), _N(1), _N(2)]
+        assert await bus.publish("a", _N(3)) == 0  # unsubscribed from every topic
+
+
+class _N(msgspec.Struct, frozen=True):
+    n: int

@@ -1,0 +1,255 @@
+"""The embedding API (issue #7): a service's lifecycle across tasks, exceptions as raised,
+one owner per data root, events with replay, inventory, and the small ones."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import anyio
+import anyio.lowlevel
+import msgspec
+import pytest
+
+from actors.errors import (
+    DataRootLocked,
+    HierarchyClosed,
+    HierarchyFailed,
+    NotSupported,
+    UnknownPackage,
+)
+from actors.hierarchy import Hierarchy
+from actors.status import StatusMessage, stored_messages
+from bus import Actor, BusClosed, handler
+from tests.actors.flow_helpers import (
+    DP1,
+    DP2,
+    HIERARCHY,
+    SITE,
+    TIME_SCALE,
+    TIMEOUT,
+    open_hierarchy,
+    write_tree,
+)
+
+
+async def test_start_in_one_task_and_aclose_in_another(tmp_path: Path) -> None:
+    """The service pattern: startup and shutdown hooks run in different tasks."""
+    src = write_tree(tmp_path / "App", {"a.txt": b"a\n"})
+    box: dict[str, Hierarchy] = {}
+
+    async def startup() -> None:
+        box["h"] = await Hierarchy.start(HIERARCHY, root=tmp_path / "data", time_scale=TIME_SCALE)
+
+    async def shutdown() -> None:
+        await box["h"].aclose()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(startup)
+    h = box["h"]
+    pkg = await h.create_package("App", src, site=SITE)
+    await h.distribute(pkg, [DP1])
+    assert [s.state for s in await h.wait(pkg, timeout=TIMEOUT)] == ["Installed"]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(shutdown)
+    await h.aclose()  # idempotent
+    with pytest.raises(HierarchyClosed):
+        await h.content_status(pkg)
+    # the root is free again
+    async with open_hierarchy(tmp_path) as again:
+        assert [p.pkg_id for p in await again.packages()] == [pkg.pkg_id]
+
+
+async def test_exceptions_in_the_body_come_out_as_raised(tmp_path: Path) -> None:
+    with pytest.raises(UnknownPackage) as info:
+        async with open_hierarchy(tmp_path) as h:
+            await h.distribute("PS1FFFFF", [DP1])
+    assert not isinstance(info.value, BaseExceptionGroup)
+
+    class Mine(Exception):
+        pass
+
+    with pytest.raises(Mine):
+        async with open_hierarchy(tmp_path):
+            raise Mine
+
+
+class _Broken(msgspec.Struct, frozen=True):
+    n: int
+
+
+class _Fragile(Actor):
+    @handler
+    async def broken(self, msg: _Broken) -> None:
+        raise RuntimeError(f"broken {msg.n}")
+
+
+async def test_a_component_that_escalates_surfaces_as_hierarchy_failed(tmp_path: Path) -> None:
+    h = await Hierarchy.start(HIERARCHY, root=tmp_path / "data", time_scale=TIME_SCALE)
+    h.bus.spawn(_Fragile(), f"{SITE}/Fragile")
+
+    async def stopped() -> bool:
+        """Fail the component until its supervisor gives up (restart limits are in clock
+        time: failures far apart do not add up, so keep failing it)."""
+        try:
+            await h.bus.send(f"{SITE}/Fragile", _Broken(0))
+            await h.packages()
+        except HierarchyFailed:
+            return True
+        except BusClosed:
+            pass
+        return False
+
+    with anyio.fail_after(TIMEOUT):
+        while not await stopped():
+            await anyio.lowlevel.checkpoint()
+    with pytest.raises(HierarchyFailed) as info:
+        await h.aclose()
+    assert "Fragile" in str(info.value.__cause__)
+
+
+def test_the_data_root_has_one_owner(tmp_path: Path) -> None:
+    """A second open fails at once naming the holder's PID, in another process or in this
+    one; the lock goes with a killed process."""
+    root = tmp_path / "data"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(HIERARCHY), str(root)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "open"
+
+        async def second() -> None:
+            with pytest.raises(DataRootLocked, match=f"process {holder.pid}"):
+                async with Hierarchy.open(HIERARCHY, root=root, time_scale=TIME_SCALE):
+                    pass
+
+        anyio.run(second)
+    finally:
+        holder.kill()  # no clean close: the OS drops the lock with the process
+        holder.wait()
+
+    async def after_the_kill() -> None:
+        async with Hierarchy.open(HIERARCHY, root=root, time_scale=TIME_SCALE):
+            with pytest.raises(DataRootLocked):
+                async with Hierarchy.open(HIERARCHY, root=root, time_scale=TIME_SCALE):
+                    pass
+
+    anyio.run(after_the_kill)
+
+
+_HOLD = textwrap.dedent(
+    """
+    import sys, anyio
+    from actors.hierarchy import Hierarchy
+
+    async def main():
+        async with Hierarchy.open(sys.argv[1], root=sys.argv[2], time_scale=0.0001):
+            print("open", flush=True)
+            await anyio.to_thread.run_sync(sys.stdin.read)
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_a_slow_subscriber_counts_what_it_dropped(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "App", {"a.txt": b"a\n"})
+    async with open_hierarchy(tmp_path) as h:
+        db = h.servers[SITE].db
+        before = len(await stored_messages(db))
+        async with h.subscribe(buffer=2, policy="drop_oldest") as sub:
+            pkg = await h.create_package("App", src, site=SITE)
+            await h.distribute(pkg, [DP1, DP2])
+            await h.wait(pkg, timeout=TIMEOUT)
+            stored = (await stored_messages(db))[before:]
+            stats = sub.statistics()
+            got = []
+            while sub.statistics().buffered:
+                got.append(await sub.__aiter__().__anext__())
+        messages = [e for e in got if isinstance(e, StatusMessage)]
+        assert stats.buffered == 2
+        assert stats.dropped == sub.dropped > 0
+        # every event raised was either buffered or counted as dropped
+        progress = stats.dropped + stats.buffered - len(stored)
+        assert progress >= 0
+        assert [m.record_id for m in messages] == [m.record_id for m in stored[-len(messages) :]]
+
+
+async def test_replay_after_reopen_gives_every_stored_message_once(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "App", {"a.txt": b"a\n"})
+    async with open_hierarchy(tmp_path) as h:
+        pkg = await h.create_package("App", src, site=SITE)
+        await h.distribute(pkg, [DP1])
+        await h.wait(pkg, timeout=TIMEOUT)
+    async with open_hierarchy(tmp_path) as h:
+        stored = await stored_messages(h.servers[SITE].db)
+        seen: list[tuple[str, int]] = []
+        async with h.subscribe(since=0, buffer=10_000) as sub:
+            await h.distribute(pkg, [DP2])
+            await h.wait(pkg, timeout=TIMEOUT)
+            total = len(await stored_messages(h.servers[SITE].db))
+            async for event in sub:
+                if isinstance(event, StatusMessage):
+                    seen.append((event.site, event.record_id))
+                if len(seen) == total:
+                    break
+        assert seen[: len(stored)] == [(m.site, m.record_id) for m in stored]
+        assert len(seen) == len(set(seen)) == total  # live after replay: no gap, no duplicate
+        assert sub.statistics().replayed == len(stored)
+
+
+async def test_inventory_of_packages_sites_and_dps(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "App", {"a.txt": b"a\n"})
+    async with open_hierarchy(tmp_path) as h:
+        assert await h.packages() == []
+        pkg = await h.create_package("App", src, site=SITE)
+        await h.distribute(pkg, [DP1])
+        await h.wait(pkg, timeout=TIMEOUT)
+        (listed,) = await h.packages()
+        assert (listed.pkg_id, listed.name, listed.site, listed.version) == (
+            pkg.pkg_id,
+            "App",
+            SITE,
+            1,
+        )
+        assert listed.source == str(src)
+        assert await h.package(pkg.pkg_id) == listed
+        assert await h.packages(site="PS2") == []
+        sites = {s.code: s for s in await h.sites()}
+        assert sites["SS1"].type == "secondary"
+        assert sites["SS1"].parent == SITE
+        names = [d.name for d in await h.dps(site=SITE)]
+        assert DP1 in names
+        assert "PS2DP1.CONTOSO.COM" not in names
+        pull = [d for d in await h.dps() if d.pull]
+        assert [(d.name, d.sources) for d in pull] == [
+            ("P01PDP1.CONTOSO.COM", ("P01DP1.CONTOSO.COM",))
+        ]
+
+
+async def test_wait_with_no_time_on_a_final_package_returns(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "App", {"a.txt": b"a\n"})
+    async with open_hierarchy(tmp_path) as h:
+        pkg = await h.create_package("App", src, site=SITE)
+        await h.distribute(pkg, [DP1])
+        await h.wait(pkg, timeout=TIMEOUT)
+        assert [s.state for s in await h.wait(pkg, timeout=0)] == ["Installed"]
+
+
+def test_another_backend_is_refused_before_anything_is_touched(tmp_path: Path) -> None:
+    pytest.importorskip("trio")
+
+    async def main() -> None:
+        with pytest.raises(NotSupported, match="asyncio"):
+            async with Hierarchy.open(HIERARCHY, root=tmp_path / "data"):
+                pass
+
+    anyio.run(main, backend="trio")
+    assert not (tmp_path / "data").exists()
