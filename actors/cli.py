@@ -539,3 +539,7 @@ def _stdout_to_devnull() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ match, and a version becomes visible only when every file it names is present.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -18,6 +19,7 @@ from bus import Actor, handler
 from contentlib import ContentLibError, ContentLibrary, ContentNotFound, FileSignature, Manifest
 
 __all__ = [
+    "DPAbandon",
     "DPAddContent",
     "DPAddFile",
     "DPApplyDelta",
@@ -35,10 +37,15 @@ __all__ = [
 
 
 class DPQuery(msgspec.Struct, frozen=True):
-    """What the DP holds of a package: which of ``hashes`` it has, and its latest version."""
+    """What the DP holds of a package: which of ``hashes`` it has, and its latest version.
+
+    With ``content_id`` (the version a job is about to send) the files it has are held for
+    that version until it is added or abandoned: a removal meanwhile cannot delete a file
+    the job was told is there. An older version of the package still held is abandoned."""
 
     pkg_id: str
     hashes: tuple[str, ...]
+    content_id: str = ""
 
 
 class DPInventory(msgspec.Struct, frozen=True):
@@ -54,6 +61,7 @@ class DPAddFile(msgspec.Struct, frozen=True):
     size: int
     staged: str  # a file name in SMS_DP$
     replace: bool = False
+    content_id: str = ""  # the version it is for: held until that version is added
 
 
 class DPApplyDelta(msgspec.Struct, frozen=True):
@@ -63,6 +71,7 @@ class DPApplyDelta(msgspec.Struct, frozen=True):
     staged: str
     sha256: str
     size: int
+    content_id: str = ""  # the version it is for: held until that version is added
 
 
 class DPSignature(msgspec.Struct, frozen=True):
@@ -113,6 +122,13 @@ class DPRemovePackage(msgspec.Struct, frozen=True):
     pkg_id: str
 
 
+class DPAbandon(msgspec.Struct, frozen=True):
+    """A job will not add this version (cancelled, failed for good, superseded): the files
+    received for it that no version uses go now, not at the next start."""
+
+    content_id: str
+
+
 def staging_name(sha256: str, content_id: str, suffix: str = "temp") -> str:
     """``<SHA256>-<ContentID>.temp``, as the reference's "Sending file" line shows."""
     return f"{sha256}-{content_id}.{suffix}"
@@ -134,6 +150,8 @@ class DPProvider(Actor):
         self.staging = root / "SMS_DP$"
         self.library = library  # root / "SCCMContentLib", opened by the site
         self.log_file = log
+        # Files held for versions being received: content id -> hashes (pins in the library).
+        self._receiving: dict[str, list[str]] = {}
 
     async def on_start(self) -> None:
         self.staging.mkdir(parents=True, exist_ok=True)
@@ -148,7 +166,12 @@ class DPProvider(Actor):
     async def query(self, msg: DPQuery) -> DPInventory:
         versions = self.library.content_ids(msg.pkg_id)
         previous = self.library.manifest(versions[-1]) if versions else None
-        return DPInventory(tuple(self.library.has_file(h) for h in msg.hashes), previous)
+        package = f"{msg.pkg_id}."
+        for older in [c for c in self._receiving if c.startswith(package)]:
+            if msg.content_id and older != msg.content_id:
+                self._abandon(older)  # (jobs of one package and DP run one at a time)
+        present = self._hold(msg.content_id, msg.hashes)
+        return DPInventory(tuple(present), previous)
 
     @handler
     async def signature(self, msg: DPSignature) -> FileSignature:
@@ -163,6 +186,7 @@ class DPProvider(Actor):
             )
         finally:
             staged.unlink(missing_ok=True)
+        self._hold(msg.content_id, [msg.sha256])
 
     @handler
     async def apply_delta(self, msg: DPApplyDelta) -> None:
@@ -172,6 +196,7 @@ class DPProvider(Actor):
             await self.library.apply_file_delta(msg.old_sha256, delta, msg.sha256, msg.size)
         finally:
             staged.unlink(missing_ok=True)
+        self._hold(msg.content_id, [msg.sha256])
 
     @handler
     async def add_content(self, msg: DPAddContent) -> bool:
@@ -181,8 +206,12 @@ class DPProvider(Actor):
             self._log(
                 f"Content '{manifest.content_id}' is older than '{held[-1]}' on this DP; not added"
             )
+            self._abandon(manifest.content_id)
             return False
-        await self.library.add_content(manifest)
+        try:
+            await self.library.add_content(manifest)
+        finally:  # added: its manifest references the files; failed: the job says what next
+            self.library.release(self._receiving.pop(manifest.content_id, ()))
         for old in self.library.content_ids(manifest.package_id):
             if old != manifest.content_id:
                 await self.library.remove_content(old)
@@ -211,7 +240,30 @@ class DPProvider(Actor):
         return DPDamageReport(found)
 
     @handler
+    async def abandon(self, msg: DPAbandon) -> None:
+        self._abandon(msg.content_id)
+
+    def _hold(self, content_id: str, hashes: Sequence[str]) -> list[bool]:
+        """Pin the stored files of ``hashes`` for a version being received (until it is
+        added or abandoned); returns which are stored."""
+        present = (
+            self.library.hold(hashes) if content_id else [self.library.has_file(h) for h in hashes]
+        )
+        if content_id:
+            held = self._receiving.setdefault(content_id, [])
+            held.extend(h for h, there in zip(hashes, present, strict=True) if there)
+        return present
+
+    def _abandon(self, content_id: str) -> None:
+        dropped = self.library.release(self._receiving.pop(content_id, ()), drop=True)
+        if dropped:
+            self._log(f"Dropped {dropped} file(s) received for '{content_id}', never added")
+
+    @handler
     async def remove_package(self, msg: DPRemovePackage) -> None:
+        package = f"{msg.pkg_id}."
+        for receiving in [c for c in self._receiving if c.startswith(package)]:
+            self._abandon(receiving)
         for content_id in self.library.content_ids(msg.pkg_id):
             try:
                 await self.library.remove_content(content_id)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -35,6 +35,7 @@ import msgspec
 from actors._crashpoints import crash_point
 from actors.config import Settings
 from actors.dpprovider import (
+    DPAbandon,
     DPAddContent,
     DPAddFile,
     DPApplyDelta,
@@ -324,12 +325,13 @@ class PkgXferMgr(Actor):
             with send.scope:
                 await self._start_sending(job, dp, pkg, send)
             if send.scope.cancelled_caught:
-                # Stopped by a cancel or a removal, which end the job: only the staged
-                # bytes are ours to clean up, and no status of this send may follow.
-                await self._discard_staged(dp, job.pkg_id)
+                # Stopped by a cancel or a removal, which end the job: only what it left
+                # on the DP is ours to clean up, and no status of this send may follow.
+                await self._leave_dp(dp, job.pkg_id, {job.package_version})
                 self._log(f"~Send of package {job.pkg_id} to {dp.server_name} stopped")
                 return
         except _Superseded as exc:  # (jobs of one DP and package run one at a time)
+            await self._abandon(dp, _content_id(job))
             await self._end_superseded(job, str(exc))
             return
         except _GiveUp as exc:
@@ -399,7 +401,8 @@ class PkgXferMgr(Actor):
                 f"content {content_id} is not in the content library of site {self.site}"
             ) from exc
         inventory: DPInventory = await self.request(
-            _provider(dp), DPQuery(job.pkg_id, tuple(f.sha256 for f in manifest.files))
+            _provider(dp),
+            DPQuery(job.pkg_id, tuple(f.sha256 for f in manifest.files), content_id),
         )
         return inventory
 
@@ -466,7 +469,9 @@ class PkgXferMgr(Actor):
                 send,
                 delta=False,
             )
-            await self._change_dp(dp, DPAddFile(entry.sha256, entry.size, name, replace))
+            await self._change_dp(
+                dp, DPAddFile(entry.sha256, entry.size, name, replace, content_id)
+            )
         except (FileNotFoundError, RemoteError) as exc:
             if isinstance(exc, RemoteError) and not isinstance(exc.original, HashMismatch):
                 raise
@@ -524,7 +529,9 @@ class PkgXferMgr(Actor):
         send.plan(len(delta) - entry.size)  # the delta goes instead of the file
         await _transmit(delta, len(delta), staged, link, self._log, send, delta=True)
         try:
-            await self._change_dp(dp, DPApplyDelta(old.sha256, name, entry.sha256, entry.size))
+            await self._change_dp(
+                dp, DPApplyDelta(old.sha256, name, entry.sha256, entry.size, content_id)
+            )
         except RemoteError as exc:
             if not isinstance(exc.original, HashMismatch):
                 raise
@@ -582,6 +589,8 @@ class PkgXferMgr(Actor):
             bytes_full=send.bytes_full if send is not None else 0,
             bytes_delta=send.bytes_delta if send is not None else 0,
         )
+        if give_up:  # no try will add the version: what the DP received for it goes
+            await self._abandon(dp, _content_id(job))
         await self.reporter.raise_messages(
             [self._message(8204 if give_up else 8203, job, dp, str(exc))], op=fail
         )
@@ -596,8 +605,8 @@ class PkgXferMgr(Actor):
     async def _end_cancelled(self, dp: DistributionPointRow, pkg_id: str) -> bool:
         """With the DP and package held: end their open add and redistribute jobs as
         cancelled (see :meth:`cancel_transfer`); False when there were none."""
-        await self._discard_staged(dp, pkg_id)
         jobs = await self.db.cancellable_jobs(dp.dp_id, pkg_id)
+        await self._leave_dp(dp, pkg_id, {j.package_version for j in jobs})
         if not jobs:
             return False
         last = max(jobs, key=lambda j: j.package_version)
@@ -633,6 +642,21 @@ class PkgXferMgr(Actor):
         except BusError:
             return 0
         return inventory.previous.version if inventory.previous is not None else 0
+
+    async def _leave_dp(
+        self, dp: DistributionPointRow, pkg_id: str, versions: Iterable[int]
+    ) -> None:
+        """Leave the DP as it was before jobs of these versions: their staged bytes go, and
+        the files it received (and held) for them that no version uses."""
+        await self._discard_staged(dp, pkg_id)
+        for version in sorted(versions):
+            await self._abandon(dp, f"{pkg_id}.{version}")
+
+    async def _abandon(self, dp: DistributionPointRow, content_id: str) -> None:
+        """Tell the DP the version will not be added (a DP that does not answer drops the
+        files at its next start)."""
+        with suppress(BusError):
+            await self._change_dp(dp, DPAbandon(content_id))
 
     async def _discard_staged(self, dp: DistributionPointRow, pkg_id: str) -> None:
         """Delete the package's files in the DP's ``SMS_DP$`` (with the package held, so no
@@ -860,6 +884,10 @@ def _staged_package(name: str) -> str | None:
     if not dash or len(parts) != 3 or parts[2] not in ("temp", "delta"):
         return None
     return parts[0]
+
+
+def _content_id(job: DistributionJobRow) -> str:
+    return f"{job.pkg_id}.{job.package_version}"
 
 
 def _provider(dp: DistributionPointRow) -> str:

@@ -427,6 +427,21 @@ class ContentLibrary:
                 removed += 1
         return removed
 
+    def hold(self, hashes: Iterable[str]) -> list[bool]:
+        """Pin each stored file of ``hashes`` (no removal deletes it until :meth:`release`):
+        a receiver that was told "you have it" keeps it until the version that needs it is
+        committed. Returns which were present (only those are pinned)."""
+        pinned: list[str] = []
+        return [self._pin_if_present(sha, pinned) for sha in hashes]
+
+    def release(self, hashes: Iterable[str], *, drop: bool = False) -> int:
+        """Unpin files :meth:`hold` pinned; with ``drop``, delete those no manifest references
+        and nobody else pins (a version abandoned before its manifest was written: its files
+        would otherwise wait for the next :meth:`collect_garbage`). Returns how many went."""
+        hashes = list(hashes)
+        self._unpin(hashes)
+        return self._drop_unreferenced(hashes) if drop else 0
+
     async def collect_garbage(self) -> int:
         """Delete FileLib files no manifest references and no ingest pins; returns the count.
 
