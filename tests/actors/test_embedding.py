@@ -3,6 +3,7 @@ one owner per data root, events with replay, inventory, and the small ones."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -21,8 +22,9 @@ from actors.errors import (
     UnknownPackage,
 )
 from actors.hierarchy import Hierarchy
+from actors.sitedb import JobState
 from actors.status import StatusMessage, stored_messages
-from bus import Actor, BusClosed, handler
+from bus import Actor, BusClosed, ManualClock, handler
 from tests.actors.flow_helpers import (
     DP1,
     DP2,
@@ -253,3 +255,30 @@ def test_another_backend_is_refused_before_anything_is_touched(tmp_path: Path) -
 
     anyio.run(main, backend="trio")
     assert not (tmp_path / "data").exists()
+
+
+async def test_close_with_a_transfer_in_flight_is_bounded_and_it_resumes(tmp_path: Path) -> None:
+    """``shutdown_timeout`` bounds how long close waits for a transfer in flight; the job
+    stays in the database and finishes at the next open."""
+    src = write_tree(tmp_path / "Big", {"big.bin": os.urandom(1 << 20)})
+    clock = ManualClock()  # never advanced: the throttled send never ends by itself
+    h = await Hierarchy.start(HIERARCHY, root=tmp_path / "data", clock=clock, shutdown_timeout=0)
+    site = h.servers[SITE]
+    for name, link in site.links.items():
+        link.latency = 0.0
+        link.bandwidth = 1000.0 if name == DP1 else None
+    pkg = await h.create_package("Big", src, site=SITE)
+    await h.distribute(pkg, [DP1])
+
+    async def sending() -> bool:
+        return [j.state for j in await site.db.distribution_jobs()] == [JobState.SENDING]
+
+    with anyio.fail_after(TIMEOUT):
+        while not await sending():
+            await anyio.sleep(0.001)
+    await h.aclose()  # returns: the send is cancelled, not waited for
+    async with open_hierarchy(tmp_path) as again:
+        status = await again.wait(pkg, timeout=TIMEOUT)
+        assert [(s.state, s.version) for s in status] == [("Installed", 1)]
+        # the second run went on from the staged bytes: it sent only the rest
+        assert 0 < status[0].bytes_full < 1 << 20
