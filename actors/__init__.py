@@ -14,12 +14,11 @@ command line; they are importable, but this module's names are the contract.
 """
 
 from actors import errors
-from actors._content_status import ContentState, ContentStatus
-from actors._subscription import Event, Subscription, SubscriptionStatistics
+from actors._runtime import ContentState, ContentStatus, Event, Subscription, SubscriptionStatistics
+from actors._runtime._hierarchy import DPInfo, Hierarchy, Package, SiteInfo
 from actors.config import HierarchyConfig, default_hierarchy, load_hierarchy
-from actors.dpprovider import DPValidation
-from actors.hierarchy import DPInfo, Hierarchy, Package, SiteInfo
-from actors.messages import TransferProgress
+from actors.dp import DPValidation
+from actors.site.messages import TransferProgress
 from actors.status import StatusMessage
 
 __all__ = [

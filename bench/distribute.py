@@ -25,8 +25,8 @@ from typing import Any
 import anyio
 import msgspec
 
+from actors import Hierarchy, Package
 from actors.config import load_hierarchy
-from actors.hierarchy import Hierarchy, Package
 from actors.status import STATUS_TOPIC, StatusMessage
 from bench._report import emit, percentile
 from bus import run

@@ -23,12 +23,12 @@ import aiosqlite
 import anyio
 
 from actors.config import load_hierarchy
-from actors.messages import PackageNotification
-from actors.provider import SmsProvider, _package_values
+from actors.site import SmsDbMon
+from actors.site._provider import SmsProvider, _package_values
+from actors.site.messages import PackageNotification
 from actors.sitedb import SiteDatabase
 from actors.sitedb.database import _connect_writer, _migrate
 from actors.sitedb.schema import SMSPACKAGES_COLUMNS
-from actors.smsdbmon import SmsDbMon
 from actors.status import PROVIDER, SMSDBMON, ComponentLogs
 from bench._report import emit
 from bus import Actor, Bus, handler, loop_name, run

@@ -200,4 +200,4 @@ def test_an_installed_wheel_imports_the_facade_from_itself(installed: Path, tmp_
     assert Path(lines[0]).is_relative_to(site_packages)
     assert Path(lines[1]).is_relative_to(site_packages)
     assert Path(lines[1]).name == "hierarchy.toml"
-    assert lines[2] == "actors.hierarchy CmdistError"
+    assert lines[2] == "actors._runtime._hierarchy CmdistError"

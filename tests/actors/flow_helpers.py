@@ -17,8 +17,8 @@ from typing import NamedTuple
 
 import anyio
 
+from actors import Hierarchy, Package
 from actors.config import nal_path
-from actors.hierarchy import Hierarchy, Package
 from actors.sitedb import SiteDatabase
 from actors.status import PKGXFERMGR, StatusMessage, stored_messages
 

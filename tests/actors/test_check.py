@@ -19,8 +19,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors._check import CheckReport, check_root
-from actors.cli import main
+from actors._runtime import CheckReport, check_root
+from actors.cli._main import main
 from actors.config import load_hierarchy
 from bus import run
 from tests.actors.flow_helpers import (
@@ -38,7 +38,7 @@ from tests.actors.flow_helpers import (
 )
 
 SITE_DB = Path("PS1SITE.CONTOSO.COM") / "site.db"
-CMDIST = [sys.executable, "-c", "import sys; from actors.cli import main; sys.exit(main())"]
+CMDIST = [sys.executable, "-c", "import sys; from actors.cli._main import main; sys.exit(main())"]
 
 
 class _Built(msgspec.Struct, frozen=True):

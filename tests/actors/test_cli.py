@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-import actors.cli
-from actors.cli import main
+import actors.cli._main
+from actors.cli._main import main
 
 PS1_DPS = {
     "PS1SITE.CONTOSO.COM",
@@ -115,7 +115,7 @@ def test_demo_refuses_a_root_in_use_and_bad_arguments(
 
 # -- read-only status, check after a demo, pipes and Ctrl-C --------------------------------
 
-CMDIST = [sys.executable, "-c", "import sys; from actors.cli import main; sys.exit(main())"]
+CMDIST = [sys.executable, "-c", "import sys; from actors.cli._main import main; sys.exit(main())"]
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -185,7 +185,7 @@ def test_ctrl_c_in_the_demo_is_one_line_and_exit_130(
     def interrupted(*_: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(actors.cli, "run", interrupted)
+    monkeypatch.setattr(actors.cli._main, "run", interrupted)
     root = tmp_path / "run"
     assert main(["demo", "--root", str(root), *FAST]) == 130
     err = capsys.readouterr().err

@@ -14,6 +14,7 @@ import anyio.lowlevel
 import msgspec
 import pytest
 
+from actors import Hierarchy
 from actors.errors import (
     DataRootLocked,
     HierarchyClosed,
@@ -21,7 +22,6 @@ from actors.errors import (
     NotSupported,
     UnknownPackage,
 )
-from actors.hierarchy import Hierarchy
 from actors.sitedb import JobState
 from actors.status import StatusMessage, stored_messages
 from bus import Actor, BusClosed, ManualClock, handler
@@ -149,7 +149,7 @@ def test_the_data_root_has_one_owner(tmp_path: Path) -> None:
 _HOLD = textwrap.dedent(
     """
     import sys, anyio
-    from actors.hierarchy import Hierarchy
+    from actors._runtime._hierarchy import Hierarchy
 
     async def main():
         async with Hierarchy.open(sys.argv[1], root=sys.argv[2], time_scale=0.0001):

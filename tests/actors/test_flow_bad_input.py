@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from actors import Hierarchy
 from actors.errors import (
     DuplicateDistribution,
     HierarchyClosed,
@@ -20,7 +21,6 @@ from actors.errors import (
     UnknownPackage,
     UnknownSite,
 )
-from actors.hierarchy import Hierarchy
 from actors.sitedb import SiteDatabase
 from contentlib import TargetNotEmpty
 from tests.actors.flow_helpers import (

@@ -12,8 +12,8 @@ from typing import Any
 import anyio
 import pytest
 
+from actors import Hierarchy
 from actors.errors import SiteDatabaseLost
-from actors.hierarchy import Hierarchy
 from bus import ManualClock
 from contentlib import ContentLibrary, SnapshotReport
 from tests.actors.flow_helpers import (

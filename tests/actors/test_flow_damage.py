@@ -15,8 +15,8 @@ import anyio
 import msgspec
 import pytest
 
+from actors import Hierarchy, Package
 from actors.config import load_hierarchy
-from actors.hierarchy import Hierarchy, Package
 from bus import ManualClock
 from contentlib import ContentLibrary, HashMismatch, Manifest
 from tests.actors.flow_helpers import (

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from actors.hierarchy import Hierarchy, Package
+from actors import Hierarchy, Package
 from tests.actors.flow_helpers import (
     DP1,
     DP2,

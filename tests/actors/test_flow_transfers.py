@@ -17,9 +17,9 @@ from pathlib import Path
 
 import anyio
 
-from actors.hierarchy import Hierarchy, Package
-from actors.messages import TRANSFER_PROGRESS_TOPIC, TransferProgress
-from actors.pkgxfermgr import CANCELLED_REASON, _Send
+from actors import Hierarchy, Package
+from actors.site._pkgxfermgr import CANCELLED_REASON, _Send
+from actors.site.messages import TRANSFER_PROGRESS_TOPIC, TransferProgress
 from actors.sitedb import DistributionJobRow, DistributionPointRow
 from actors.status import ATTR_DP_NAL_PATH
 from bus import ManualClock, Subscription

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from actors import Hierarchy
 from actors.config import (
     IN_CODE,
     HierarchyConfig,
@@ -18,7 +19,6 @@ from actors.config import (
     nal_path,
 )
 from actors.errors import HierarchyConfigError
-from actors.hierarchy import Hierarchy
 
 ROOT = Path(__file__).resolve().parents[2]
 

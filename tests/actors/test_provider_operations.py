@@ -25,7 +25,7 @@ from actors.errors import (
     UnknownPackage,
     UnknownSite,
 )
-from actors.provider import SmsProvider
+from actors.site import SmsProvider
 from actors.sitedb import SiteDatabase
 from actors.sitedb.schema import SMSPACKAGES_COLUMNS
 from actors.status import PROVIDER, ComponentLogs

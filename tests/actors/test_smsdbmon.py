@@ -13,14 +13,13 @@ import anyio.lowlevel
 import pytest
 
 from actors.config import load_hierarchy
-from actors.messages import (
+from actors.site import SmsDbMon, SmsProvider
+from actors.site.messages import (
     DistributionJobNotification,
     PackageNotification,
     PullResponseNotification,
 )
-from actors.provider import SmsProvider
 from actors.sitedb import JobAction, SiteDatabase, ops, product_time
-from actors.smsdbmon import SmsDbMon
 from actors.status import SMSDBMON, ComponentLogs
 from bus import Actor, Bus, ManualClock, handler
 

@@ -36,13 +36,13 @@ from typing import NamedTuple, TextIO
 
 import anyio
 
+from actors import Hierarchy
 from actors.errors import (
     DuplicateDistribution,
     NotDistributed,
     UnknownPackage,
     WaitTimeout,
 )
-from actors.hierarchy import Hierarchy
 from bus import run
 
 REPO = Path(__file__).resolve().parents[2]

@@ -36,10 +36,10 @@ from pathlib import Path
 import anyio
 import anyio.abc
 
+from actors import Hierarchy
 from actors._crashpoints import CRASH_AT_ENV
-from actors._site import dp_root
+from actors._runtime._site import dp_root
 from actors.config import HierarchyConfig, load_hierarchy
-from actors.hierarchy import Hierarchy
 from tests.crash.driver import (
     DPS,
     HIERARCHY,
@@ -68,8 +68,8 @@ POLL = 0.002  # seconds between looks at the journal and the driver's exit
 RUN_TIMEOUT = 240.0  # real seconds one driver run may take before the trial fails
 CHECK_TIMEOUT = 120.0
 LOG_TAIL = 20  # lines of a failed run's output in its problem
-# ``cmdist`` as its console script runs it (``python -m actors.cli`` has no ``__main__``)
-CMDIST = "import sys; from actors.cli import main; sys.exit(main())"
+# ``cmdist`` as its console script runs it (``python -m actors.cli._main`` has no ``__main__``)
+CMDIST = "import sys; from actors.cli._main import main; sys.exit(main())"
 
 
 def python() -> str:

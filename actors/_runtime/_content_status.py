@@ -13,7 +13,7 @@ from typing import Literal
 
 import msgspec
 
-from actors._site import dp_root
+from actors._runtime._site import dp_root
 from actors.config import HierarchyConfig
 from actors.sitedb import (
     DistributionPointRow,

@@ -29,8 +29,8 @@ from typing import Literal, NamedTuple
 import anyio.to_thread
 import msgspec
 
-from actors._cli_status import site_databases
-from actors._site import dp_root
+from actors._runtime._read_status import site_databases
+from actors._runtime._site import dp_root
 from actors.config import HierarchyConfig, Site
 from actors.errors import SiteDatabaseError
 from actors.sitedb import JobState, PkgStatusType, PkgStatusValue, SiteDatabase

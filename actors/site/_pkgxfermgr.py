@@ -34,7 +34,7 @@ import msgspec
 
 from actors._crashpoints import crash_point
 from actors.config import Settings
-from actors.dpprovider import (
+from actors.dp import (
     DPAbandon,
     DPAddContent,
     DPAddFile,
@@ -46,7 +46,8 @@ from actors.dpprovider import (
     staging_name,
 )
 from actors.errors import TransferError
-from actors.messages import (
+from actors.network import NetworkLink
+from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
     TRANSFER_PROGRESS_TOPIC,
     CancelTransfer,
@@ -55,7 +56,6 @@ from actors.messages import (
     TransferProgress,
     TransferStatus,
 )
-from actors.network import NetworkLink
 from actors.sitedb import (
     DistributionJobRow,
     DistributionPointRow,

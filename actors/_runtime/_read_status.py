@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 from rich.table import Table
 
-from actors._content_status import ContentStatus, dp_content_status, held_on_disk
+from actors._runtime._content_status import ContentStatus, dp_content_status, held_on_disk
 from actors.config import HierarchyConfig, Site
 from actors.errors import CmdistError
 from actors.sitedb import SiteDatabase

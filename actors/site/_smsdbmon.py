@@ -2,7 +2,7 @@
 
 It reads ``TableChangeNotifications`` rows with ``RowID`` above its position (RowID order
 is commit order: every write goes through the site's single writer), turns each into a
-message (:mod:`actors.messages`) for DistMgr or PkgXferMgr, and logs the reference's
+message (:mod:`actors.site.messages`) for DistMgr or PkgXferMgr, and logs the reference's
 ``RCV:`` / ``SND:`` lines to ``smsdbmon.log``. It is woken at once by every commit of the
 writer in this process, and by a slow safety poll on the clock for anything else.
 
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import anyio
 
-from actors.messages import (
+from actors.site.messages import (
     DistributionJobNotification,
     PackageNotification,
     PullResponseNotification,

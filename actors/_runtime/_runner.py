@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from actors._site import SiteServer
+from actors._runtime._site import SiteServer
 from actors.config import HierarchyConfig
 from actors.errors import HierarchyFailed
 from bus import Bus

@@ -6,15 +6,11 @@ from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
 from actors.config import HierarchyConfig, Site
-from actors.contentvalidator import ContentValidator
-from actors.distmgr import DistMgr
-from actors.dpprovider import DPProvider
+from actors.dp import DPProvider
 from actors.errors import SiteDatabaseLost
 from actors.network import NetworkLink
-from actors.pkgxfermgr import PkgXferMgr
-from actors.provider import SmsProvider
+from actors.site import ContentValidator, DistMgr, PkgXferMgr, SmsDbMon, SmsProvider
 from actors.sitedb import DistributionPointRow, SiteDatabase
-from actors.smsdbmon import SmsDbMon
 from actors.status import (
     DISTMGR,
     DP_PROVIDER,

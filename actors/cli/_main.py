@@ -32,11 +32,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Column, Table
 
-from actors._check import check_root, report_lines
-from actors._cli_status import DataRootError, PackageStatus, read_status, status_table
+from actors._runtime import (
+    DataRootError,
+    PackageStatus,
+    check_root,
+    read_status,
+    report_lines,
+    status_table,
+)
+from actors._runtime._hierarchy import Hierarchy, Package
 from actors.config import HierarchyConfig, default_hierarchy, load_hierarchy
 from actors.errors import CmdistError, HierarchyConfigError
-from actors.hierarchy import Hierarchy, Package
 from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, StatusMessage, describe
 from bus import run
 
@@ -539,7 +545,3 @@ def _stdout_to_devnull() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -25,7 +25,7 @@ import anyio
 from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
-from actors.messages import (
+from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
     PackageChanged,
     PackageNotification,

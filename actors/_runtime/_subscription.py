@@ -7,7 +7,7 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
-from actors.messages import TransferProgress
+from actors.site.messages import TransferProgress
 from actors.status import StatusMessage
 from bus import Subscription as BusSubscription
 

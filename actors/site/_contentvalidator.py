@@ -16,8 +16,8 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
-from actors.dpprovider import DPDamaged, DPDamageReport, DPValidate, DPValidation
-from actors.messages import PACKAGE_CHANGED_TOPIC, PackageChanged
+from actors.dp import DPDamaged, DPDamageReport, DPValidate, DPValidation
+from actors.site.messages import PACKAGE_CHANGED_TOPIC, PackageChanged
 from actors.sitedb import (
     DistributionPointRow,
     PkgStatusValue,

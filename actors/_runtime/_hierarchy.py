@@ -26,14 +26,13 @@ from typing import Literal, TypeVar
 import anyio
 import msgspec
 
-from actors._content_status import ContentStatus, dp_content_status
-from actors._rootlock import RootLock
-from actors._runner import Runner, unwrap
-from actors._site import SiteServer
-from actors._subscription import Subscription, replay_order
+from actors._runtime._content_status import ContentStatus, dp_content_status
+from actors._runtime._rootlock import RootLock
+from actors._runtime._runner import Runner, unwrap
+from actors._runtime._site import SiteServer
+from actors._runtime._subscription import Subscription, replay_order
 from actors.config import HierarchyConfig, check_hierarchy, default_hierarchy, load_hierarchy
-from actors.contentvalidator import ValidateContent
-from actors.dpprovider import DPValidation
+from actors.dp import DPValidation
 from actors.errors import (
     HierarchyClosed,
     InvalidArgument,
@@ -42,7 +41,8 @@ from actors.errors import (
     UnknownPackage,
     WaitTimeout,
 )
-from actors.messages import PACKAGE_CHANGED_TOPIC, TRANSFER_PROGRESS_TOPIC, CancelTransfer
+from actors.site import ValidateContent
+from actors.site.messages import PACKAGE_CHANGED_TOPIC, TRANSFER_PROGRESS_TOPIC, CancelTransfer
 from actors.sitedb import PackageAction, PackageRow, SiteDatabaseClosed
 from actors.status import STATUS_TOPIC, StatusMessage, stored_messages
 from bus import Bus, BusClosed, Clock, RealClock

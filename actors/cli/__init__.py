@@ -1,0 +1,7 @@
+"""The ``cmdist`` command line (imports only the facade)."""
+
+from actors.cli._main import main
+
+__all__ = [
+    "main",
+]

@@ -1,0 +1,7 @@
+"""The network model: links with bandwidth, latency and injected faults."""
+
+from actors.network._link import NetworkLink
+
+__all__ = [
+    "NetworkLink",
+]

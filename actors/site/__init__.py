@@ -1,0 +1,22 @@
+"""Site-server components: SMS Provider, DistMgr, PkgXferMgr, SMSDBMON, content validation."""
+
+from actors.site._contentvalidator import ContentValidator, ValidateAll, ValidateContent
+from actors.site._distmgr import PACKAGE_CHANGED_TOPIC, DistMgr
+from actors.site._pkgxfermgr import CANCELLED_REASON, PROGRESS_INTERVAL, PkgXferMgr, RetryJob
+from actors.site._provider import DEFAULT_LAST_REFRESH, SmsProvider
+from actors.site._smsdbmon import SmsDbMon
+
+__all__ = [
+    "CANCELLED_REASON",
+    "DEFAULT_LAST_REFRESH",
+    "PACKAGE_CHANGED_TOPIC",
+    "PROGRESS_INTERVAL",
+    "ContentValidator",
+    "DistMgr",
+    "PkgXferMgr",
+    "RetryJob",
+    "SmsDbMon",
+    "SmsProvider",
+    "ValidateAll",
+    "ValidateContent",
+]
