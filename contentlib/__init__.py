@@ -21,6 +21,7 @@ from contentlib._model import (
     SnapshotReport,
     VerifyReport,
 )
+from contentlib._paths import content_id, parse_content_id
 from contentlib._recovery import LibraryState, inspect_library, load_manifest
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "TargetNotEmpty",
     "UnsafePath",
     "VerifyReport",
+    "content_id",
     "inspect_library",
     "load_manifest",
+    "parse_content_id",
 ]

@@ -21,6 +21,21 @@ def check_package_id(package_id: str) -> str:
     return package_id
 
 
+def content_id(package_id: str, version: int) -> str:
+    """``<PkgID>.<version>``: the id of one content version of a package."""
+    if version < 1:
+        raise UnsafePath(f"invalid version {version!r} of {package_id!r} (versions start at 1)")
+    return f"{check_package_id(package_id)}.{version}"
+
+
+def parse_content_id(content_id: str) -> tuple[str, int]:
+    """(package id, version) of ``<id>.<version>``; refuses anything that is not one."""
+    m = _CONTENT_ID.fullmatch(content_id)
+    if not m:
+        raise UnsafePath(f"invalid content id {content_id!r} (want <id>.<version>)")
+    return m.group(1), int(m.group(2))
+
+
 def content_version(content_id: str) -> int:
     """The version number of ``<id>.<version>``; refuses anything that is not a plain name."""
     m = _CONTENT_ID.fullmatch(content_id)

@@ -30,11 +30,11 @@ import anyio.to_thread
 import msgspec
 
 from actors._runtime._read_status import site_databases
-from actors._runtime._site import dp_root
 from actors.config import HierarchyConfig, Site
+from actors.dp import content_library, dp_root
 from actors.errors import SiteDatabaseError
 from actors.sitedb import JobState, PkgStatusType, PkgStatusValue, SiteDatabase
-from contentlib import ContentLibError, Manifest, load_manifest
+from contentlib import ContentLibError, Manifest, content_id, load_manifest
 
 __all__ = ["CheckReport", "Checked", "Problem", "ProblemKind", "check_root", "report_lines"]
 
@@ -111,7 +111,7 @@ def _lost_databases(config: HierarchyConfig) -> Iterator[Problem]:
     for site in config.sites:
         root = config.server_root(site.server)
         if not (root / "site.db").exists() and any(
-            (root / "SCCMContentLib" / "DataLib").glob("*.json")
+            (content_library(root) / "DataLib").glob("*.json")
         ):
             yield Problem(
                 f"{site.code} site database {root / 'site.db'}",
@@ -301,7 +301,7 @@ class _SiteCheck:
         packages = {p.pkg_id: p.stored_pkg_version for p in await self.db.packages()}
         site_lib = await _scan(
             f"{self.site.server} site library",
-            self.config.server_root(self.site.server) / "SCCMContentLib",
+            content_library(self.config.server_root(self.site.server)),
         )
         dp_libs = {dp.nal_path: (dp, await _scan(dp.name, dp.root)) for dp in await self._dps()}
         libraries = [site_lib, *(lib for _, lib in dp_libs.values())]
@@ -328,7 +328,7 @@ class _SiteCheck:
             _DP(
                 dp.server_name,
                 dp.nal_path,
-                dp_root(self.config, dp.server_name, dp.is_site_server) / "SCCMContentLib",
+                content_library(dp_root(self.config, dp.server_name, dp.is_site_server)),
             )
             for dp in await self.db.distribution_points(self.site.code)
             if not dp.is_pull_dp
@@ -339,7 +339,7 @@ class _SiteCheck:
         for pkg_id, nal, version, busy in rows:
             lib = libs.get(nal)
             manifests = lib.manifests if lib is not None else {}
-            if busy or f"{pkg_id}.{version}" in manifests:
+            if busy or content_id(pkg_id, version) in manifests:
                 continue
             held = sorted(m.version for m in manifests.values() if m.package_id == pkg_id)
             self.problems.append(

@@ -13,8 +13,8 @@ from typing import Literal
 
 import msgspec
 
-from actors._runtime._site import dp_root
 from actors.config import HierarchyConfig
+from actors.dp import content_library, dp_root
 from actors.sitedb import (
     DistributionPointRow,
     JobState,
@@ -79,7 +79,7 @@ def held_on_disk(config: HierarchyConfig) -> HeldVersion:
         return latest
 
     def held(dp: DistributionPointRow, pkg_id: str) -> int:
-        library = dp_root(config, dp.server_name, dp.is_site_server) / "SCCMContentLib"
+        library = content_library(dp_root(config, dp.server_name, dp.is_site_server))
         return versions(library).get(pkg_id, 0)
 
     return held

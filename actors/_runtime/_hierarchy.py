@@ -26,6 +26,7 @@ from typing import Literal, TypeVar
 import anyio
 import msgspec
 
+from actors import addresses
 from actors._runtime._content_status import ContentStatus, dp_content_status
 from actors._runtime._rootlock import RootLock
 from actors._runtime._runner import Runner, unwrap
@@ -299,7 +300,7 @@ class Hierarchy:
             raise NotSupported(f"{target.name} is not a standard DP of site {server.code}")
         result: DPValidation = await self._guard(
             self.bus.request(
-                f"{server.code}/ContentValidator", ValidateContent(pkg_id, target.name), None
+                addresses.content_validator(server.code), ValidateContent(pkg_id, target.name), None
             )
         )
         return result
@@ -424,7 +425,9 @@ class Hierarchy:
             raise InvalidArgument(f"a distribution point is named by a string, not {dp!r}")
         target = self.config.dp(dp)
         cancelled: bool = await self._guard(
-            self.bus.request(f"{server.code}/PkgXferMgr", CancelTransfer(pkg_id, target.name), None)
+            self.bus.request(
+                addresses.pkgxfermgr(server.code), CancelTransfer(pkg_id, target.name), None
+            )
         )
         return cancelled
 

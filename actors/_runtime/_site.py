@@ -5,8 +5,9 @@ from __future__ import annotations
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
+from actors import addresses
 from actors.config import HierarchyConfig, Site
-from actors.dp import DPProvider
+from actors.dp import DPProvider, content_library, dp_root
 from actors.errors import SiteDatabaseLost
 from actors.network import NetworkLink
 from actors.site import ContentValidator, DistMgr, PkgXferMgr, SmsDbMon, SmsProvider
@@ -21,16 +22,9 @@ from actors.status import (
     StatusReporter,
 )
 from bus import Bus, BusClosed
-from contentlib import ContentLibrary
+from contentlib import ContentLibrary, parse_content_id
 
-__all__ = ["SiteServer", "dp_root"]
-
-
-def dp_root(hierarchy: HierarchyConfig, server: str, is_site_server: bool) -> Path:
-    """A DP's folder. A site server's own DP role keeps a library of its own beside the
-    site's, so removing a package from that DP never touches the site's copy."""
-    root = hierarchy.server_root(server)
-    return root / "DP" if is_site_server else root
+__all__ = ["SiteServer"]
 
 
 class _Libraries:
@@ -46,13 +40,12 @@ class _Libraries:
         """Each library's manifests are read and checked in a worker thread."""
         dps = {
             dp.name.upper(): await ContentLibrary.open(
-                dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper())
-                / "SCCMContentLib"
+                content_library(dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper()))
             )
             for dp in hierarchy.dps_of(site.code)
             if not dp.pull
         }
-        own = await ContentLibrary.open(hierarchy.server_root(site.server) / "SCCMContentLib")
+        own = await ContentLibrary.open(content_library(hierarchy.server_root(site.server)))
         return cls(own, dps)
 
     def package_ids(self) -> set[str]:
@@ -148,7 +141,7 @@ class SiteServer:
                 dp.name, root, self._dp_libraries[dp.name.upper()], log=logs[DP_PROVIDER]
             )
             await provider.library.collect_garbage()
-            self.dps[dp.name.upper()] = bus.spawn(provider, f"{dp.name}/DPProvider")
+            self.dps[dp.name.upper()] = bus.spawn(provider, addresses.dp_provider(dp.name))
             self.links[dp.name] = NetworkLink(
                 f"{code}->{dp.name}", bus.clock, h.link(code, dp.name)
             )
@@ -161,7 +154,7 @@ class SiteServer:
                 reporter=self.reporter,
                 log=self.logs[DISTMGR],
             ),
-            f"{code}/DistMgr",
+            addresses.distmgr(code),
         )
         bus.spawn(
             PkgXferMgr(
@@ -174,7 +167,7 @@ class SiteServer:
                 dp_root=self._dp_root,
                 log=self.logs[PKGXFERMGR],
             ),
-            f"{code}/PkgXferMgr",
+            addresses.pkgxfermgr(code),
         )
         bus.spawn(
             ContentValidator(
@@ -184,7 +177,7 @@ class SiteServer:
                 dps=[dp.name for dp in h.dps_of(code) if not dp.pull],
                 interval=settings.content_validation_interval,
             ),
-            f"{code}/ContentValidator",
+            addresses.content_validator(code),
         )
         bus.spawn(
             SmsDbMon(
@@ -194,7 +187,7 @@ class SiteServer:
                 poll_interval=settings.smsdbmon_poll_interval,
                 log=self.logs[SMSDBMON],
             ),
-            f"{code}/SMSDBMON",
+            addresses.smsdbmon(code),
         )
 
     async def _publish(self, topic: str, msg: object) -> None:
@@ -214,7 +207,7 @@ class SiteServer:
         """The latest version of the package the DP's library holds (0: none)."""
         library = self.dp_library(dp.server_name)
         held = library.content_ids(pkg_id) if library is not None else []
-        return int(held[-1].rsplit(".", 1)[1]) if held else 0
+        return parse_content_id(held[-1])[1] if held else 0
 
     def dp_library(self, name: str) -> ContentLibrary | None:
         provider = self.dps.get(name.upper())

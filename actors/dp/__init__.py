@@ -1,5 +1,14 @@
-"""The distribution point side: the DP provider and what it is asked."""
+"""The distribution point side: the DP provider, what it is asked, and the on-disk layout
+both sides of a transfer use."""
 
+from actors.dp._layout import (
+    CONTENT_LIBRARY,
+    STAGING_SHARE,
+    content_library,
+    dp_root,
+    staging_folder,
+    staging_name,
+)
 from actors.dp._provider import (
     DPAbandon,
     DPAddContent,
@@ -14,10 +23,11 @@ from actors.dp._provider import (
     DPSignature,
     DPValidate,
     DPValidation,
-    staging_name,
 )
 
 __all__ = [
+    "CONTENT_LIBRARY",
+    "STAGING_SHARE",
     "DPAbandon",
     "DPAddContent",
     "DPAddFile",
@@ -31,5 +41,8 @@ __all__ = [
     "DPSignature",
     "DPValidate",
     "DPValidation",
+    "content_library",
+    "dp_root",
+    "staging_folder",
     "staging_name",
 ]

@@ -14,9 +14,17 @@ from pathlib import Path
 import anyio
 import msgspec
 
+from actors.dp._layout import staging_folder
 from actors.status import CMTraceLog
 from bus import Actor, handler
-from contentlib import ContentLibError, ContentLibrary, ContentNotFound, FileSignature, Manifest
+from contentlib import (
+    ContentLibError,
+    ContentLibrary,
+    ContentNotFound,
+    FileSignature,
+    Manifest,
+    parse_content_id,
+)
 
 __all__ = [
     "DPAbandon",
@@ -32,7 +40,6 @@ __all__ = [
     "DPSignature",
     "DPValidate",
     "DPValidation",
-    "staging_name",
 ]
 
 
@@ -147,7 +154,7 @@ class DPProvider(Actor):
     ) -> None:
         self.name = name
         self.root = root
-        self.staging = root / "SMS_DP$"
+        self.staging = staging_folder(root)
         self.library = library  # root / "SCCMContentLib", opened by the site
         self.log_file = log
         # Files held for versions being received: content id -> hashes (pins in the library).
@@ -234,7 +241,7 @@ class DPProvider(Actor):
     async def damaged(self, msg: DPDamaged) -> DPDamageReport:
         found: dict[str, str] = {}
         for item in self.library.damaged:
-            pkg_id = item.content_id.rpartition(".")[0]
+            pkg_id = parse_content_id(item.content_id)[0]
             if pkg_id:
                 found[pkg_id] = f"{item.path}: {item.reason}"
         return DPDamageReport(found)

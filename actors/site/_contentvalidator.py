@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 
+from actors import addresses
 from actors.dp import DPDamaged, DPDamageReport, DPValidate, DPValidation
 from actors.site.messages import PACKAGE_CHANGED_TOPIC, PackageChanged
 from actors.sitedb import (
@@ -131,4 +132,4 @@ def _attributes(pkg_id: str, dp: DistributionPointRow) -> Mapping[int, str]:
 
 
 def _provider(name: str) -> str:
-    return f"{name}/DPProvider"
+    return addresses.dp_provider(name)

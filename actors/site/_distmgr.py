@@ -47,7 +47,8 @@ from actors.sitedb import (
 )
 from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, CMTraceLog, StatusReporter
 from bus import Actor, handler
-from contentlib import ContentLibError, ContentLibrary, SnapshotReport
+from contentlib import ContentLibError, ContentLibrary, SnapshotReport, parse_content_id
+from contentlib import content_id as make_content_id
 
 __all__ = ["PACKAGE_CHANGED_TOPIC", "DistMgr"]
 
@@ -203,7 +204,7 @@ class DistMgr(Actor):
         pkg_id = pkg.pkg_id
         adding = pkg.stored_pkg_version == 0
         version = pkg.stored_pkg_version + 1
-        content_id = f"{pkg_id}.{version}"
+        content_id = make_content_id(pkg_id, version)
         if adding:
             await self._report(2300, (pkg.name, pkg_id), pkg_id)
             self._log(f"Start adding package {pkg_id}...")
@@ -577,4 +578,4 @@ def _reason(exc: BaseException) -> str:
 
 
 def _version(content_id: str) -> int:
-    return int(content_id.rsplit(".", 1)[1])
+    return parse_content_id(content_id)[1]

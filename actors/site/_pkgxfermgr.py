@@ -32,6 +32,7 @@ import anyio
 import anyio.lowlevel
 import msgspec
 
+from actors import addresses
 from actors._crashpoints import crash_point
 from actors.config import Settings
 from actors.dp import (
@@ -43,6 +44,7 @@ from actors.dp import (
     DPQuery,
     DPRemovePackage,
     DPSignature,
+    staging_folder,
     staging_name,
 )
 from actors.errors import TransferError
@@ -82,6 +84,7 @@ from contentlib import (
     FileEntry,
     FileSignature,
     HashMismatch,
+    content_id,
 )
 
 __all__ = ["CANCELLED_REASON", "PROGRESS_INTERVAL", "PkgXferMgr", "RetryJob"]
@@ -143,7 +146,7 @@ class PkgXferMgr(Actor):
         self.links = links
         self.dp_root = dp_root
         self.log_file = log
-        self.distmgr = f"{site}/DistMgr"
+        self.distmgr = addresses.distmgr(site)
         # Sending capacity: max packages x threads per package sending threads.
         self.sending_threads = settings.pkgxfer_max_packages * settings.pkgxfer_threads_per_package
         self.workers = self.sending_threads + _CONTROL_WORKERS
@@ -393,7 +396,7 @@ class PkgXferMgr(Actor):
         await self.db.write(partial(ops.delete_job, job_id=job.job_id))
 
     async def _inventory(self, job: DistributionJobRow, dp: DistributionPointRow) -> DPInventory:
-        content_id = f"{job.pkg_id}.{job.package_version}"
+        content_id = _content_id(job)
         try:
             manifest = self.library.manifest(content_id)
         except ContentLibError as exc:
@@ -414,7 +417,7 @@ class PkgXferMgr(Actor):
         inventory: DPInventory,
         send: _Send,
     ) -> None:
-        content_id = f"{job.pkg_id}.{job.package_version}"
+        content_id = _content_id(job)
         manifest = self.library.manifest(content_id)
         redistribute = job.action == JobAction.REDISTRIBUTE
         self._log(f"Sending legacy content {content_id} for package {job.pkg_id}")
@@ -456,7 +459,7 @@ class PkgXferMgr(Actor):
     ) -> None:
         entry = copy.entry
         name = staging_name(entry.sha256, content_id)
-        staged = self.dp_root(dp) / "SMS_DP$" / name
+        staged = staging_folder(self.dp_root(dp)) / name
         self._log(f"Sending file '\\\\{dp.server_name}\\SMS_DP$\\{name}'")
         before = send.sent
         try:
@@ -521,7 +524,7 @@ class PkgXferMgr(Actor):
         if len(delta) >= entry.size:
             return False
         name = staging_name(entry.sha256, content_id, "delta")
-        staged = self.dp_root(dp) / "SMS_DP$" / name
+        staged = staging_folder(self.dp_root(dp)) / name
         self._log(
             f"Sending delta of {entry.path} ({len(delta)} of {entry.size} bytes)"
             f" '\\\\{dp.server_name}\\SMS_DP$\\{name}'"
@@ -650,7 +653,7 @@ class PkgXferMgr(Actor):
         the files it received (and held) for them that no version uses."""
         await self._discard_staged(dp, pkg_id)
         for version in sorted(versions):
-            await self._abandon(dp, f"{pkg_id}.{version}")
+            await self._abandon(dp, content_id(pkg_id, version))
 
     async def _abandon(self, dp: DistributionPointRow, content_id: str) -> None:
         """Tell the DP the version will not be added (a DP that does not answer drops the
@@ -661,7 +664,7 @@ class PkgXferMgr(Actor):
     async def _discard_staged(self, dp: DistributionPointRow, pkg_id: str) -> None:
         """Delete the package's files in the DP's ``SMS_DP$`` (with the package held, so no
         send of it is writing there)."""
-        staging = self.dp_root(dp) / "SMS_DP$"
+        staging = staging_folder(self.dp_root(dp))
         removed = await anyio.to_thread.run_sync(_discard_staged_files, staging, pkg_id)
         if removed:
             self._log(f"~Deleted {removed} staged file(s) of package {pkg_id} on {dp.server_name}")
@@ -887,11 +890,11 @@ def _staged_package(name: str) -> str | None:
 
 
 def _content_id(job: DistributionJobRow) -> str:
-    return f"{job.pkg_id}.{job.package_version}"
+    return content_id(job.pkg_id, job.package_version)
 
 
 def _provider(dp: DistributionPointRow) -> str:
-    return f"{dp.server_name}/DPProvider"
+    return addresses.dp_provider(dp.server_name)
 
 
 def _utc(ts: float) -> dt.datetime:

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import anyio
 
+from actors import addresses
 from actors.site.messages import (
     DistributionJobNotification,
     PackageNotification,
@@ -70,8 +71,8 @@ class SmsDbMon(Actor):
             raise ValueError("poll_interval must be > 0 and batch_size >= 1")
         self.db = db
         self.site = site
-        self.distmgr = distmgr or f"{site}/DistMgr"
-        self.pkgxfermgr = pkgxfermgr or f"{site}/PkgXferMgr"
+        self.distmgr = distmgr or addresses.distmgr(site)
+        self.pkgxfermgr = pkgxfermgr or addresses.pkgxfermgr(site)
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.consumer = consumer

@@ -38,8 +38,8 @@ import anyio.abc
 
 from actors import Hierarchy
 from actors._crashpoints import CRASH_AT_ENV
-from actors._runtime._site import dp_root
 from actors.config import HierarchyConfig, load_hierarchy
+from actors.dp import dp_root
 from tests.crash.driver import (
     DPS,
     HIERARCHY,

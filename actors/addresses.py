@@ -1,0 +1,35 @@
+"""Bus addresses of the components: one place that knows how they are spelled.
+
+A site server's components live at ``<SITE>/<Component>`` (``PS1/DistMgr``); a DP's at
+``<DP server name>/DPProvider``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "content_validator",
+    "distmgr",
+    "dp_provider",
+    "pkgxfermgr",
+    "smsdbmon",
+]
+
+
+def distmgr(site: str) -> str:
+    return f"{site}/DistMgr"
+
+
+def pkgxfermgr(site: str) -> str:
+    return f"{site}/PkgXferMgr"
+
+
+def smsdbmon(site: str) -> str:
+    return f"{site}/SMSDBMON"
+
+
+def content_validator(site: str) -> str:
+    return f"{site}/ContentValidator"
+
+
+def dp_provider(dp: str) -> str:
+    return f"{dp}/DPProvider"
