@@ -6,6 +6,7 @@ import inspect
 import logging
 import typing
 from collections.abc import Awaitable, Callable
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bus._errors import BusError, ConfigError, InvalidMessage
@@ -89,6 +90,10 @@ class Actor:
 
     mailbox_size: int = 1000
     workers: int = 1
+    request_timeout: float | None = 60.0
+    """How long :meth:`request` waits for a reply by default, in clock seconds (None: no
+    limit). A component whose asks are real work (hashing, database writes), not simulated
+    network time, sets None: a clock timeout at a small time_scale would fail good work."""
     reply_errors: tuple[type[Exception], ...] = ()
     """Errors a handler raises as its *answer* to a request (a bad argument, a damaged
     file): the asker gets them as RemoteError, and they count as neither a failure nor a
@@ -127,9 +132,13 @@ class Actor:
         """Tell: waits only while the target's mailbox is full."""
         await self.cell.bus._send(address, msg, self.cell.address)
 
-    async def request(self, address: str, msg: Any, timeout: float | None = 60.0) -> Any:
-        """Ask and wait for the reply (RequestTimeout after ``timeout`` clock seconds)."""
-        return await self.cell.bus._request(address, msg, timeout, self.cell.address)
+    async def request(
+        self, address: str, msg: Any, timeout: float | EllipsisType | None = ...
+    ) -> Any:
+        """Ask and wait for the reply (RequestTimeout after ``timeout`` clock seconds;
+        :attr:`request_timeout` by default)."""
+        limit = self.request_timeout if timeout is ... else timeout
+        return await self.cell.bus._request(address, msg, limit, self.cell.address)
 
     async def publish(self, topic: str, msg: Any) -> int:
         """Publish on a topic; returns the number of subscribers it reached."""

@@ -15,8 +15,8 @@ import anyio
 import msgspec
 
 from actors.dp._layout import staging_folder
-from actors.status import CMTraceLog
-from bus import Actor, handler
+from actors.status import CMTraceLog, Component
+from bus import handler
 from contentlib import (
     ContentLibError,
     ContentLibrary,
@@ -141,7 +141,7 @@ def staging_name(sha256: str, content_id: str, suffix: str = "temp") -> str:
     return f"{sha256}-{content_id}.{suffix}"
 
 
-class DPProvider(Actor):
+class DPProvider(Component):
     """``<DP>/DPProvider``: the DP's SCCMContentLib and SMS_DP$ under its own folder."""
 
     workers = 4  # files of several jobs are verified at once; contentlib is safe for that
@@ -156,7 +156,7 @@ class DPProvider(Actor):
         self.root = root
         self.staging = staging_folder(root)
         self.library = library  # root / "SCCMContentLib", opened by the site
-        self.log_file = log
+        self.trace_log = log
         # Files held for versions being received: content id -> hashes (pins in the library).
         self._receiving: dict[str, list[str]] = {}
 
@@ -210,7 +210,7 @@ class DPProvider(Actor):
         manifest = msg.manifest
         held = self.library.content_ids(manifest.package_id)
         if held and self.library.manifest(held[-1]).version > manifest.version:
-            self._log(
+            self.trace(
                 f"Content '{manifest.content_id}' is older than '{held[-1]}' on this DP; not added"
             )
             self._abandon(manifest.content_id)
@@ -222,7 +222,7 @@ class DPProvider(Actor):
         for old in self.library.content_ids(manifest.package_id):
             if old != manifest.content_id:
                 await self.library.remove_content(old)
-        self._log(
+        self.trace(
             f"Content '{manifest.content_id}' for package '{manifest.package_id}'"
             " has been added to content library successfully"
         )
@@ -264,7 +264,7 @@ class DPProvider(Actor):
     def _abandon(self, content_id: str) -> None:
         dropped = self.library.release(self._receiving.pop(content_id, ()), drop=True)
         if dropped:
-            self._log(f"Dropped {dropped} file(s) received for '{content_id}', never added")
+            self.trace(f"Dropped {dropped} file(s) received for '{content_id}', never added")
 
     @handler
     async def remove_package(self, msg: DPRemovePackage) -> None:
@@ -276,11 +276,7 @@ class DPProvider(Actor):
                 await self.library.remove_content(content_id)
             except ContentNotFound:
                 continue
-            self._log(
+            self.trace(
                 f"Content '{content_id}' for package '{msg.pkg_id}'"
                 " has been removed from content library successfully"
             )
-
-    def _log(self, line: str) -> None:
-        if self.log_file is not None:
-            self.log_file.write(line)

@@ -26,8 +26,8 @@ from actors.sitedb import (
     ops,
     product_time,
 )
-from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, StatusReporter
-from bus import Actor, handler
+from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, Component, StatusReporter
+from bus import handler
 
 __all__ = ["ContentValidator", "ValidateAll", "ValidateContent"]
 
@@ -43,7 +43,7 @@ class ValidateAll(msgspec.Struct, frozen=True):
     """The schedule's tick: validate every package Installed on the site's standard DPs."""
 
 
-class ContentValidator(Actor):
+class ContentValidator(Component):
     """``<SITE>/ContentValidator``."""
 
     def __init__(

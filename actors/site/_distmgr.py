@@ -45,8 +45,8 @@ from actors.sitedb import (
     ops,
     product_time,
 )
-from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, CMTraceLog, StatusReporter
-from bus import Actor, handler
+from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
+from bus import handler
 from contentlib import ContentLibError, ContentLibrary, SnapshotReport, parse_content_id
 from contentlib import content_id as make_content_id
 
@@ -56,7 +56,7 @@ __all__ = ["PACKAGE_CHANGED_TOPIC", "DistMgr"]
 _HASH_ALGORITHM = 32780  # CALG_SHA_256, as the reference logs it
 
 
-class DistMgr(Actor):
+class DistMgr(Component):
     """``<SITE>/DistMgr``."""
 
     # Notifications are only queued here; STA statuses are processed by several workers
@@ -80,7 +80,7 @@ class DistMgr(Actor):
         self.db = db
         self.library = library
         self.reporter = reporter
-        self.log_file = log
+        self.trace_log = log
         self._queue: deque[str] = deque()
         self._queued: set[str] = set()
         self._running: set[str] = set()
@@ -96,7 +96,7 @@ class DistMgr(Actor):
         # DPs left behind their package's stored version with nothing to bring them there:
         # marked for an update, and logged as the defect they are.
         for pkg_id, nal in await self.db.write(lambda conn: ops.mark_stale_servers(conn, site)):
-            self._log(
+            self.trace(
                 f"Package {pkg_id} on {nal} is behind its stored version with no job and no"
                 " pending action; marking it for update.",
                 severity="W",
@@ -109,7 +109,7 @@ class DistMgr(Actor):
 
     @handler
     async def notified(self, msg: PackageNotification) -> None:
-        self._log(f"Found package properties updated notification for package '{msg.pkg_id}'")
+        self.trace(f"Found package properties updated notification for package '{msg.pkg_id}'")
         self._enqueue(msg.pkg_id)
 
     def _enqueue(self, pkg_id: str) -> None:
@@ -118,7 +118,7 @@ class DistMgr(Actor):
         if pkg_id in self._running:
             self._again.add(pkg_id)  # changed while being processed: once more after
             return
-        self._log(f"Adding package '{pkg_id}' to package processing queue.")
+        self.trace(f"Adding package '{pkg_id}' to package processing queue.")
         self._queued.add(pkg_id)
         self._queue.append(pkg_id)
         self._wake.set()
@@ -130,13 +130,13 @@ class DistMgr(Actor):
                 await self._wake.wait()
             pkg_id = self._queue.popleft()
             self._queued.discard(pkg_id)
-            self._log(
+            self.trace(
                 f"~Currently using {len(self._running)} out of"
                 f" {self.settings.package_processing_threads} allowed package processing"
                 " threads."
             )
             self._running.add(pkg_id)
-            self._log(
+            self.trace(
                 f"~Started package processing thread for package '{pkg_id}',"
                 f" thread ID = {threading.get_native_id():#X}"
             )
@@ -148,7 +148,7 @@ class DistMgr(Actor):
             finally:
                 self._running.discard(pkg_id)
                 self.processed += 1
-                self._log(f"~Exiting package processing thread for package {pkg_id}.")
+                self.trace(f"~Exiting package processing thread for package {pkg_id}.")
             if pkg_id in self._again:
                 self._again.discard(pkg_id)
                 self._enqueue(pkg_id)
@@ -168,7 +168,7 @@ class DistMgr(Actor):
 
     async def _process_package(self, pkg: PackageRow) -> None:
         pkg_id = pkg.pkg_id
-        self._log(
+        self.trace(
             f"~Processing package {pkg_id} (SourceVersion:{pkg.source_version};"
             f"StoredVersion:{pkg.stored_pkg_version})"
         )
@@ -180,7 +180,7 @@ class DistMgr(Actor):
             pkg, new_version = stored, True
             crash_point("distmgr.version_committed")
         elif pkg.action == PackageAction.NONE:
-            self._log(
+            self.trace(
                 f"No action specified for the package {pkg_id}, however there may be"
                 " package server changes for this package."
             )
@@ -189,11 +189,11 @@ class DistMgr(Actor):
         if pkg.action == PackageAction.DELETE:
             await self._finish_delete(pkg)
         elif new_version:
-            self._log(
+            self.trace(
                 f"~StoredPkgVersion ({pkg.stored_pkg_version}) of package {pkg_id}."
                 f" StoredPkgVersion in database is {pkg.stored_pkg_version}."
             )
-            self._log(
+            self.trace(
                 f"~SourceVersion ({pkg.source_version}) of package {pkg_id}."
                 f" SourceVersion in database is {pkg.source_version}."
             )
@@ -207,14 +207,14 @@ class DistMgr(Actor):
         content_id = make_content_id(pkg_id, version)
         if adding:
             await self._report(2300, (pkg.name, pkg_id), pkg_id)
-            self._log(f"Start adding package {pkg_id}...")
+            self.trace(f"Start adding package {pkg_id}...")
         else:
-            self._log(f"Start updating the package {pkg_id}...")
-        self._log(
+            self.trace(f"Start updating the package {pkg_id}...")
+        self.trace(
             f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
             f" and UpdateMaskEx is {pkg.update_mask_ex}."
         )
-        self._log(f"Taking package snapshot for package {pkg_id} from source {pkg.source}")
+        self.trace(f"Taking package snapshot for package {pkg_id} from source {pkg.source}")
         try:
             if content_id in self.library.content_ids(pkg_id):
                 # A crash after the snapshot and before the database said so: take it again.
@@ -226,13 +226,13 @@ class DistMgr(Actor):
             await self._package_failed(pkg, _reason(exc), source_problem=True)
             return None
         manifest = report.manifest
-        self._log(
+        self.trace(
             f"The size of package {pkg_id}, version {version} is {manifest.size // 1024} KBytes"
         )
-        self._log(f"Writing package definition for {pkg_id}")
-        self._log(f"Creating hash for algorithm {_HASH_ALGORITHM}")
-        self._log(f"The hash for algorithm {_HASH_ALGORITHM} is {manifest.content_hash}")
-        self._log(f"~Adding these contents to the package {pkg_id} version {version}.")
+        self.trace(f"Writing package definition for {pkg_id}")
+        self.trace(f"Creating hash for algorithm {_HASH_ALGORITHM}")
+        self.trace(f"The hash for algorithm {_HASH_ALGORITHM} is {manifest.content_hash}")
+        self.trace(f"~Adding these contents to the package {pkg_id} version {version}.")
         await self._report(2376, (pkg_id,), pkg_id)
         store = partial(
             ops.store_package_version,
@@ -246,14 +246,16 @@ class DistMgr(Actor):
             action_seq=pkg.action_seq,
         )
         if not await self.db.write(store):
-            self._log(f"~Package {pkg_id} was changed while it was processed; processing it again.")
+            self.trace(
+                f"~Package {pkg_id} was changed while it was processed; processing it again."
+            )
             self._again.add(pkg_id)
         if not adding:
-            self._log(
+            self.trace(
                 f"~The source for package {pkg_id} has changed or the package source needs"
                 " to be refreshed"
             )
-            self._log(f"~Successfully created/updated the package {pkg_id}.")
+            self.trace(f"~Successfully created/updated the package {pkg_id}.")
             await self._report(2311, (pkg_id,), pkg_id)
         # The previous version stays as the base of deltas to DPs; older ones go.
         for old in self.library.content_ids(pkg_id):
@@ -268,7 +270,7 @@ class DistMgr(Actor):
         DP the package targets here Failed, and the action parked (compare and set: a
         request that came in meanwhile is processed next) — in one commit."""
         pkg_id = pkg.pkg_id
-        self._log(f"Failed to process package {pkg_id}: {reason}", severity="E")
+        self.trace(f"Failed to process package {pkg_id}: {reason}", severity="E")
         targets = [
             s
             for s in await self.db.pkg_servers(pkg_id, site_code=self.site)
@@ -330,7 +332,7 @@ class DistMgr(Actor):
                         await self._add_to_dp(pkg, server, dp)
                 except Exception as exc:
                     # The DP's action stays set: the next processing (or restart) retries.
-                    self._log(
+                    self.trace(
                         f"DP thread for package {pkg.pkg_id} on {dp.nal_path} failed:"
                         f" {_reason(exc)}",
                         severity="E",
@@ -339,17 +341,17 @@ class DistMgr(Actor):
         async with anyio.create_task_group() as tg:
             for server, dp in work:
                 verb = "removing" if server.action == ServerAction.REMOVE else "adding"
-                self._log(f"Start {verb} package {pkg.pkg_id} to server {dp.nal_path}...")
-                self._log(
+                self.trace(f"Start {verb} package {pkg.pkg_id} to server {dp.nal_path}...")
+                self.trace(
                     f"~Created DP processing thread for addition or update of package"
                     f" {pkg.pkg_id} on server {dp.nal_path}"
                 )
                 tg.start_soon(dp_thread, server, dp)
-            self._log(
+            self.trace(
                 f"~Waiting for all DP threads to complete for package {pkg.pkg_id}"
                 " processing thread."
             )
-        self._log(f"~All DP threads have completed for package {pkg.pkg_id} processing thread.")
+        self.trace(f"~All DP threads have completed for package {pkg.pkg_id} processing thread.")
 
     async def _no_content(self, pkg: PackageRow, servers: list[PkgServerRow]) -> None:
         """DPs asked for a package whose processing failed (2302 says why) before it had a
@@ -371,7 +373,7 @@ class DistMgr(Actor):
     async def _add_to_dp(
         self, pkg: PackageRow, server: PkgServerRow, dp: DistributionPointRow
     ) -> None:
-        self._log(
+        self.trace(
             f"DP Thread: Attempting to add or update package {pkg.pkg_id} on DP {dp.nal_path}"
         )
         if pkg.source_site != self.site:
@@ -392,7 +394,7 @@ class DistMgr(Actor):
             )
             in_progress(conn)
 
-        self._log(
+        self.trace(
             f"~Created package transfer job to send package {pkg.pkg_id} to distribution"
             f" point {dp.nal_path}."
         )
@@ -403,7 +405,7 @@ class DistMgr(Actor):
 
     async def _remove_from_dp(self, pkg: PackageRow, dp: DistributionPointRow) -> None:
         """A remove job for PkgXferMgr, which runs it after the DP's earlier jobs."""
-        self._log(f"DP Thread: Attempting to remove package {pkg.pkg_id} from DP {dp.nal_path}")
+        self.trace(f"DP Thread: Attempting to remove package {pkg.pkg_id} from DP {dp.nal_path}")
         now = product_time()
         pending = self._status_op(
             pkg.pkg_id, dp, PkgStatusValue.PENDING_REMOVE, pkg.stored_pkg_version
@@ -457,15 +459,15 @@ class DistMgr(Actor):
                 conn.execute(f"delete from {table} where {column} = ?", (pkg.pkg_id,))
 
         await self.db.write(op)
-        self._log(f"Package {pkg.pkg_id} has been deleted from site {self.site}")
+        self.trace(f"Package {pkg.pkg_id} has been deleted from site {self.site}")
         await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg.pkg_id))
 
     # -- STA: status from PkgXferMgr -----------------------------------------------------
 
     @handler
     async def transfer_status(self, msg: TransferStatus) -> None:
-        self._log(f"~Processing STA for regular DP {msg.nal_path}")
-        self._log(f"~Processing status update for package {msg.pkg_id}")
+        self.trace(f"~Processing STA for regular DP {msg.nal_path}")
+        self.trace(f"~Processing status update for package {msg.pkg_id}")
         dp = await self.db.distribution_point(msg.nal_path)
         if dp is None:
             return
@@ -518,7 +520,7 @@ class DistMgr(Actor):
         except _PackageGone:
             return
         crash_point("distmgr.status_stored")
-        self._log(
+        self.trace(
             f"~Successfully updated the package server status for {msg.nal_path} for package"
             f" {msg.pkg_id}, Status {int(status)}"
         )
@@ -557,10 +559,6 @@ class DistMgr(Actor):
         if nal_path is not None:
             attributes[ATTR_DP_NAL_PATH] = nal_path
         await self.reporter.report(message_id, strings, attributes, op=op)
-
-    def _log(self, line: str, *, severity: str = "I") -> None:
-        if self.log_file is not None:
-            self.log_file.write(line, severity=severity)
 
 
 class _PackageGone(Exception):

@@ -74,10 +74,11 @@ from actors.status import (
     ATTR_PACKAGE_ID,
     ATTR_PACKAGE_VERSION,
     CMTraceLog,
+    Component,
     StatusMessage,
     StatusReporter,
 )
-from bus import Actor, BusClosed, BusError, RemoteError, handler
+from bus import BusClosed, BusError, RemoteError, handler
 from contentlib import (
     ContentLibError,
     ContentLibrary,
@@ -118,13 +119,18 @@ class RetryJob(msgspec.Struct, frozen=True):
     action: int = 0
 
 
-class PkgXferMgr(Actor):
+class PkgXferMgr(Component):
     """``<SITE>/PkgXferMgr``: sending threads for standard-DP jobs.
 
     ``sending_threads`` jobs send at once; the actor has a few workers more, so that a
     :class:`CancelTransfer`, a removal and the parking of a job that waits for a sending
     thread are handled at once, never behind the sends.
     """
+
+    # Its asks of DistMgr and the DPs are real work (hashing a file, a database write), not
+    # simulated network time: a 60-clock-second timeout at time_scale 0.0001 fired after
+    # 6 ms and failed good jobs.
+    request_timeout = None
 
     def __init__(
         self,
@@ -145,7 +151,7 @@ class PkgXferMgr(Actor):
         self.settings = settings
         self.links = links
         self.dp_root = dp_root
-        self.log_file = log
+        self.trace_log = log
         self.distmgr = addresses.distmgr(site)
         # Sending capacity: max packages x threads per package sending threads.
         self.sending_threads = settings.pkgxfer_max_packages * settings.pkgxfer_threads_per_package
@@ -168,12 +174,6 @@ class PkgXferMgr(Actor):
                 self.send_later(self.settings.distribution_retry_delay, self.address, retry)
             elif job.state != JobState.FAILED:
                 self.send_later(0.0, self.address, retry)
-
-    async def request(self, address: str, msg: Any, timeout: float | None = None) -> Any:
-        """Ask DistMgr or a DP provider, with no clock timeout by default: their time is
-        real work (hashing a file, a database write), not simulated network time, and a
-        60-clock-second timeout at time_scale 0.0001 fired after 6 ms and failed good jobs."""
-        return await super().request(address, msg, timeout)
 
     @handler
     async def job_created(self, msg: DistributionJobNotification) -> None:
@@ -210,7 +210,7 @@ class PkgXferMgr(Actor):
             send = self._sends.get(key)
             stopped = send is not None and send.cancel()
             if stopped:
-                self._log(f"~Cancelling the send of package {msg.pkg_id} to {dp.server_name}")
+                self.trace(f"~Cancelling the send of package {msg.pkg_id} to {dp.server_name}")
             async with self._in_order(key):  # once the send has ended and cleaned up
                 ended = await self._end_cancelled(dp, msg.pkg_id)
             # (a send that ended by itself before the cancel reached it stopped nothing)
@@ -278,7 +278,7 @@ class PkgXferMgr(Actor):
         of waiting for it to finish only to remove what it sent."""
         send = self._sends.get(key)
         if send is not None and send.job.job_id < job.job_id and send.cancel():
-            self._log(
+            self.trace(
                 f"~Stopping the send of package {job.pkg_id} (job {send.job.job_id}): the"
                 f" package is being removed from the distribution point (job {job.job_id})"
             )
@@ -304,7 +304,7 @@ class PkgXferMgr(Actor):
             # (created with the version, in the same commit) brings the DP up to date.
             await self._end_superseded(job, "a newer version of the package")
             return
-        self._log(
+        self.trace(
             f"Found send request with ID: {job.job_id}, Package: {job.pkg_id},"
             f" Version:{job.package_version}, Priority: 2, Destination: {dp.server_name},"
             " DPPriority: 200"
@@ -331,7 +331,7 @@ class PkgXferMgr(Actor):
                 # Stopped by a cancel or a removal, which end the job: only what it left
                 # on the DP is ours to clean up, and no status of this send may follow.
                 await self._leave_dp(dp, job.pkg_id, {job.package_version})
-                self._log(f"~Send of package {job.pkg_id} to {dp.server_name} stopped")
+                self.trace(f"~Send of package {job.pkg_id} to {dp.server_name} stopped")
                 return
         except _Superseded as exc:  # (jobs of one DP and package run one at a time)
             await self._abandon(dp, _content_id(job))
@@ -355,7 +355,7 @@ class PkgXferMgr(Actor):
         inventory = await self._inventory(job, dp)
         if inventory.previous is not None and inventory.previous.version > job.package_version:
             raise _Superseded(f"version {inventory.previous.version} on the DP")
-        self._log(
+        self.trace(
             f"Sending thread starting for Job: {job.job_id}, package: {job.pkg_id},"
             f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
             " DPPriority: 200"
@@ -369,8 +369,8 @@ class PkgXferMgr(Actor):
     async def _completed(
         self, job: DistributionJobRow, dp: DistributionPointRow, send: _Send
     ) -> None:
-        self._log("~Sending completed successfully")
-        self._log(
+        self.trace("~Sending completed successfully")
+        self.trace(
             f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
             f" to distribution point {dp.server_name}"
         )
@@ -388,11 +388,11 @@ class PkgXferMgr(Actor):
             bytes_full=job.bytes_full + send.bytes_full,
             bytes_delta=job.bytes_delta + send.bytes_delta,
         )
-        self._log("Sending thread complete~")
+        self.trace("Sending thread complete~")
 
     async def _end_superseded(self, job: DistributionJobRow, by: str) -> None:
         """End a job without touching the DP: something newer covers it."""
-        self._log(f"~Job {job.job_id} for package {job.pkg_id} is superseded by {by}")
+        self.trace(f"~Job {job.job_id} for package {job.pkg_id} is superseded by {by}")
         await self.db.write(partial(ops.delete_job, job_id=job.job_id))
 
     async def _inventory(self, job: DistributionJobRow, dp: DistributionPointRow) -> DPInventory:
@@ -420,8 +420,8 @@ class PkgXferMgr(Actor):
         content_id = _content_id(job)
         manifest = self.library.manifest(content_id)
         redistribute = job.action == JobAction.REDISTRIBUTE
-        self._log(f"Sending legacy content {content_id} for package {job.pkg_id}")
-        self._log(f"Redistribute={int(redistribute)}, Related=")
+        self.trace(f"Sending legacy content {content_id} for package {job.pkg_id}")
+        self.trace(f"Redistribute={int(redistribute)}, Related=")
         link = self.links[dp.server_name]
         previous = {f.path: f for f in inventory.previous.files} if inventory.previous else {}
         todo = _files_to_send(manifest.files, inventory.present, redistribute=redistribute)
@@ -438,14 +438,14 @@ class PkgXferMgr(Actor):
             ):
                 continue
             await self._send_file(source, content_id, dp, link, send, replace=redistribute)
-            self._log(f"Adding {entry.path} file in {content_id}")
+            self.trace(f"Adding {entry.path} file in {content_id}")
             crash_point("pkgxfermgr.file_sent")
         await send.commit()  # from here on the version goes onto the DP: no cancel
         added: bool = await self._change_dp(dp, DPAddContent(manifest))
         if not added:
             raise _Superseded(f"{dp.server_name} holds a newer version of {job.pkg_id}")
         crash_point("pkgxfermgr.content_added")
-        self._log(f"Completed post-actions for remote DP {dp.server_name}")
+        self.trace(f"Completed post-actions for remote DP {dp.server_name}")
 
     async def _send_file(
         self,
@@ -460,7 +460,7 @@ class PkgXferMgr(Actor):
         entry = copy.entry
         name = staging_name(entry.sha256, content_id)
         staged = staging_folder(self.dp_root(dp)) / name
-        self._log(f"Sending file '\\\\{dp.server_name}\\SMS_DP$\\{name}'")
+        self.trace(f"Sending file '\\\\{dp.server_name}\\SMS_DP$\\{name}'")
         before = send.sent
         try:
             await _transmit(
@@ -468,7 +468,7 @@ class PkgXferMgr(Actor):
                 entry.size,
                 staged,
                 link,
-                self._log,
+                self.trace,
                 send,
                 delta=False,
             )
@@ -493,7 +493,7 @@ class PkgXferMgr(Actor):
             raise exc
         copy.mended = True
         if await self.library.repair_file(entry.sha256, entry.size, copy.source):
-            self._log(
+            self.trace(
                 f"The content library's copy of {entry.path} ({entry.sha256}) was damaged;"
                 f" it was read again from the package source {copy.source}",
                 severity="W",
@@ -525,12 +525,12 @@ class PkgXferMgr(Actor):
             return False
         name = staging_name(entry.sha256, content_id, "delta")
         staged = staging_folder(self.dp_root(dp)) / name
-        self._log(
+        self.trace(
             f"Sending delta of {entry.path} ({len(delta)} of {entry.size} bytes)"
             f" '\\\\{dp.server_name}\\SMS_DP$\\{name}'"
         )
         send.plan(len(delta) - entry.size)  # the delta goes instead of the file
-        await _transmit(delta, len(delta), staged, link, self._log, send, delta=True)
+        await _transmit(delta, len(delta), staged, link, self.trace, send, delta=True)
         try:
             await self._change_dp(
                 dp, DPApplyDelta(old.sha256, name, entry.sha256, entry.size, content_id)
@@ -542,11 +542,11 @@ class PkgXferMgr(Actor):
             await self._mend_site_copy(copy, exc)
             send.plan(entry.size)  # after the delta
             return False
-        self._log(f"Adding {entry.path} file in {content_id} (delta)")
+        self.trace(f"Adding {entry.path} file in {content_id} (delta)")
         return True
 
     async def _remove(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
-        self._log(f"Removing package {job.pkg_id} from distribution point {dp.server_name}")
+        self.trace(f"Removing package {job.pkg_id} from distribution point {dp.server_name}")
         # The package's older jobs on the DP (the send this removal stopped, one waiting
         # for its retry) end here: none may put the content back after the removal.
         await self.db.write(
@@ -576,7 +576,7 @@ class PkgXferMgr(Actor):
         give_up = give_up or failures > self.settings.distribution_retry_count
         delay = self.settings.distribution_retry_delay
         restart = self.clock.wall().timestamp() + delay
-        self._log(
+        self.trace(
             f"Failed to send package {job.pkg_id} version {job.package_version} to"
             f" {dp.server_name}: {exc}. Failure count = {failures}/"
             f"{self.settings.distribution_retry_count}",
@@ -624,7 +624,7 @@ class PkgXferMgr(Actor):
             version=held if whole else last.package_version,
             now=product_time(),
         )
-        self._log(
+        self.trace(
             f"Cancelled sending package {pkg_id} version {last.package_version} to"
             f" {dp.server_name} ({CANCELLED_REASON}); jobs"
             f" {', '.join(str(j.job_id) for j in jobs)} ended",
@@ -667,7 +667,7 @@ class PkgXferMgr(Actor):
         staging = staging_folder(self.dp_root(dp))
         removed = await anyio.to_thread.run_sync(_discard_staged_files, staging, pkg_id)
         if removed:
-            self._log(f"~Deleted {removed} staged file(s) of package {pkg_id} on {dp.server_name}")
+            self.trace(f"~Deleted {removed} staged file(s) of package {pkg_id} on {dp.server_name}")
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -696,7 +696,7 @@ class PkgXferMgr(Actor):
                 bytes_delta,
             ),
         )
-        self._log(
+        self.trace(
             f"Sent status to the distribution manager for pkg {job.pkg_id}, version"
             f" {job.package_version}, status {int(status)} and distribution point"
             f" {dp.nal_path}~"
@@ -726,10 +726,6 @@ class PkgXferMgr(Actor):
     async def _publish_progress(self, event: TransferProgress) -> None:
         with suppress(BusClosed):  # the bus is stopping: nobody is left to see it
             await self.publish(TRANSFER_PROGRESS_TOPIC, event)
-
-    def _log(self, line: str, *, severity: str = "I") -> None:
-        if self.log_file is not None:
-            self.log_file.write(line, severity=severity)
 
 
 _TRANSIENT = (TransferError, ContentLibError, BusError, OSError)

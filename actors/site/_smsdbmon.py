@@ -40,13 +40,13 @@ from actors.site.messages import (
     SmsDbMonNotification,
 )
 from actors.sitedb import SMSDBMON_CONSUMER, ChangeNotification, SiteDatabase, SiteDatabaseClosed
-from actors.status import CMTraceLog
-from bus import Actor, UnknownAddress
+from actors.status import CMTraceLog, Component
+from bus import UnknownAddress
 
 __all__ = ["SmsDbMon"]
 
 
-class SmsDbMon(Actor):
+class SmsDbMon(Component):
     """SMS_DATABASE_NOTIFICATION_MONITOR of one site server.
 
     ``distmgr`` / ``pkgxfermgr`` are the destination addresses (default ``<SITE>/DistMgr``
@@ -76,7 +76,7 @@ class SmsDbMon(Actor):
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.consumer = consumer
-        self.log_file = log
+        self.trace_log = log
         # inbox folders as strings: the log names a file per notification, keep that cheap
         inboxes = Path(server_root) / "inboxes"
         self._distmgr_box = f"{inboxes / 'distmgr.box'}{os.sep}"
@@ -106,8 +106,8 @@ class SmsDbMon(Actor):
             self.log.warning(
                 "%s: database closed before position %d was saved", self.address, self.position
             )
-        if self.log_file is not None:
-            self.log_file.flush()
+        if self.trace_log is not None:
+            self.trace_log.flush()
 
     def _on_commit(self) -> None:
         self._wake.set()
@@ -138,8 +138,8 @@ class SmsDbMon(Actor):
                     self.position = n.row_id  # no await since send returned (see above)
                     self.delivered += 1
             finally:
-                if self.log_file is not None and lines:
-                    self.log_file.write_lines(lines)
+                if self.trace_log is not None and lines:
+                    self.trace_log.write_lines(lines)
                 await self._save_position()
 
     async def _save_position(self) -> None:

@@ -1,5 +1,6 @@
 """Status messages: the catalog, the reporter, CMTrace component logs."""
 
+from actors.status._component import Component
 from actors.status._status import (
     ATTR_DP_NAL_PATH,
     ATTR_PACKAGE_ID,
@@ -53,6 +54,7 @@ __all__ = [
     "STATE_SYSTEM",
     "STATUS_TOPIC",
     "CMTraceLog",
+    "Component",
     "ComponentLogs",
     "MessageInfo",
     "Severity",
