@@ -14,14 +14,26 @@ command line; they are importable, but this module's names are the contract.
 """
 
 from actors import errors
-from actors._runtime import ContentState, ContentStatus, Event, Subscription, SubscriptionStatistics
+from actors._runtime import (
+    CheckReport,
+    ContentState,
+    ContentStatus,
+    Event,
+    PackageStatus,
+    Subscription,
+    SubscriptionStatistics,
+    check_root,
+    read_status,
+    report_lines,
+)
 from actors._runtime._hierarchy import DPInfo, Hierarchy, Package, SiteInfo
 from actors.config import HierarchyConfig, default_hierarchy, load_hierarchy
 from actors.dp import DPValidation
 from actors.site.messages import TransferProgress
-from actors.status import StatusMessage
+from actors.status import StatusMessage, describe
 
 __all__ = [
+    "CheckReport",
     "ContentState",
     "ContentStatus",
     "DPInfo",
@@ -30,12 +42,17 @@ __all__ = [
     "Hierarchy",
     "HierarchyConfig",
     "Package",
+    "PackageStatus",
     "SiteInfo",
     "StatusMessage",
     "Subscription",
     "SubscriptionStatistics",
     "TransferProgress",
+    "check_root",
     "default_hierarchy",
+    "describe",
     "errors",
     "load_hierarchy",
+    "read_status",
+    "report_lines",
 ]

@@ -6,6 +6,7 @@ The tree (catch a branch to catch what is under it)::
     ├── HierarchyConfigError       a hierarchy file or config: the file, the key, the problem
     ├── SiteDatabaseError          a site.db that cannot be used: the file, the problem
     │   └── SiteDatabaseLost       missing or empty while the site's libraries hold content
+    ├── DataRootError              a data root that holds no run (cmdist status / check)
     ├── DataRootLocked             the data root is open elsewhere: names the holder's PID
     ├── HierarchyClosed            a call on a closed (or closing) Hierarchy
     ├── HierarchyFailed            the running hierarchy stopped on a failure (cause chained)
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 __all__ = [
     "CmdistError",
+    "DataRootError",
     "DataRootLocked",
     "DuplicateDistribution",
     "HierarchyClosed",
@@ -200,3 +202,7 @@ class HierarchyFailed(CmdistError):
     """The running hierarchy stopped on an internal failure (a component that kept failing
     and was stopped by its supervisor); the cause is chained. Every call after it raises
     this too, until the hierarchy is closed."""
+
+
+class DataRootError(CmdistError):
+    """A data root that holds no run: it does not exist, or has no site database."""

@@ -16,13 +16,7 @@ from actors._runtime._content_status import (
     held_on_disk,
 )
 from actors._runtime._hierarchy import DPInfo, Hierarchy, Package, SiteInfo
-from actors._runtime._read_status import (
-    DataRootError,
-    PackageStatus,
-    read_status,
-    site_databases,
-    status_table,
-)
+from actors._runtime._read_status import PackageStatus, read_status, site_databases
 from actors._runtime._subscription import Event, Subscription, SubscriptionStatistics
 
 __all__ = [
@@ -31,7 +25,6 @@ __all__ = [
     "ContentState",
     "ContentStatus",
     "DPInfo",
-    "DataRootError",
     "Event",
     "HeldVersion",
     "Hierarchy",
@@ -48,5 +41,4 @@ __all__ = [
     "read_status",
     "report_lines",
     "site_databases",
-    "status_table",
 ]

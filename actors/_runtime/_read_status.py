@@ -10,22 +10,16 @@ run that may still be going).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
-from rich.table import Table
 
 from actors._runtime._content_status import ContentStatus, dp_content_status, held_on_disk
 from actors.config import HierarchyConfig, Site
-from actors.errors import CmdistError
+from actors.errors import DataRootError
 from actors.sitedb import SiteDatabase
 
-__all__ = ["DataRootError", "PackageStatus", "read_status", "site_databases", "status_table"]
-
-
-class DataRootError(CmdistError):
-    """A data root that holds no run: it does not exist, or has no site database."""
+__all__ = ["PackageStatus", "read_status", "site_databases"]
 
 
 class PackageStatus(msgspec.Struct, frozen=True):
@@ -82,33 +76,3 @@ async def read_status(config: HierarchyConfig) -> list[PackageStatus]:
                     merged = tuple(sorted({*seen.dps, *dps}, key=lambda d: d.dp))
                     out[pkg.pkg_id] = msgspec.structs.replace(seen, dps=merged)
     return [out[k] for k in sorted(out)]
-
-
-def status_table(packages: Iterable[PackageStatus], *, title: str = "Content status") -> Table:
-    table = Table(title=title, title_justify="left")
-    for header in ("package", "name", "DP", "state", "version", "last message"):
-        table.add_column(header, justify="right" if header == "version" else "left")
-    for pkg in packages:
-        if not pkg.dps:
-            table.add_row(pkg.pkg_id, pkg.name, "(no DP)", "-", "0", "")
-            continue
-        for i, dp in enumerate(pkg.dps):
-            state: str = dp.state
-            if state == "Installed" and dp.version != pkg.version:
-                state = f"Installed (v{dp.version}, current v{pkg.version})"
-            table.add_row(
-                pkg.pkg_id if i == 0 else "",
-                pkg.name if i == 0 else "",
-                dp.dp,
-                _styled(state),
-                str(dp.version),
-                "" if dp.last_message is None else str(dp.last_message),
-            )
-    return table
-
-
-def _styled(state: str) -> str:
-    colour = {"Installed": "green", "Failed": "red", "Retrying": "yellow"}.get(
-        state.split(" ", 1)[0], ""
-    )
-    return f"[{colour}]{state}[/]" if colour else state

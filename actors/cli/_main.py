@@ -32,18 +32,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Column, Table
 
-from actors._runtime import (
-    DataRootError,
+from actors import (
+    Hierarchy,
+    HierarchyConfig,
+    Package,
     PackageStatus,
+    StatusMessage,
     check_root,
+    default_hierarchy,
+    describe,
+    load_hierarchy,
     read_status,
     report_lines,
-    status_table,
 )
-from actors._runtime._hierarchy import Hierarchy, Package
-from actors.config import HierarchyConfig, default_hierarchy, load_hierarchy
-from actors.errors import CmdistError, HierarchyConfigError
-from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, StatusMessage, describe
+from actors.cli._table import status_table
+from actors.errors import CmdistError, DataRootError, HierarchyConfigError
 from bus import run
 
 __all__ = ["main"]
@@ -193,10 +196,10 @@ class _Progress:
             self._on(msg)
 
     def _on(self, msg: StatusMessage) -> None:
-        phase = self.current.get(msg.attributes.get(ATTR_PACKAGE_ID, ""))
+        phase = self.current.get(msg.pkg_id or "")
         if phase is None or phase.done.is_set():
             return
-        nal = msg.attributes.get(ATTR_DP_NAL_PATH, "")
+        nal = msg.nal_path or ""
         if msg.message_id == INSTALLED_MESSAGE and nal in phase.nals:
             phase.installed.add(nal)
         if self.progress is not None and phase.task is not None:

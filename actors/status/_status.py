@@ -114,6 +114,16 @@ class StatusMessage(msgspec.Struct, frozen=True):
     """``StatusMessages.RecordID`` in the site's database (0 until stored): a subscriber
     that keeps the last one per site can replay from there after a restart."""
 
+    @property
+    def pkg_id(self) -> str | None:
+        """The package it concerns (attribute 400), if any."""
+        return self.attributes.get(ATTR_PACKAGE_ID)
+
+    @property
+    def nal_path(self) -> str | None:
+        """The NAL path of the DP it concerns (attribute 404), if any."""
+        return self.attributes.get(ATTR_DP_NAL_PATH)
+
 
 class MessageInfo(NamedTuple):
     severity: Severity
