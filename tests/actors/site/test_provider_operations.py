@@ -30,7 +30,7 @@ from actors.sitedb import SiteDatabase
 from actors.sitedb.schema import SMSPACKAGES_COLUMNS
 from actors.status import PROVIDER, ComponentLogs
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NOW = dt.datetime(2016, 5, 16, 15, 22, 12, tzinfo=dt.UTC)
 
 # The reference's statements, verbatim (package-actions.md, "Create a package" step 1 and

@@ -23,7 +23,7 @@ from actors.sitedb import JobAction, SiteDatabase, ops, product_time
 from actors.status import SMSDBMON, ComponentLogs
 from bus import Actor, Bus, ManualClock, handler
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 BURST = 10_000
 
 

@@ -22,7 +22,7 @@ from actors.sitedb import (
 )
 from actors.sitedb.schema import SMSPACKAGES_COLUMNS
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NAL = nal_path("PS1DP1.CONTOSO.COM", "PS1")
 
 

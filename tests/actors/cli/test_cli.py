@@ -116,7 +116,7 @@ def test_demo_refuses_a_root_in_use_and_bad_arguments(
 # -- read-only status, check after a demo, pipes and Ctrl-C --------------------------------
 
 CMDIST = [sys.executable, "-c", "import sys; from actors.cli._main import main; sys.exit(main())"]
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def _snapshot(root: Path) -> dict[str, tuple[bytes, int]]:

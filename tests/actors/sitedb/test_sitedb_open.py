@@ -14,7 +14,7 @@ from actors.config import DistributionPoint, HierarchyConfig, load_hierarchy, na
 from actors.errors import SiteDatabaseError
 from actors.sitedb import SCHEMA_VERSION, SiteDatabase
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class _Stamp(msgspec.Struct, frozen=True):
