@@ -17,7 +17,6 @@ from actors.config import HierarchyConfig
 from actors.dp import content_library, dp_root
 from actors.sitedb import (
     DistributionPointRow,
-    JobState,
     PkgStatusType,
     PkgStatusValue,
     ServerAction,
@@ -96,7 +95,7 @@ async def dp_content_status(
         if r.type == PkgStatusType.DP and r.site_code == site_code
     }
     servers = {s.nal_path: s for s in await db.pkg_servers(pkg_id, site_code)}
-    busy = await _busy_dps(db, pkg_id)
+    busy = await db.busy_dps(pkg_id)
     sent = {r.nal_path: r for r in await db.transfer_bytes(pkg_id)}
     out: list[ContentStatus] = []
     for nal in servers.keys() | rows.keys():
@@ -132,12 +131,3 @@ async def dp_content_status(
             )
         )
     return tuple(sorted(out, key=lambda d: d.dp))
-
-
-async def _busy_dps(db: SiteDatabase, pkg_id: str) -> set[int]:
-    """DPs with an open (not given up) distribution job for the package."""
-    rows = await db.fetchall(
-        "SELECT DPID FROM DistributionJobs WHERE PkgID = ? AND State <> ?",
-        (pkg_id, int(JobState.FAILED)),
-    )
-    return {int(r[0]) for r in rows}

@@ -412,23 +412,10 @@ class DistMgr(Component):
         )
 
         def op(conn: sqlite3.Connection) -> None:
-            if conn.execute(
-                "SELECT 1 FROM DistributionJobs WHERE DPID = ? AND PkgID = ? AND Action = ?",
-                (dp.dp_id, pkg.pkg_id, int(JobAction.REMOVE)),
-            ).fetchone():
-                return  # already asked; processed again for another notification
-            conn.execute(
-                "insert into DistributionJobs (DPID, PkgID, PackageVersion, State,"
-                " CreationTime, Action) values (?, ?, ?, 0, ?, ?)",
-                (dp.dp_id, pkg.pkg_id, pkg.stored_pkg_version, now, int(JobAction.REMOVE)),
-            )
-            # Action stays 3 until the DP confirms (the STA with status 6 deletes the row).
-            conn.execute(
-                "update PkgServers set UpdateMask = 0, RefreshTrigger = 0, LastRefresh = ?"
-                " where PkgID = ? and NALPath = ?",
-                (now, pkg.pkg_id, dp.nal_path),
-            )
-            pending(conn)
+            if ops.insert_removal_job(
+                conn, dp=dp, pkg_id=pkg.pkg_id, version=pkg.stored_pkg_version, now=now
+            ):
+                pending(conn)
 
         await self.db.write(op)
         await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg.pkg_id))
@@ -440,25 +427,12 @@ class DistMgr(Component):
                 await self._delete_rows(pkg)
 
     async def _delete_rows(self, pkg: PackageRow) -> None:
-        left = await self.db.scalar(
-            "SELECT COUNT(*) FROM PkgServers WHERE PkgID = ?", (pkg.pkg_id,)
-        )
-        if left:
+        if await self.db.pkg_server_count(pkg.pkg_id):
             return  # the last DP's STA brings us back here
         for content_id in self.library.content_ids(pkg.pkg_id):
             await self.library.remove_content(content_id)
 
-        def op(conn: sqlite3.Connection) -> None:
-            for table, column in (
-                ("DistributionJobs", "PkgID"),
-                ("DPTransferBytes", "PkgID"),
-                ("PkgStatus", "ID"),
-                ("PackageContents", "PkgID"),
-                ("SMSPackages", "PkgID"),
-            ):
-                conn.execute(f"delete from {table} where {column} = ?", (pkg.pkg_id,))
-
-        await self.db.write(op)
+        await self.db.write(partial(ops.delete_package_rows, pkg_id=pkg.pkg_id))
         self.trace(f"Package {pkg.pkg_id} has been deleted from site {self.site}")
         await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg.pkg_id))
 
@@ -479,12 +453,10 @@ class DistMgr(Component):
 
         def op(conn: sqlite3.Connection) -> None:
             nonlocal deleting
-            action = conn.execute(
-                "SELECT Action FROM SMSPackages WHERE PkgID = ?", (msg.pkg_id,)
-            ).fetchone()
+            action = ops.package_action(conn, msg.pkg_id)
             if action is None:
                 raise _PackageGone(msg.pkg_id)  # deleted while the job ran: store nothing
-            deleting = action[0] == PackageAction.DELETE
+            deleting = action == PackageAction.DELETE
             store_status(conn)
             if status == PkgStatusValue.NONE:  # a sending thread started the job
                 ops.set_job_state(conn, msg.job_id, JobState.SENDING, now)
@@ -503,10 +475,7 @@ class DistMgr(Component):
                 )
             if status == PkgStatusValue.REMOVED:
                 ops.delete_transfer_bytes(conn, msg.pkg_id, msg.nal_path)
-                conn.execute(
-                    "delete from PkgServers where PkgID = ? and NALPath = ? and Action = ?",
-                    (msg.pkg_id, msg.nal_path, int(ServerAction.REMOVE)),
-                )
+                ops.delete_removed_server(conn, msg.pkg_id, msg.nal_path)
 
         # The status row, the job's state, the bytes sent and 2330 / 2332 in one commit.
         message = {PkgStatusValue.INSTALLED: 2330, PkgStatusValue.REMOVED: 2332}.get(status)

@@ -25,6 +25,7 @@ from actors.sitedb.rows import (
     PkgStatusRow,
     PullDPResponseRow,
     SiteRow,
+    StatusMessageRow,
 )
 from actors.sitedb.schema import SCHEMA_VERSION, SCOPES, TableScope
 
@@ -53,6 +54,7 @@ __all__ = [
     "SiteDatabaseClosed",
     "SiteRow",
     "SiteType",
+    "StatusMessageRow",
     "TableScope",
     "WriteOp",
     "ops",

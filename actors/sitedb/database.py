@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -35,6 +36,7 @@ from actors.sitedb.rows import (
     PkgStatusRow,
     PullDPResponseRow,
     SiteRow,
+    StatusMessageRow,
 )
 from actors.sitedb.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -663,6 +665,57 @@ class SiteDatabase:
             (pkg_id,),
         )
         return [DPTransferBytesRow(*r) for r in rows]
+
+    async def pkg_server_count(self, pkg_id: str) -> int:
+        """How many DPs (at every site) still have a row for the package."""
+        return int(await self.scalar("SELECT COUNT(*) FROM PkgServers WHERE PkgID = ?", (pkg_id,)))
+
+    async def busy_dps(self, pkg_id: str) -> set[int]:
+        """DPs with an open (not given up) distribution job for the package."""
+        rows = await self.fetchall(
+            "SELECT DPID FROM DistributionJobs WHERE PkgID = ? AND State <> ?",
+            (pkg_id, int(JobState.FAILED)),
+        )
+        return {int(r[0]) for r in rows}
+
+    async def last_message_record(self, pkg_id: str, nal_path: str) -> int | None:
+        """The RecordID of the latest status message about the package on the DP: one
+        naming the DP, or an error about the whole package (nothing then reaches the DP)."""
+        value = await self.scalar(
+            "SELECT m.RecordID FROM StatusMessages m"
+            " JOIN StatusMessageAttributes p ON p.RecordID = m.RecordID AND p.AttributeID = 400"
+            " LEFT JOIN StatusMessageAttributes d ON d.RecordID = m.RecordID"
+            " AND d.AttributeID = 404"
+            " WHERE p.AttributeValue = ? AND (d.AttributeValue = ?"
+            " OR (d.RecordID IS NULL AND m.Severity = 'E'))"
+            " ORDER BY m.RecordID DESC LIMIT 1",
+            (pkg_id, nal_path),
+        )
+        return None if value is None else int(value)
+
+    async def status_messages(
+        self, since_record: int = 0, limit: int = -1
+    ) -> list[StatusMessageRow]:
+        """Status messages after ``since_record``, oldest first (at most ``limit``)."""
+        rows = await self.fetchall(
+            "SELECT RecordID, MessageID, Severity, Component, SiteCode, MachineName, Time,"
+            " InsStrings FROM StatusMessages WHERE RecordID > ? ORDER BY RecordID LIMIT ?",
+            (since_record, limit),
+        )
+        last = rows[-1][0] if rows else since_record
+        attrs: dict[int, dict[int, str]] = {}
+        for rid, aid, value in await self.fetchall(
+            "SELECT RecordID, AttributeID, AttributeValue FROM StatusMessageAttributes"
+            " WHERE RecordID > ? AND RecordID <= ? ORDER BY RecordID, rowid",
+            (since_record, last),
+        ):
+            attrs.setdefault(rid, {})[aid] = value
+        return [
+            StatusMessageRow(
+                rid, mid, sev, comp, site, system, when, tuple(json.loads(ins)), attrs.get(rid, {})
+            )
+            for rid, mid, sev, comp, site, system, when, ins in rows
+        ]
 
 
 def _package(row: tuple[Any, ...]) -> PackageRow:

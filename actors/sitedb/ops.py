@@ -7,6 +7,7 @@ in one commit.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterable
 from functools import partial
@@ -19,16 +20,21 @@ from actors.sitedb.enums import (
     PkgStatusValue,
     ServerAction,
 )
-from actors.sitedb.rows import DistributionPointRow, PkgServerRow
+from actors.sitedb.rows import DistributionPointRow, PkgServerRow, StatusMessageRow
 
 __all__ = [
     "cancel_jobs",
     "delete_job",
+    "delete_package_rows",
+    "delete_removed_server",
     "delete_transfer_bytes",
     "end_older_jobs",
     "fail_job",
     "insert_distribution_job",
+    "insert_removal_job",
+    "insert_status_message",
     "mark_stale_servers",
+    "package_action",
     "park_package",
     "record_transfer_bytes",
     "reset_server_actions",
@@ -348,3 +354,76 @@ def cancel_jobs(
         return False
     upsert_dp_status(conn, pkg_id=pkg_id, dp=dp, status=status, version=version, now=now)
     return True
+
+
+def insert_removal_job(
+    conn: sqlite3.Connection, *, dp: DistributionPointRow, pkg_id: str, version: int, now: str
+) -> bool:
+    """A remove job for PkgXferMgr (run after the DP's earlier jobs); False if one is already
+    asked for. The DP's Action stays 3 until it confirms (the status-6 STA drops the row)."""
+    if conn.execute(
+        "SELECT 1 FROM DistributionJobs WHERE DPID = ? AND PkgID = ? AND Action = ?",
+        (dp.dp_id, pkg_id, int(JobAction.REMOVE)),
+    ).fetchone():
+        return False
+    conn.execute(
+        "insert into DistributionJobs (DPID, PkgID, PackageVersion, State, CreationTime, Action)"
+        " values (?, ?, ?, ?, ?, ?)",
+        (dp.dp_id, pkg_id, version, int(JobState.PENDING), now, int(JobAction.REMOVE)),
+    )
+    conn.execute(
+        "update PkgServers set UpdateMask = 0, RefreshTrigger = 0, LastRefresh = ?"
+        " where PkgID = ? and NALPath = ?",
+        (now, pkg_id, dp.nal_path),
+    )
+    return True
+
+
+def delete_removed_server(conn: sqlite3.Connection, pkg_id: str, nal_path: str) -> None:
+    """The DP confirmed a removal: its PkgServers row goes (unless it was added back)."""
+    conn.execute(
+        "delete from PkgServers where PkgID = ? and NALPath = ? and Action = ?",
+        (pkg_id, nal_path, int(ServerAction.REMOVE)),
+    )
+
+
+def package_action(conn: sqlite3.Connection, pkg_id: str) -> PackageAction | None:
+    """The package's Action (None: no such package), read inside a write."""
+    row = conn.execute("SELECT Action FROM SMSPackages WHERE PkgID = ?", (pkg_id,)).fetchone()
+    return None if row is None else PackageAction(row[0])
+
+
+def delete_package_rows(conn: sqlite3.Connection, pkg_id: str) -> None:
+    """The last step of a delete: every row of the package at this site."""
+    for table, column in (
+        ("DistributionJobs", "PkgID"),
+        ("DPTransferBytes", "PkgID"),
+        ("PkgStatus", "ID"),
+        ("PackageContents", "PkgID"),
+        ("SMSPackages", "PkgID"),
+    ):
+        conn.execute(f"delete from {table} where {column} = ?", (pkg_id,))
+
+
+def insert_status_message(conn: sqlite3.Connection, msg: StatusMessageRow) -> int:
+    """A status message and its attributes; returns its RecordID."""
+    cur = conn.execute(
+        "INSERT INTO StatusMessages (MessageID, Severity, Component, SiteCode, MachineName,"
+        " Time, InsStrings) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            msg.message_id,
+            msg.severity,
+            msg.component,
+            msg.site,
+            msg.system,
+            msg.time,
+            json.dumps(list(msg.strings)),
+        ),
+    )
+    record_id = int(cur.lastrowid or 0)
+    conn.executemany(
+        "INSERT INTO StatusMessageAttributes (RecordID, AttributeID, AttributeValue)"
+        " VALUES (?, ?, ?)",
+        [(record_id, aid, value) for aid, value in msg.attributes.items()],
+    )
+    return record_id

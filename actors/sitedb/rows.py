@@ -17,6 +17,7 @@ __all__ = [
     "PkgStatusRow",
     "PullDPResponseRow",
     "SiteRow",
+    "StatusMessageRow",
 ]
 
 
@@ -148,3 +149,17 @@ class ChangeNotification(msgspec.Struct, frozen=True):
     arg2: int
     arg3: int
     arg4: int
+
+
+class StatusMessageRow(msgspec.Struct, frozen=True):
+    """A ``StatusMessages`` row with its ``StatusMessageAttributes``."""
+
+    record_id: int
+    message_id: int
+    severity: str
+    component: str
+    site: str
+    system: str
+    time: str  # ISO 8601, UTC
+    strings: tuple[str, ...]
+    attributes: dict[int, str]

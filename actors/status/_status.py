@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import os
 import sqlite3
 import threading
@@ -23,7 +22,7 @@ from typing import IO, Any, Literal, NamedTuple
 import msgspec
 
 from actors.config import server_of_nal
-from actors.sitedb import SiteDatabase, WriteOp
+from actors.sitedb import SiteDatabase, StatusMessageRow, WriteOp, ops
 
 __all__ = [
     "ATTR_DP_NAL_PATH",
@@ -532,43 +531,29 @@ class StatusReporter:
 
 
 def _store(conn: sqlite3.Connection, msg: StatusMessage) -> int:
-    cur = conn.execute(
-        "INSERT INTO StatusMessages (MessageID, Severity, Component, SiteCode, MachineName,"
-        " Time, InsStrings) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            msg.message_id,
-            msg.severity,
-            msg.component,
-            msg.site,
-            msg.system,
-            msg.time.astimezone(dt.UTC).isoformat(timespec="milliseconds"),
-            json.dumps(list(msg.strings)),
+    return ops.insert_status_message(
+        conn,
+        StatusMessageRow(
+            record_id=0,
+            message_id=msg.message_id,
+            severity=msg.severity,
+            component=msg.component,
+            site=msg.site,
+            system=msg.system,
+            time=msg.time.astimezone(dt.UTC).isoformat(timespec="milliseconds"),
+            strings=msg.strings,
+            attributes=msg.attributes,
         ),
     )
-    record_id = int(cur.lastrowid or 0)
-    conn.executemany(
-        "INSERT INTO StatusMessageAttributes (RecordID, AttributeID, AttributeValue)"
-        " VALUES (?, ?, ?)",
-        [(record_id, aid, value) for aid, value in msg.attributes.items()],
-    )
-    return record_id
 
 
 async def last_message(db: SiteDatabase, pkg_id: str, nal_path: str) -> StatusMessage | None:
     """The latest status message about this package on this DP: one that names the DP, or
     an error about the whole package (its processing failed, so nothing reaches the DP)."""
-    record = await db.scalar(
-        "SELECT m.RecordID FROM StatusMessages m"
-        " JOIN StatusMessageAttributes p ON p.RecordID = m.RecordID AND p.AttributeID = 400"
-        " LEFT JOIN StatusMessageAttributes d ON d.RecordID = m.RecordID AND d.AttributeID = 404"
-        " WHERE p.AttributeValue = ? AND (d.AttributeValue = ?"
-        " OR (d.RecordID IS NULL AND m.Severity = 'E'))"
-        " ORDER BY m.RecordID DESC LIMIT 1",
-        (pkg_id, nal_path),
-    )
+    record = await db.last_message_record(pkg_id, nal_path)
     if record is None:
         return None
-    found = await stored_messages(db, since_record=int(record) - 1, limit=1)
+    found = await stored_messages(db, since_record=record - 1, limit=1)
     return found[0] if found else None
 
 
@@ -583,38 +568,23 @@ async def stored_messages(
 ) -> list[StatusMessage]:
     """Status messages stored in a site database after ``since_record``, oldest first
     (at most ``limit``; -1: all)."""
-    rows = await db.fetchall(
-        "SELECT RecordID, MessageID, Severity, Component, SiteCode, MachineName, Time, InsStrings"
-        " FROM StatusMessages WHERE RecordID > ? ORDER BY RecordID LIMIT ?",
-        (since_record, limit),
+    return [_message(row) for row in await db.status_messages(since_record, limit)]
+
+
+def _message(row: StatusMessageRow) -> StatusMessage:
+    severity: Severity = "E" if row.severity == "E" else "W" if row.severity == "W" else "I"
+    return StatusMessage(
+        message_id=row.message_id,
+        severity=severity,
+        component=row.component,
+        site=row.site,
+        system=row.system,
+        time=dt.datetime.fromisoformat(row.time),
+        strings=row.strings,
+        attributes=row.attributes,
+        dp=message_dp(row.component, row.strings, row.attributes),
+        record_id=row.record_id,
     )
-    last = rows[-1][0] if rows else since_record
-    attrs: dict[int, dict[int, str]] = {}
-    for rid, aid, value in await db.fetchall(
-        "SELECT RecordID, AttributeID, AttributeValue FROM StatusMessageAttributes"
-        " WHERE RecordID > ? AND RecordID <= ? ORDER BY RecordID, rowid",
-        (since_record, last),
-    ):
-        attrs.setdefault(rid, {})[aid] = value
-    out = []
-    for rid, mid, sev, comp, site, system, when, strings in rows:
-        ins = tuple(json.loads(strings))
-        attributes = attrs.get(rid, {})
-        out.append(
-            StatusMessage(
-                message_id=mid,
-                severity=sev,
-                component=comp,
-                site=site,
-                system=system,
-                time=dt.datetime.fromisoformat(when),
-                strings=ins,
-                attributes=attributes,
-                dp=message_dp(comp, ins, attributes),
-                record_id=rid,
-            )
-        )
-    return out
 
 
 def message_dp(
