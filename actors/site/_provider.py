@@ -29,7 +29,7 @@ from actors.errors import (
     UnknownPackage,
     UnknownSite,
 )
-from actors.sitedb import PackageAction, ServerAction, SiteDatabase
+from actors.sitedb import PackageAction, ServerAction, SiteDatabase, ops
 from actors.sitedb.schema import SMSPACKAGES_COLUMNS
 from actors.status import CMTraceLog
 
@@ -39,16 +39,6 @@ DEFAULT_LAST_REFRESH = "04/10/1970 06:35:00"  # the product's "never refreshed"
 _MAX_PACKAGE_NUMBER = 0xFFFFF
 _UPDATE_MASK_REFRESH = 32  # "UpdateMask = 32, UpdateMaskEx = 8388608" on RefreshPkgSource
 _UPDATE_MASK_EX_REFRESH = 8388608
-
-_INSERT_PACKAGE = (
-    f"insert into SMSPackages ({', '.join(SMSPACKAGES_COLUMNS)})"
-    f" values ({', '.join('?' * len(SMSPACKAGES_COLUMNS))})"
-)
-_INSERT_SERVER = (
-    "insert into PkgServers (PkgID, NALPath, SiteCode, SiteName, SourceSite, LastRefresh,"
-    " RefreshTrigger, UpdateMask, Action) select ?, ?, ?, Sites.SiteName, ?, ?, 0, 0, ?"
-    " from Sites where SiteCode = ?"
-)
 
 
 class SmsProvider:
@@ -96,17 +86,12 @@ class SmsProvider:
         def op(conn: sqlite3.Connection) -> str:
             source_text = os.path.abspath(source)
             _check_source(source_text)
-            (number,) = conn.execute(
-                "INSERT INTO PackageIDCounters (SiteCode, LastID) VALUES (?, ?)"
-                " ON CONFLICT (SiteCode) DO UPDATE SET LastID = MAX(LastID + 1, excluded.LastID)"
-                " RETURNING LastID",
-                (site, first),
-            ).fetchone()
+            number = ops.next_package_number(conn, site, first)
             if number > _MAX_PACKAGE_NUMBER:
                 raise PackageIdsExhausted(site)
             pkg_id = f"{site}{number:05X}"
             values = _package_values(pkg_id, name, source_text, site, source_date, priority)
-            conn.execute(_INSERT_PACKAGE, values)
+            ops.insert_package(conn, values)
             return pkg_id
 
         pkg_id = await self.db.write(op)
@@ -120,31 +105,20 @@ class SmsProvider:
         def op(conn: sqlite3.Connection) -> None:
             pkg = _package(conn, pkg_id)
             for dp in targets:
-                action = conn.execute(
-                    "SELECT Action FROM PkgServers WHERE PkgID = ? AND NALPath = ?",
-                    (pkg_id, dp.nal_path),
-                ).fetchone()
-                if action is not None and action[0] != ServerAction.REMOVE:
+                action = ops.server_action(conn, pkg_id, dp.nal_path)
+                if action is not None and action != ServerAction.REMOVE:
                     raise DuplicateDistribution(pkg_id, dp.name)
                 if action is not None:  # removal still pending: add it back
-                    conn.execute(
-                        "update PkgServers set Action = ? where PkgID = ? and NALPath = ?",
-                        (int(ServerAction.ADD), pkg_id, dp.nal_path),
-                    )
+                    ops.set_server_actions(conn, pkg_id, [dp.nal_path], ServerAction.ADD)
                     continue
-                cur = conn.execute(
-                    _INSERT_SERVER,
-                    (
-                        pkg_id,
-                        dp.nal_path,
-                        dp.site,
-                        pkg.source_site,
-                        DEFAULT_LAST_REFRESH,
-                        int(ServerAction.ADD),
-                        dp.site,
-                    ),
-                )
-                if cur.rowcount != 1:
+                if not ops.insert_pkg_server(
+                    conn,
+                    pkg_id=pkg_id,
+                    nal_path=dp.nal_path,
+                    site_code=dp.site,
+                    source_site=pkg.source_site,
+                    last_refresh=DEFAULT_LAST_REFRESH,
+                ):
                     raise UnknownSite(dp.site)
 
         await self.db.write(op)
@@ -159,18 +133,7 @@ class SmsProvider:
             if pkg.source_site != site:
                 raise NotSourceSite(pkg_id, site, pkg.source_site)
             _check_source(pkg.source)
-            conn.execute(
-                "update SMSPackages set Source = ?, StoredPkgVersion = ?, UpdateMask = ?,"
-                " UpdateMaskEx = ?, Action = ? where PkgID = ?",
-                (
-                    pkg.source,
-                    pkg.stored_pkg_version,
-                    _UPDATE_MASK_REFRESH,
-                    _UPDATE_MASK_EX_REFRESH,
-                    int(PackageAction.UPDATE),
-                    pkg_id,
-                ),
-            )
+            ops.request_refresh(conn, pkg, pkg_id, _UPDATE_MASK_REFRESH, _UPDATE_MASK_EX_REFRESH)
 
         await self.db.write(op)
         self._audit_method(pkg_id, "RefreshPkgSource")
@@ -182,10 +145,7 @@ class SmsProvider:
         def op(conn: sqlite3.Connection) -> None:
             _package(conn, pkg_id)
             _require_server(conn, pkg_id, target)
-            conn.execute(
-                "update PkgServers set RefreshTrigger = 1 where PkgID = ? and NALPath = ?",
-                (pkg_id, target.nal_path),
-            )
+            ops.request_redistribute(conn, pkg_id, target.nal_path)
 
         await self.db.write(op)
         self._audit(
@@ -201,9 +161,8 @@ class SmsProvider:
             _package(conn, pkg_id)
             for dp in targets:
                 _require_server(conn, pkg_id, dp)
-            conn.executemany(
-                "update PkgServers set Action = ? where PkgID = ? and NALPath = ?",
-                [(int(ServerAction.REMOVE), pkg_id, dp.nal_path) for dp in targets],
+            ops.set_server_actions(
+                conn, pkg_id, [dp.nal_path for dp in targets], ServerAction.REMOVE
             )
 
         await self.db.write(op)
@@ -218,14 +177,7 @@ class SmsProvider:
             pkg = _package(conn, pkg_id)
             if pkg.source_site != site:
                 raise NotSourceSite(pkg_id, site, pkg.source_site)
-            conn.execute(
-                "update PkgServers set Action = ? where PkgID = ? and Action <> ?",
-                (int(ServerAction.REMOVE), pkg_id, int(ServerAction.REMOVE)),
-            )
-            conn.execute(
-                "update SMSPackages set Action = ? where PkgID = ?",
-                (int(PackageAction.DELETE), pkg_id),
-            )
+            ops.request_delete(conn, pkg_id)
 
         await self.db.write(op)
         self._audit(f'deleted an instance of class SMS_Package.PackageID="{pkg_id}"')
@@ -270,28 +222,16 @@ class SmsProvider:
             self.log.write(f"Auditing: User {self.user} {what}.~", when=self._now())
 
 
-class _Pkg:
-    __slots__ = ("action", "source", "source_site", "stored_pkg_version")
-
-    def __init__(self, row: tuple[str, str, int, int]) -> None:
-        self.source, self.source_site, self.stored_pkg_version, self.action = row
-
-
-def _package(conn: sqlite3.Connection, pkg_id: str) -> _Pkg:
-    row = conn.execute(
-        "SELECT Source, SourceSite, StoredPkgVersion, Action FROM SMSPackages WHERE PkgID = ?",
-        (pkg_id,),
-    ).fetchone()
-    if row is None or row[3] == PackageAction.DELETE:
+def _package(conn: sqlite3.Connection, pkg_id: str) -> ops.ProviderPackage:
+    pkg = ops.provider_package(conn, pkg_id)
+    if pkg is None or pkg.action == PackageAction.DELETE:
         raise UnknownPackage(pkg_id)
-    return _Pkg(row)
+    return pkg
 
 
 def _require_server(conn: sqlite3.Connection, pkg_id: str, dp: DistributionPoint) -> None:
-    row = conn.execute(
-        "SELECT Action FROM PkgServers WHERE PkgID = ? AND NALPath = ?", (pkg_id, dp.nal_path)
-    ).fetchone()
-    if row is None or row[0] == ServerAction.REMOVE:
+    action = ops.server_action(conn, pkg_id, dp.nal_path)
+    if action is None or action == ServerAction.REMOVE:
         raise NotDistributed(pkg_id, dp.name)
 
 

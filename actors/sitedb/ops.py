@@ -12,6 +12,18 @@ import sqlite3
 from collections.abc import Iterable
 from functools import partial
 
+from actors.sitedb._provider_ops import (
+    ProviderPackage,
+    insert_package,
+    insert_pkg_server,
+    next_package_number,
+    provider_package,
+    request_delete,
+    request_redistribute,
+    request_refresh,
+    server_action,
+    set_server_actions,
+)
 from actors.sitedb.enums import (
     JobAction,
     JobState,
@@ -23,6 +35,7 @@ from actors.sitedb.enums import (
 from actors.sitedb.rows import DistributionPointRow, PkgServerRow, StatusMessageRow
 
 __all__ = [
+    "ProviderPackage",
     "cancel_jobs",
     "delete_job",
     "delete_package_rows",
@@ -31,14 +44,23 @@ __all__ = [
     "end_older_jobs",
     "fail_job",
     "insert_distribution_job",
+    "insert_package",
+    "insert_pkg_server",
     "insert_removal_job",
     "insert_status_message",
     "mark_stale_servers",
+    "next_package_number",
     "package_action",
     "park_package",
+    "provider_package",
     "record_transfer_bytes",
+    "request_delete",
+    "request_redistribute",
+    "request_refresh",
     "reset_server_actions",
+    "server_action",
     "set_job_state",
+    "set_server_actions",
     "store_package_version",
     "targeted_version",
     "upsert_dp_status",
