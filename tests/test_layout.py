@@ -79,3 +79,17 @@ def test_module_imports_only_what_its_role_may(module: str, path: Path) -> None:
 def test_the_rule_covers_every_role() -> None:
     units = {_package_of(m) for m, _ in _modules()}
     assert {"actors.site", "actors.dp", "actors.cli", "actors._runtime", "bus"} <= units
+
+
+SQL_CALLS = (".execute(", ".executemany(", ".fetchall(", ".fetchone(", ".scalar(")
+
+
+@pytest.mark.parametrize(
+    ("module", "path"),
+    [(m, p) for m, p in _modules() if m.startswith("actors") and not m.startswith("actors.sitedb")],
+    ids=lambda v: str(v),
+)
+def test_sql_lives_only_in_sitedb(module: str, path: Path) -> None:
+    """One place for SQL: components read through SiteDatabase methods, write through ops."""
+    text = path.read_text()
+    assert not [call for call in SQL_CALLS if call in text], f"{module} runs SQL itself"

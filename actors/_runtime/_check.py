@@ -33,7 +33,7 @@ from actors._runtime._read_status import site_databases
 from actors.config import HierarchyConfig, Site
 from actors.dp import content_library, dp_root
 from actors.errors import SiteDatabaseError
-from actors.sitedb import JobState, PkgStatusType, PkgStatusValue, SiteDatabase
+from actors.sitedb import SiteDatabase
 from contentlib import ContentLibError, Manifest, content_id, load_manifest
 
 __all__ = ["CheckReport", "Checked", "Problem", "ProblemKind", "check_root", "report_lines"]
@@ -230,57 +230,6 @@ def _sha256(path: Path) -> tuple[str, int]:
 
 # -- one site: its database against its libraries ----------------------------------------
 
-# Installed DP rows of this site, with whether work for that DP and package is pending
-# (a package or DP action, an open job): then the DP may hold another version for now.
-_INSTALLED_ROWS = f"""
-SELECT st.ID, st.PkgServer, p.StoredPkgVersion,
-  p.Action <> 0
-  OR EXISTS (SELECT 1 FROM PkgServers s WHERE s.PkgID = st.ID AND s.NALPath = st.PkgServer
-             AND (s.Action <> 0 OR s.RefreshTrigger <> 0))
-  OR EXISTS (SELECT 1 FROM DistributionJobs j JOIN DistributionPoints d ON d.DPID = j.DPID
-             WHERE d.NALPath = st.PkgServer AND j.PkgID = st.ID
-             AND j.State <> {int(JobState.FAILED)})
-FROM PkgStatus st JOIN SMSPackages p ON p.PkgID = st.ID
-WHERE st.Type = {int(PkgStatusType.DP)} AND st.SiteCode = ?
-  AND st.Status = {int(PkgStatusValue.INSTALLED)}
-ORDER BY st.ID, st.PkgServer
-"""
-
-# What may target a DP: a PkgServers row (any action, REMOVE too: removal pending) or an
-# open job.
-_TARGETS = f"""
-SELECT PkgID, NALPath FROM PkgServers WHERE SiteCode = ?
-UNION SELECT j.PkgID, d.NALPath FROM DistributionJobs j JOIN DistributionPoints d
-  ON d.DPID = j.DPID WHERE d.SiteCode = ? AND j.State <> {int(JobState.FAILED)}
-"""
-
-_ORPHAN_ROWS = (
-    (
-        "DistributionJobs",
-        "SELECT 'job ' || JobID || ' for package ' || PkgID || ' (DPID ' || DPID || ')'"
-        " FROM DistributionJobs WHERE PkgID NOT IN (SELECT PkgID FROM SMSPackages)",
-        "its package is not in SMSPackages",
-    ),
-    (
-        "DistributionJobs",
-        "SELECT 'job ' || JobID || ' for package ' || PkgID || ' (DPID ' || DPID || ')'"
-        " FROM DistributionJobs WHERE DPID NOT IN (SELECT DPID FROM DistributionPoints)",
-        "its DP is not in DistributionPoints",
-    ),
-    (
-        "PkgStatus",
-        "SELECT 'status of package ' || ID || ' (Type ' || Type || ') on ' || PkgServer"
-        " FROM PkgStatus WHERE ID NOT IN (SELECT PkgID FROM SMSPackages)",
-        "its package is not in SMSPackages",
-    ),
-    (
-        "PkgServers",
-        "SELECT 'package ' || PkgID || ' on ' || NALPath"
-        " FROM PkgServers WHERE PkgID NOT IN (SELECT PkgID FROM SMSPackages)",
-        "its package is not in SMSPackages",
-    ),
-)
-
 
 class _DP(NamedTuple):
     name: str
@@ -317,9 +266,9 @@ class _SiteCheck:
         )
 
     async def _integrity(self) -> None:
-        rows = await self.db.fetchall("PRAGMA integrity_check")
-        if rows != [("ok",)]:
-            self.problems += [Problem(self.where, "integrity", str(r[0])) for r in rows[:20]]
+        found = await self.db.integrity_check()
+        if found != ["ok"]:
+            self.problems += [Problem(self.where, "integrity", r) for r in found[:20]]
 
     async def _dps(self) -> list[_DP]:
         """The site's standard DPs (the database's rows: a DP dropped from the file still
@@ -335,7 +284,7 @@ class _SiteCheck:
         ]
 
     async def _installed(self, packages: dict[str, int], libs: dict[str, _Library]) -> int:
-        rows = await self.db.fetchall(_INSTALLED_ROWS, (self.site.code,))
+        rows = await self.db.installed_dp_rows(self.site.code)
         for pkg_id, nal, version, busy in rows:
             lib = libs.get(nal)
             manifests = lib.manifests if lib is not None else {}
@@ -354,9 +303,8 @@ class _SiteCheck:
         return len(rows)
 
     async def _orphan_rows(self) -> None:
-        for table, sql, why in _ORPHAN_ROWS:
-            for (row,) in await self.db.fetchall(sql):
-                self.problems.append(Problem(self.where, "orphan row", f"{table}: {row}: {why}"))
+        for table, row, why in await self.db.orphan_rows():
+            self.problems.append(Problem(self.where, "orphan row", f"{table}: {row}: {why}"))
 
     def _unknown_site_content(self, lib: _Library, packages: dict[str, int]) -> None:
         for m in lib.manifests.values():
@@ -373,7 +321,7 @@ class _SiteCheck:
     async def _orphan_dp_content(
         self, packages: dict[str, int], libs: dict[str, tuple[_DP, _Library]]
     ) -> None:
-        targets = set(await self.db.fetchall(_TARGETS, (self.site.code, self.site.code)))
+        targets = await self.db.dp_targets(self.site.code)
         for nal, (_, lib) in libs.items():
             for m in lib.manifests.values():
                 if m.package_id not in packages:

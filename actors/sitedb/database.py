@@ -15,6 +15,7 @@ import anyio
 
 from actors.config import HierarchyConfig
 from actors.errors import SiteDatabaseError
+from actors.sitedb import _audit
 from actors.sitedb._writer import WriteOp, Writer
 from actors.sitedb.enums import (
     JobAction,
@@ -716,6 +717,30 @@ class SiteDatabase:
             )
             for rid, mid, sev, comp, site, system, when, ins in rows
         ]
+
+    # -- what ``cmdist check`` asks --------------------------------------------------------
+
+    async def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check``: ``["ok"]`` for a sound file."""
+        return [str(r[0]) for r in await self.fetchall("PRAGMA integrity_check")]
+
+    async def installed_dp_rows(self, site_code: str) -> list[tuple[str, str, int, bool]]:
+        """(PkgID, NAL path, stored version, work pending) of every Installed DP row."""
+        rows = await self.fetchall(_audit._INSTALLED_ROWS, (site_code,))
+        return [(str(p), str(n), int(v), bool(b)) for p, n, v, b in rows]
+
+    async def orphan_rows(self) -> list[tuple[str, str, str]]:
+        """(table, row, why) of every row whose package or DP is gone."""
+        return [
+            (table, str(row), why)
+            for table, sql, why in _audit._ORPHAN_ROWS
+            for (row,) in await self.fetchall(sql)
+        ]
+
+    async def dp_targets(self, site_code: str) -> set[tuple[str, str]]:
+        """(PkgID, NAL path) pairs a DP row or an open job says the package targets."""
+        rows = await self.fetchall(_audit._TARGETS, (site_code, site_code))
+        return {(str(p), str(n)) for p, n in rows}
 
 
 def _package(row: tuple[Any, ...]) -> PackageRow:
