@@ -1,7 +1,7 @@
-"""Status messages: the catalog, the reporter, CMTrace component logs."""
+"""Status messages: the catalog (what each ID means), the message, the reporter (store,
+log, publish), CMTrace component logs, and ``Component``, the base of every component."""
 
-from actors.status._component import Component
-from actors.status._status import (
+from actors.status._catalog import (
     ATTR_DP_NAL_PATH,
     ATTR_PACKAGE_ID,
     ATTR_PACKAGE_VERSION,
@@ -20,19 +20,13 @@ from actors.status._status import (
     SMSDBMON,
     STATE_SYSTEM,
     STATUS_TOPIC,
-    CMTraceLog,
-    ComponentLogs,
     MessageInfo,
     Severity,
-    StatusMessage,
-    StatusReporter,
-    describe,
-    format_statmsg,
-    last_message,
-    last_message_id,
-    message_dp,
-    stored_messages,
 )
+from actors.status._cmtrace import CMTraceLog, ComponentLogs, format_statmsg
+from actors.status._component import Component
+from actors.status._message import StatusMessage, describe, message_dp
+from actors.status._reporter import StatusReporter, last_message, last_message_id, stored_messages
 
 __all__ = [
     "ATTR_DP_NAL_PATH",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from actors.status._status import CMTraceLog, Severity
+from actors.status._catalog import Severity
+from actors.status._cmtrace import CMTraceLog
 from bus import Actor
 
-__all__ = ["Component"]
+__all__ = [
+    "Component",
+]
 
 
 class Component(Actor):
