@@ -489,7 +489,7 @@ class SiteDatabase:
         rows = await self.fetchall(
             "SELECT SiteCode, SiteName, Type, ReportToSite, SiteServer FROM Sites ORDER BY SiteCode"
         )
-        return [SiteRow(*r) for r in rows]
+        return [SiteRow(r[0], r[1], SiteType(r[2]), *r[3:]) for r in rows]
 
     async def package(self, pkg_id: str) -> PackageRow | None:
         row = await self.fetchone(
@@ -548,7 +548,7 @@ class SiteDatabase:
         row = await self.fetchone(
             f"SELECT {_JOB_COLS} FROM DistributionJobs WHERE JobID = ?", (job_id,)
         )
-        return None if row is None else DistributionJobRow(*row)
+        return None if row is None else _job(row)
 
     async def distribution_job_superseded(
         self, job_id: int
@@ -561,7 +561,7 @@ class SiteDatabase:
             " FROM DistributionJobs j WHERE j.JobID = ?",
             (job_id,),
         )
-        return None if row is None else (DistributionJobRow(*row[:-1]), bool(row[-1]))
+        return None if row is None else (_job(row[:-1]), bool(row[-1]))
 
     async def distribution_jobs(
         self, *, state: JobState | None = None, dp_id: int | None = None
@@ -577,14 +577,14 @@ class SiteDatabase:
         rows = await self.fetchall(
             f"SELECT {_JOB_COLS} FROM DistributionJobs{where} ORDER BY JobID", args
         )
-        return [DistributionJobRow(*r) for r in rows]
+        return [_job(r) for r in rows]
 
     async def pkg_status(self, pkg_id: str) -> list[PkgStatusRow]:
         rows = await self.fetchall(
             f"SELECT {_STATUS_COLS} FROM PkgStatus WHERE ID = ? ORDER BY Type, SiteCode, PkgServer",
             (pkg_id,),
         )
-        return [PkgStatusRow(*r) for r in rows]
+        return [_pkg_status(r) for r in rows]
 
     async def pull_dp_response(self, pkg_status_id: int) -> list[PullDPResponseRow]:
         rows = await self.fetchall(
@@ -656,7 +656,7 @@ class SiteDatabase:
             " AND Action <> ? AND State <> ? ORDER BY JobID",
             (dp_id, pkg_id, int(JobAction.REMOVE), int(JobState.FAILED)),
         )
-        return [DistributionJobRow(*r) for r in rows]
+        return [_job(r) for r in rows]
 
     async def transfer_bytes(self, pkg_id: str) -> list[DPTransferBytesRow]:
         """Per DP, the bytes that crossed its link for its latest install of the package."""
@@ -741,6 +741,18 @@ class SiteDatabase:
         """(PkgID, NAL path) pairs a DP row or an open job says the package targets."""
         rows = await self.fetchall(_audit._TARGETS, (site_code, site_code))
         return {(str(p), str(n)) for p, n in rows}
+
+
+def _job(row: tuple[Any, ...]) -> DistributionJobRow:
+    values = list(row)
+    values[4], values[5] = JobState(values[4]), JobAction(values[5])
+    return DistributionJobRow(*values)
+
+
+def _pkg_status(row: tuple[Any, ...]) -> PkgStatusRow:
+    values = list(row)
+    values[2], values[5] = PkgStatusType(values[2]), PkgStatusValue(values[5])
+    return PkgStatusRow(*values)
 
 
 def _package(row: tuple[Any, ...]) -> PackageRow:

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import msgspec
 
-from actors.sitedb.enums import PackageAction, ServerAction
+from actors.sitedb.enums import (
+    JobAction,
+    JobState,
+    PackageAction,
+    PkgStatusType,
+    PkgStatusValue,
+    ServerAction,
+    SiteType,
+)
 
 __all__ = [
     "ChangeNotification",
@@ -24,7 +32,7 @@ __all__ = [
 class SiteRow(msgspec.Struct, frozen=True):
     site_code: str
     site_name: str
-    type: int
+    type: SiteType
     report_to_site: str
     site_server: str
 
@@ -89,8 +97,8 @@ class DistributionJobRow(msgspec.Struct, frozen=True):
     dp_id: int
     pkg_id: str
     package_version: int
-    state: int  # JobState
-    action: int  # JobAction
+    state: JobState
+    action: JobAction
     send_action: str | None
     creation_time: str
     last_update_time: str | None
@@ -103,10 +111,10 @@ class DistributionJobRow(msgspec.Struct, frozen=True):
 class PkgStatusRow(msgspec.Struct, frozen=True):
     pkid: int
     pkg_id: str
-    type: int  # PkgStatusType
+    type: PkgStatusType
     site_code: str
     pkg_server: str
-    status: int  # PkgStatusValue
+    status: PkgStatusValue
     update_time: str
     location: str
     share_name: str
