@@ -33,7 +33,7 @@ __all__ = [
     "Link",
     "Settings",
     "Site",
-    "SiteType",
+    "SiteKind",
     "check_hierarchy",
     "default_hierarchy",
     "load_hierarchy",
@@ -41,7 +41,7 @@ __all__ = [
     "server_of_nal",
 ]
 
-SiteType = Literal["cas", "primary", "secondary"]
+SiteKind = Literal["cas", "primary", "secondary"]
 
 IN_CODE = "<in code>"
 """The ``file`` errors name for a :class:`HierarchyConfig` built in code."""
@@ -103,7 +103,7 @@ class Settings(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
 
 class Site(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     code: Annotated[str, Meta(pattern=r"^[A-Z0-9]{3}$")]
-    type: SiteType
+    type: SiteKind
     server: Annotated[str, Meta(min_length=1)]
     name: str = ""
     parent: str | None = None

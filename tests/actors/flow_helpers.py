@@ -7,10 +7,9 @@ never in a yield-fixture (see DESIGN.md, "Known traps").
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import NamedTuple
@@ -21,6 +20,9 @@ from actors import Hierarchy, Package
 from actors.config import nal_path
 from actors.sitedb import SiteDatabase
 from actors.status import PKGXFERMGR, StatusMessage, stored_messages
+from actors.testing import instant_links, read_tree, write_tree
+
+__all__ = ["instant_links", "read_tree", "write_tree"]  # (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[2]
 HIERARCHY = ROOT / "hierarchy.toml"
@@ -46,24 +48,6 @@ def open_hierarchy(tmp_path: Path) -> AbstractAsyncContextManager[Hierarchy]:
 
 
 # -- source trees ------------------------------------------------------------------------
-
-
-def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
-    for rel, data in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-    return root
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by posix relative path."""
-    out: dict[str, bytes] = {}
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            path = Path(dirpath) / name
-            out[path.relative_to(root).as_posix()] = path.read_bytes()
-    return out
 
 
 async def assert_extracts_identical(

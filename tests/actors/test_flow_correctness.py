@@ -24,6 +24,7 @@ from tests.actors.flow_helpers import (
     TIMEOUT,
     assert_extracts_identical,
     dp_library_root,
+    instant_links,
     message_ids,
     open_hierarchy,
     until,
@@ -98,9 +99,8 @@ async def test_a_late_retry_of_an_old_version_never_rolls_the_dp_back(tmp_path: 
         site = h.servers[SITE]
         db = site.db
         pkg = await h.create_package("App", src, site=SITE)
-        link = site.links[DP1]
-        link.latency, link.bandwidth = 0.0, None  # only the retry delay waits for the clock
-        link.inject_cut(after_bytes=1000, times=1)
+        instant_links(h, SITE)  # only the retry delay waits for the clock
+        site.links[DP1].inject_cut(after_bytes=1000, times=1)
         await h.distribute(pkg, [DP1])
         await until(lambda: _state(h, pkg.pkg_id, "Retrying"))  # v1 waits for its retry
         (src / "v.txt").write_bytes(b"v2\n")

@@ -28,6 +28,7 @@ from tests.actors.flow_helpers import (
     TIMEOUT,
     assert_extracts_identical,
     dp_library_root,
+    instant_links,
     message_ids,
     open_hierarchy,
     until,
@@ -178,8 +179,7 @@ async def test_a_full_disk_on_a_dp_is_retried_and_loses_nothing(tmp_path: Path) 
     clock = ManualClock()
     async with Hierarchy.open(HIERARCHY, root=tmp_path / "data", clock=clock) as h:
         site = h.servers[SITE]
-        for link in site.links.values():  # only the retry delay waits for the clock
-            link.latency, link.bandwidth = 0.0, None
+        instant_links(h, SITE)  # only the retry delay waits for the clock
         library = site.dp_library(DP1)
         assert library is not None
         _FullDisk(library, times=3)
@@ -339,8 +339,7 @@ async def test_scheduled_validation_marks_damaged_content_failed(tmp_path: Path)
     clock = ManualClock()
     async with Hierarchy.open(config, clock=clock) as h:
         site = h.servers[SITE]
-        for link in site.links.values():
-            link.latency, link.bandwidth = 0.0, None
+        instant_links(h, SITE)
         pkg = await _installed(tmp_path, h, {"a.bin": os.urandom(20_000)})
         db = site.db
         await clock.advance(day)

@@ -34,14 +34,6 @@ def make_tree(root: Path, files: Mapping[str, bytes], mode: int = 0o644) -> Path
     return root
 
 
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {
-        p.relative_to(root).as_posix(): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
 def listing(root: Path) -> list[tuple[str, int]]:
     """Every path under root with its size (0 for folders): compare before/after."""
     return sorted(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from actors.testing import read_tree
 from contentlib import (
     ContentLibError,
     ContentLibrary,
@@ -16,7 +17,7 @@ from contentlib import (
     Manifest,
     TargetNotEmpty,
 )
-from tests.contentlib.contentlib_helpers import listing, make_tree, read_tree, sha
+from tests.contentlib.contentlib_helpers import listing, make_tree, sha
 
 FILES = {
     "setup.exe": os.urandom(300_000),

@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from actors.testing import read_tree
 from contentlib import (
     ContentLibError,
     ContentLibrary,
@@ -15,7 +16,7 @@ from contentlib import (
     HashMismatch,
     UnsafePath,
 )
-from tests.contentlib.contentlib_helpers import chunks, listing, make_tree, read_tree, sha
+from tests.contentlib.contentlib_helpers import chunks, listing, make_tree, sha
 
 FILES = {
     "setup.exe": b"MZ" + os.urandom(300_000),

@@ -17,6 +17,7 @@ import zstandard as zstd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from actors.testing import read_tree
 from contentlib import (
     ContentLibError,
     ContentLibrary,
@@ -25,7 +26,7 @@ from contentlib import (
     MissingBaseVersion,
     UnsafePath,
 )
-from tests.contentlib.contentlib_helpers import listing, make_tree, read_tree
+from tests.contentlib.contentlib_helpers import listing, make_tree
 
 V1 = {
     "app/setup.exe": random.Random(1).randbytes(200_000),

@@ -12,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from actors.testing import read_tree
 from contentlib import ContentLibError, ContentLibrary, SourceError, UnsafePath, _fs
 from contentlib._errors import single_error
-from tests.contentlib.contentlib_helpers import (
-    chunks,
-    fill_disk,
-    make_tree,
-    no_space,
-    read_tree,
-    sha,
-)
+from tests.contentlib.contentlib_helpers import chunks, fill_disk, make_tree, no_space, sha
 
 FILES = {f"d{i % 3}/f{i}.bin": os.urandom(2000 + i) for i in range(24)}
 
