@@ -123,28 +123,34 @@ class SiteServer:
         return server
 
     async def start(self) -> None:
-        """Spawn the site's actors. Files a crash left outside every manifest go first:
-        nothing is in flight yet, so nothing received but not yet committed is lost."""
-        h, code, bus = self.hierarchy, self.code, self.bus
+        """Spawn the site's actors: its DPs' first, then the site server's components.
+        Files a crash left outside every manifest go first: nothing is in flight yet, so
+        nothing received but not yet committed is lost."""
         await self.library.collect_garbage()
+        for dp in self.hierarchy.dps_of(self.code):
+            if not dp.pull:  # pull DPs arrive with their own component
+                await self._start_dp(dp.name)
+        self._start_components()
+
+    async def _start_dp(self, name: str) -> None:
+        """A standard DP: its provider (on its own library and logs) and the site's link."""
+        h, code, bus = self.hierarchy, self.code, self.bus
+        is_server = name.upper() == self.site.server.upper()
+        root = dp_root(h, name, is_server)
+        logs = self.logs
+        if not is_server:
+            logs = ComponentLogs(root / "logs")
+            self._dp_logs.append(logs)
+        provider = DPProvider(name, root, self._dp_libraries[name.upper()], log=logs[DP_PROVIDER])
+        await provider.library.collect_garbage()
+        self.dps[name.upper()] = bus.spawn(provider, addresses.dp_provider(name))
+        self.links[name] = NetworkLink(f"{code}->{name}", bus.clock, h.link(code, name))
+
+    def _start_components(self) -> None:
+        """DistMgr, PkgXferMgr, content validation and SMSDBMON (last: it delivers what
+        the others take)."""
+        h, code, bus = self.hierarchy, self.code, self.bus
         settings = h.settings
-        for dp in h.dps_of(code):
-            if dp.pull:
-                continue  # pull DPs arrive with their own component
-            is_server = dp.name.upper() == self.site.server.upper()
-            root = dp_root(h, dp.name, is_server)
-            logs = self.logs
-            if not is_server:
-                logs = ComponentLogs(root / "logs")
-                self._dp_logs.append(logs)
-            provider = DPProvider(
-                dp.name, root, self._dp_libraries[dp.name.upper()], log=logs[DP_PROVIDER]
-            )
-            await provider.library.collect_garbage()
-            self.dps[dp.name.upper()] = bus.spawn(provider, addresses.dp_provider(dp.name))
-            self.links[dp.name] = NetworkLink(
-                f"{code}->{dp.name}", bus.clock, h.link(code, dp.name)
-            )
         bus.spawn(
             DistMgr(
                 site=code,

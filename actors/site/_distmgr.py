@@ -47,7 +47,7 @@ from actors.sitedb import (
 )
 from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
 from bus import handler
-from contentlib import ContentLibError, ContentLibrary, SnapshotReport, parse_content_id
+from contentlib import ContentLibError, ContentLibrary, Manifest, parse_content_id
 from contentlib import content_id as make_content_id
 
 __all__ = ["PACKAGE_CHANGED_TOPIC", "DistMgr"]
@@ -203,8 +203,6 @@ class DistMgr(Component):
         """Snapshot the source as the next version; the updated row, or None on failure."""
         pkg_id = pkg.pkg_id
         adding = pkg.stored_pkg_version == 0
-        version = pkg.stored_pkg_version + 1
-        content_id = make_content_id(pkg_id, version)
         if adding:
             await self._report(2300, (pkg.name, pkg_id), pkg_id)
             self.trace(f"Start adding package {pkg_id}...")
@@ -214,14 +212,35 @@ class DistMgr(Component):
             f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
             f" and UpdateMaskEx is {pkg.update_mask_ex}."
         )
+        manifest = await self._snapshot(pkg)
+        if manifest is None:
+            return None
+        await self._commit_version(pkg, manifest)
+        if not adding:
+            self.trace(
+                f"~The source for package {pkg_id} has changed or the package source needs"
+                " to be refreshed"
+            )
+            self.trace(f"~Successfully created/updated the package {pkg_id}.")
+            await self._report(2311, (pkg_id,), pkg_id)
+        # The previous version stays as the base of deltas to DPs; older ones go.
+        for old in self.library.content_ids(pkg_id):
+            if _version(old) < manifest.version - 1:
+                await self.library.remove_content(old)
+        return await self.db.package(pkg_id)
+
+    async def _snapshot(self, pkg: PackageRow) -> Manifest | None:
+        """The source into the site's content library as the next version (None: the
+        package failed, with its reason)."""
+        pkg_id = pkg.pkg_id
+        version = pkg.stored_pkg_version + 1
+        content_id = make_content_id(pkg_id, version)
         self.trace(f"Taking package snapshot for package {pkg_id} from source {pkg.source}")
         try:
             if content_id in self.library.content_ids(pkg_id):
                 # A crash after the snapshot and before the database said so: take it again.
                 await self.library.remove_content(content_id)
-            report: SnapshotReport = await self.library.snapshot(
-                pkg_id, Path(pkg.source), content_id
-            )
+            report = await self.library.snapshot(pkg_id, Path(pkg.source), content_id)
         except (OSError, ContentLibError) as exc:
             await self._package_failed(pkg, _reason(exc), source_problem=True)
             return None
@@ -234,12 +253,17 @@ class DistMgr(Component):
         self.trace(f"The hash for algorithm {_HASH_ALGORITHM} is {manifest.content_hash}")
         self.trace(f"~Adding these contents to the package {pkg_id} version {version}.")
         await self._report(2376, (pkg_id,), pkg_id)
+        return manifest
+
+    async def _commit_version(self, pkg: PackageRow, manifest: Manifest) -> None:
+        """The version, its DPs marked for update and the package's action reset (compare
+        and set) in one commit; changed meanwhile, the package is processed again."""
         store = partial(
             ops.store_package_version,
-            pkg_id=pkg_id,
+            pkg_id=pkg.pkg_id,
             site_code=self.site,
-            version=version,
-            content_id=content_id,
+            version=manifest.version,
+            content_id=manifest.content_id,
             content_hash=manifest.content_hash,
             size=manifest.size,
             now=product_time(),
@@ -247,21 +271,9 @@ class DistMgr(Component):
         )
         if not await self.db.write(store):
             self.trace(
-                f"~Package {pkg_id} was changed while it was processed; processing it again."
+                f"~Package {pkg.pkg_id} changed while it was processed; processing it again."
             )
-            self._again.add(pkg_id)
-        if not adding:
-            self.trace(
-                f"~The source for package {pkg_id} has changed or the package source needs"
-                " to be refreshed"
-            )
-            self.trace(f"~Successfully created/updated the package {pkg_id}.")
-            await self._report(2311, (pkg_id,), pkg_id)
-        # The previous version stays as the base of deltas to DPs; older ones go.
-        for old in self.library.content_ids(pkg_id):
-            if _version(old) < version - 1:
-                await self.library.remove_content(old)
-        return await self.db.package(pkg_id)
+            self._again.add(pkg.pkg_id)
 
     async def _package_failed(
         self, pkg: PackageRow, reason: str, *, source_problem: bool = False
