@@ -18,7 +18,14 @@ from __future__ import annotations
 import asyncio
 import math
 import sqlite3
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Coroutine,
+    Mapping,
+    Sequence,
+)
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Literal, TypeVar
@@ -481,7 +488,12 @@ class Hierarchy:
     async def _guard(self, call: Awaitable[T]) -> T:
         """Await a call into the hierarchy; if it stops meanwhile, whatever its closing
         database or bus raised becomes one ``HierarchyClosed`` (or ``HierarchyFailed``)."""
-        self._check_open()
+        try:
+            self._check_open()
+        except BaseException:
+            if isinstance(call, Coroutine):
+                call.close()  # never started: no "was never awaited" warning for the caller
+            raise
         try:
             return await call
         except (BusClosed, SiteDatabaseClosed, ValueError, sqlite3.ProgrammingError) as exc:
