@@ -5,7 +5,9 @@ from actors.dp._layout import (
     CONTENT_LIBRARY,
     STAGING_SHARE,
     content_library,
+    discard_staged,
     dp_root,
+    staged_package,
     staging_folder,
     staging_name,
 )
@@ -42,7 +44,9 @@ __all__ = [
     "DPValidate",
     "DPValidation",
     "content_library",
+    "discard_staged",
     "dp_root",
+    "staged_package",
     "staging_folder",
     "staging_name",
 ]

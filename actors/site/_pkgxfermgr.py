@@ -20,9 +20,8 @@ a send within one chunk; see :meth:`PkgXferMgr.cancel_transfer` for what it leav
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -44,11 +43,13 @@ from actors.dp import (
     DPQuery,
     DPRemovePackage,
     DPSignature,
+    discard_staged,
     staging_folder,
     staging_name,
 )
 from actors.errors import TransferError
 from actors.network import NetworkLink
+from actors.site._sending import Send, transmit
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
     TRANSFER_PROGRESS_TOPIC,
@@ -90,10 +91,6 @@ from contentlib import (
 
 __all__ = ["CANCELLED_REASON", "PROGRESS_INTERVAL", "PkgXferMgr", "RetryJob"]
 
-# Chunk sizes: the reference writes 983040-byte blocks to a throttled share; a local,
-# unthrottled copy goes in large blocks, one worker-thread hop each.
-_LINK_CHUNK = 983040
-_LOCAL_CHUNK = 64 << 20
 # Below this a file is sent whole: a delta cannot save enough to pay for itself.
 _DELTA_MIN_SIZE = 16 << 10
 
@@ -162,7 +159,7 @@ class PkgXferMgr(Component):
         self._order: defaultdict[_Key, anyio.Lock] = defaultdict(anyio.Lock)
         self._threads = 0  # sending threads running
         self._parked: deque[int] = deque()  # jobs waiting for a sending thread
-        self._sends: dict[_Key, _Send] = {}  # the send running for a DP and package
+        self._sends: dict[_Key, Send] = {}  # the send running for a DP and package
         self._cancelling: Counter[_Key] = Counter()  # keys an administrator's cancel ends
 
     async def on_start(self) -> None:
@@ -312,7 +309,7 @@ class PkgXferMgr(Component):
         key = (job.dp_id, job.pkg_id)
         if key in self._cancelling:
             return  # cancelled before it began: the cancel ends it (no await since this check)
-        send = _Send(job, dp, self._publish_progress, self.clock.now, self.progress_interval)
+        send = Send(job, dp, self._publish_progress, self.clock.now, self.progress_interval)
         self._sends[key] = send
         try:
             await self._attempt(job, dp, pkg, send)
@@ -320,7 +317,7 @@ class PkgXferMgr(Component):
             del self._sends[key]
 
     async def _attempt(
-        self, job: DistributionJobRow, dp: DistributionPointRow, pkg: PackageRow, send: _Send
+        self, job: DistributionJobRow, dp: DistributionPointRow, pkg: PackageRow, send: Send
     ) -> None:
         """One try of an add or redistribute job, which a cancel may stop (``send.scope``);
         a cancel by shutdown passes through, leaving the job to resume at the next start."""
@@ -350,7 +347,7 @@ class PkgXferMgr(Component):
         await self._completed(job, dp, send)
 
     async def _start_sending(
-        self, job: DistributionJobRow, dp: DistributionPointRow, pkg: PackageRow, send: _Send
+        self, job: DistributionJobRow, dp: DistributionPointRow, pkg: PackageRow, send: Send
     ) -> None:
         inventory = await self._inventory(job, dp)
         if inventory.previous is not None and inventory.previous.version > job.package_version:
@@ -367,7 +364,7 @@ class PkgXferMgr(Component):
         await self._send(job, dp, pkg, inventory, send)
 
     async def _completed(
-        self, job: DistributionJobRow, dp: DistributionPointRow, send: _Send
+        self, job: DistributionJobRow, dp: DistributionPointRow, send: Send
     ) -> None:
         self.trace("~Sending completed successfully")
         self.trace(
@@ -415,7 +412,7 @@ class PkgXferMgr(Component):
         dp: DistributionPointRow,
         pkg: PackageRow,
         inventory: DPInventory,
-        send: _Send,
+        send: Send,
     ) -> None:
         content_id = _content_id(job)
         manifest = self.library.manifest(content_id)
@@ -453,7 +450,7 @@ class PkgXferMgr(Component):
         content_id: str,
         dp: DistributionPointRow,
         link: NetworkLink,
-        send: _Send,
+        send: Send,
         *,
         replace: bool,
     ) -> None:
@@ -463,7 +460,7 @@ class PkgXferMgr(Component):
         self.trace(f"Sending file '\\\\{dp.server_name}\\SMS_DP$\\{name}'")
         before = send.sent
         try:
-            await _transmit(
+            await transmit(
                 self.library.file_path(entry.sha256),
                 entry.size,
                 staged,
@@ -511,7 +508,7 @@ class PkgXferMgr(Component):
         content_id: str,
         dp: DistributionPointRow,
         link: NetworkLink,
-        send: _Send,
+        send: Send,
     ) -> bool:
         """Send a file as a delta from the DP's ``old`` file; False when that is not smaller
         (or did not rebuild the file on the DP: the whole file goes instead)."""
@@ -530,7 +527,7 @@ class PkgXferMgr(Component):
             f" '\\\\{dp.server_name}\\SMS_DP$\\{name}'"
         )
         send.plan(len(delta) - entry.size)  # the delta goes instead of the file
-        await _transmit(delta, len(delta), staged, link, self.trace, send, delta=True)
+        await transmit(delta, len(delta), staged, link, self.trace, send, delta=True)
         try:
             await self._change_dp(
                 dp, DPApplyDelta(old.sha256, name, entry.sha256, entry.size, content_id)
@@ -567,7 +564,7 @@ class PkgXferMgr(Component):
         exc: BaseException,
         *,
         give_up: bool = False,
-        send: _Send | None = None,
+        send: Send | None = None,
     ) -> None:
         """8203 and Retrying until the retries run out (or at once for a failure no retry
         can mend: ``give_up``), then 8204 and Failed; the reason goes with both. The bytes
@@ -665,7 +662,7 @@ class PkgXferMgr(Component):
         """Delete the package's files in the DP's ``SMS_DP$`` (with the package held, so no
         send of it is writing there)."""
         staging = staging_folder(self.dp_root(dp))
-        removed = await anyio.to_thread.run_sync(_discard_staged_files, staging, pkg_id)
+        removed = await anyio.to_thread.run_sync(discard_staged, staging, pkg_id)
         if removed:
             self.trace(f"~Deleted {removed} staged file(s) of package {pkg_id} on {dp.server_name}")
 
@@ -753,99 +750,6 @@ class _SiteCopy:
         self.mended = False
 
 
-class _Send:
-    """A running try of an add or redistribute job: what a cancel stops, and what the try
-    moves (bytes over the link, whole files and deltas apart, and its progress events).
-
-    ``bytes_full`` / ``bytes_delta`` count the bytes that crossed the link in this try
-    (a chunk counts once it is written to the DP's share, even if the link is cut while it
-    is on its way). ``sent`` / ``total`` are the progress bar: ``sent`` also counts bytes
-    an earlier, cut try left staged, which this try resumes after (see TransferProgress).
-    """
-
-    __slots__ = (
-        "_interval",
-        "_last",
-        "_now",
-        "_publish",
-        "bytes_delta",
-        "bytes_full",
-        "committing",
-        "dp",
-        "job",
-        "scope",
-        "sent",
-        "total",
-    )
-
-    def __init__(
-        self,
-        job: DistributionJobRow,
-        dp: DistributionPointRow,
-        publish: Callable[[TransferProgress], Awaitable[None]],
-        now: Callable[[], float],
-        interval: float,
-    ) -> None:
-        self.job = job
-        self.dp = dp
-        self.scope = anyio.CancelScope()
-        self.committing = False
-        self.bytes_full = 0
-        self.bytes_delta = 0
-        self.sent = 0
-        self.total = 0
-        self._publish = publish
-        self._now = now
-        self._interval = interval
-        self._last: float | None = None  # clock time of the last event (None: none yet)
-
-    def cancel(self) -> bool:
-        """Stop the send at its next chunk (or DP request); False once it is committing."""
-        if self.committing:
-            return False
-        self.scope.cancel()
-        return True
-
-    async def commit(self) -> None:
-        """The point of no return, before the version is added to the DP: a cancel that
-        came first stops the send here; one that comes after is refused."""
-        await anyio.lowlevel.checkpoint()
-        self.committing = True
-
-    def plan(self, nbytes: int) -> None:
-        """``nbytes`` more (or, negative, fewer) to send than planned so far."""
-        self.total += nbytes
-
-    def count(self, crossed: int, staged_before: int, *, delta: bool) -> None:
-        """A chunk of ``crossed`` bytes crossed the link; ``staged_before`` bytes of the
-        same file were found staged by an earlier try (first chunk of a resumed file)."""
-        if delta:
-            self.bytes_delta += crossed
-        else:
-            self.bytes_full += crossed
-        self.sent += crossed + staged_before
-
-    async def report(self, *, delta: bool) -> None:
-        """Publish the progress if it is due: the first chunk, the last, or one
-        ``interval`` after the previous event."""
-        now = self._now()
-        last = self._last
-        if last is not None and self.sent < self.total and now - last < self._interval:
-            return
-        self._last = now
-        job = self.job
-        await self._publish(
-            TransferProgress(
-                job.pkg_id,
-                job.package_version,
-                self.dp.server_name,
-                self.sent,
-                max(self.total, self.sent),
-                delta,
-            )
-        )
-
-
 def _files_to_send(
     files: Sequence[FileEntry], present: Sequence[bool], *, redistribute: bool
 ) -> list[FileEntry]:
@@ -860,31 +764,6 @@ def _files_to_send(
     return todo
 
 
-def _discard_staged_files(staging: Path, pkg_id: str) -> int:
-    """Delete every staged file (whole file or delta, any version) of the package in a
-    DP's ``SMS_DP$``; returns how many went."""
-    try:
-        names = os.listdir(staging)
-    except FileNotFoundError:
-        return 0
-    removed = 0
-    for name in names:
-        if _staged_package(name) == pkg_id:
-            (staging / name).unlink(missing_ok=True)
-            removed += 1
-    return removed
-
-
-def _staged_package(name: str) -> str | None:
-    """The package of a staged file's name (``<SHA256>-<PkgID>.<version>.temp`` or
-    ``.delta``, see :func:`staging_name`); None for any other name."""
-    _, dash, rest = name.partition("-")
-    parts = rest.rsplit(".", 2)
-    if not dash or len(parts) != 3 or parts[2] not in ("temp", "delta"):
-        return None
-    return parts[0]
-
-
 def _content_id(job: DistributionJobRow) -> str:
     return content_id(job.pkg_id, job.package_version)
 
@@ -895,86 +774,3 @@ def _provider(dp: DistributionPointRow) -> str:
 
 def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts, dt.UTC)
-
-
-async def _transmit(
-    source: Path | bytes,
-    size: int,
-    staged: Path,
-    link: NetworkLink,
-    log: Callable[[str], None],
-    send: _Send,
-    *,
-    delta: bool,
-) -> None:
-    """Copy ``source`` to the staged file over ``link``, resuming after a cut transfer.
-
-    Bytes a cut transfer left in the staged file are kept and the copy goes on from their
-    end ("Attempt to write N bytes ... at position P"); the DP verifies the whole file's
-    hash before it is used, so a damaged remainder costs one more try, never bad content.
-    Each chunk is counted on ``send`` (before the link's wait, so a cut chunk counts) and
-    its progress reported after it. A cancel lands between chunks: a chunk being written
-    in the worker thread is finished first, so nothing writes the file after the cancel.
-    """
-    await link.open()
-    chunk = _LINK_CHUNK if link.throttled else _LOCAL_CHUNK
-    resume_at: int | None = None  # found in the worker thread, with the first chunk
-    while True:  # at least once: an empty file is written too
-        position, n = await anyio.to_thread.run_sync(
-            _write_chunk, source, size, staged, resume_at, link.allowance(chunk)
-        )
-        if link.throttled:
-            log(f"~Wrote {n} bytes to {staged.name} at position {position}")
-        send.count(n, position if resume_at is None else 0, delta=delta)
-        position += n
-        resume_at = position
-        await link.carry(n)
-        await send.report(delta=delta)
-        if position >= size:
-            return
-
-
-def _write_chunk(
-    source: Path | bytes, size: int, staged: Path, position: int | None, allowed: int
-) -> tuple[int, int]:
-    """Write the next chunk (at most ``allowed`` bytes); returns where it went and its size."""
-    if position is None:
-        position = _resume_position(staged, size)
-    n = min(allowed, size - position)
-    _write_range(source, staged, position, n)
-    return position, n
-
-
-def _resume_position(staged: Path, size: int) -> int:
-    try:
-        have = staged.stat().st_size
-    except FileNotFoundError:
-        return 0
-    if have > size:
-        staged.unlink()
-        return 0
-    return have
-
-
-def _write_range(source: Path | bytes, staged: Path, position: int, n: int) -> None:
-    staged.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT
-    fd = os.open(staged, flags, 0o644)
-    try:
-        os.ftruncate(fd, position)  # drop anything past the resume point
-        if isinstance(source, bytes):
-            os.pwrite(fd, source[position : position + n], position)
-            return
-        with open(source, "rb") as src:
-            src.seek(position)
-            offset = position
-            remaining = n
-            while remaining:
-                block = src.read(min(remaining, 8 << 20))
-                if not block:
-                    raise TransferError(f"{source} ended before {position + n} bytes")
-                os.pwrite(fd, block, offset)
-                offset += len(block)
-                remaining -= len(block)
-    finally:
-        os.close(fd)

@@ -18,7 +18,8 @@ from pathlib import Path
 import anyio
 
 from actors import Hierarchy, Package
-from actors.site._pkgxfermgr import CANCELLED_REASON, _Send
+from actors.site import CANCELLED_REASON
+from actors.site._sending import Send as _Send
 from actors.site.messages import TRANSFER_PROGRESS_TOPIC, TransferProgress
 from actors.sitedb import DistributionJobRow, DistributionPointRow
 from actors.status import ATTR_DP_NAL_PATH
