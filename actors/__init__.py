@@ -27,7 +27,7 @@ from actors._runtime import (
     report_lines,
 )
 from actors._runtime._hierarchy import DPInfo, Hierarchy, Package, SiteInfo
-from actors.config import HierarchyConfig, default_hierarchy, load_hierarchy
+from actors.config import DistributionPoint, HierarchyConfig, default_hierarchy, load_hierarchy
 from actors.dp import DPValidation
 from actors.site.messages import TransferProgress
 from actors.status import StatusMessage, describe
@@ -38,6 +38,7 @@ __all__ = [
     "ContentStatus",
     "DPInfo",
     "DPValidation",
+    "DistributionPoint",
     "Event",
     "Hierarchy",
     "HierarchyConfig",

@@ -33,6 +33,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 from rich.table import Column, Table
 
 from actors import (
+    DistributionPoint,
     Hierarchy,
     HierarchyConfig,
     Package,
@@ -260,10 +261,19 @@ class _DemoOptions(NamedTuple):
     timeout: float
 
 
+class _Run(NamedTuple):
+    """What the demo did: its packages and the phases it timed."""
+
+    pkgs: list[Package]
+    phases: list[_Phase]  # one distribute per package
+    update: _Phase
+    redistribute: _Phase
+    seconds: float  # the distributes, from the first create to the last install
+
+
 async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
     cfg = opts.config
     dps = [d for d in cfg.dps_of(DEMO_SITE) if not d.pull]
-    nals = [d.nal_path for d in dps]
     sources = [_make_package(opts.root / "sources", i, opts.scale) for i in range(opts.packages)]
     total = sum(s.size for s in sources)
     view.say(
@@ -278,34 +288,60 @@ async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
         # one checkpoint: the follower runs up to its subscription before any work starts
         await anyio.lowlevel.checkpoint()
         with view:
-            t0 = time.perf_counter()
-            pkgs = [await h.create_package(s.name, s.path, site=DEMO_SITE) for s in sources]
-            phases = []
-            for pkg in pkgs:
-                phases.append(view.watch(pkg, "distribute", nals))
-                await h.distribute(pkg, [d.name for d in dps])
-            await _settle(h, phases, opts.timeout)
-            seconds = time.perf_counter() - t0
-
-            target = pkgs[max(range(len(sources)), key=lambda i: sources[i].size)]
-            _edit(sources[pkgs.index(target)].path)
-            update = view.watch(target, "update", nals)
-            await h.update(target)
-            await _settle(h, [update], opts.timeout)
-
-            # not the site server's own DP: a DP reached over the network
-            again = next((d for d in dps if d.name != cfg.site(DEMO_SITE).server), dps[0])
-            redist = view.watch(pkgs[0], f"redist {again.name.split('.')[0]}", [again.nal_path])
-            await h.redistribute(pkgs[0], again.name)
-            await _settle(h, [redist], opts.timeout)
-        status = []
-        for pkg in pkgs:
-            version = (await h.package(pkg)).version  # after the update: the current one
-            records = tuple(await h.content_status(pkg))
-            status.append(PackageStatus(pkg.pkg_id, pkg.name, pkg.site, version, records))
+            run = await _run_phases(h, view, opts, sources, dps)
+        status = [await _package_status(h, pkg) for pkg in run.pkgs]
         tg.cancel_scope.cancel()
+    return _result(opts, dps, sources, run, status)
 
-    latencies = sorted(p.seconds * 1000 for p in phases)
+
+async def _run_phases(
+    h: Hierarchy,
+    view: _Progress,
+    opts: _DemoOptions,
+    sources: list[_Source],
+    dps: list[DistributionPoint],
+) -> _Run:
+    """Distribute every package, update the largest, redistribute the first."""
+    nals = [d.nal_path for d in dps]
+    t0 = time.perf_counter()
+    pkgs = [await h.create_package(s.name, s.path, site=DEMO_SITE) for s in sources]
+    phases = []
+    for pkg in pkgs:
+        phases.append(view.watch(pkg, "distribute", nals))
+        await h.distribute(pkg, [d.name for d in dps])
+    await _settle(h, phases, opts.timeout)
+    seconds = time.perf_counter() - t0
+
+    target = pkgs[max(range(len(sources)), key=lambda i: sources[i].size)]
+    _edit(sources[pkgs.index(target)].path)
+    update = view.watch(target, "update", nals)
+    await h.update(target)
+    await _settle(h, [update], opts.timeout)
+
+    # not the site server's own DP: a DP reached over the network
+    again = next((d for d in dps if d.name != opts.config.site(DEMO_SITE).server), dps[0])
+    redist = view.watch(pkgs[0], f"redist {again.name.split('.')[0]}", [again.nal_path])
+    await h.redistribute(pkgs[0], again.name)
+    await _settle(h, [redist], opts.timeout)
+    return _Run(pkgs, phases, update, redist, seconds)
+
+
+async def _package_status(h: Hierarchy, pkg: Package) -> PackageStatus:
+    version = (await h.package(pkg)).version  # after the update: the current one
+    records = tuple(await h.content_status(pkg))
+    return PackageStatus(pkg.pkg_id, pkg.name, pkg.site, version, records)
+
+
+def _result(
+    opts: _DemoOptions,
+    dps: list[DistributionPoint],
+    sources: list[_Source],
+    run: _Run,
+    status: list[PackageStatus],
+) -> DemoResult:
+    """The figures: bytes delivered, MB/s, distribute-to-Installed latency per package."""
+    total = sum(s.size for s in sources)
+    latencies = sorted(p.seconds * 1000 for p in run.phases)
     delivered = total * len(dps)
     return DemoResult(
         root=str(opts.root),
@@ -313,18 +349,18 @@ async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
         site=DEMO_SITE,
         dps=[d.name for d in dps],
         time_scale=opts.time_scale,
-        packages=len(pkgs),
+        packages=len(run.pkgs),
         bytes=total,
         bytes_delivered=delivered,
-        seconds=round(seconds, 3),
-        mb_s=round(delivered / seconds / 1e6, 1),
+        seconds=round(run.seconds, 3),
+        mb_s=round(delivered / run.seconds / 1e6, 1),
         lat_p50_ms=round(latencies[len(latencies) // 2], 1),
         lat_max_ms=round(latencies[-1], 1),
-        update_ms=round(update.seconds * 1000, 1),
-        redistribute_ms=round(redist.seconds * 1000, 1),
+        update_ms=round(run.update.seconds * 1000, 1),
+        redistribute_ms=round(run.redistribute.seconds * 1000, 1),
         per_package=[
             PackageFigures(p.pkg_id, s.name, s.files, s.size, round(ph.seconds * 1000, 1))
-            for p, s, ph in zip(pkgs, sources, phases, strict=True)
+            for p, s, ph in zip(run.pkgs, sources, run.phases, strict=True)
         ],
         status=status,
         ok=all(s.installed for s in status),
