@@ -216,12 +216,15 @@ def _open_regular(path: Path) -> int:
 
 
 def walk_source(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
-    """Regular files under root as (posix relpath, path, lstat), sorted.
+    """Regular files under root as (posix relpath, path, stat), sorted.
 
-    Rule: symlinks (to files or folders), devices, FIFOs and sockets, and names that are
-    not UTF-8 or hold a backslash are refused with UnsafePath; a source or a folder that is
-    missing, vanishes while walked or cannot be read raises SourceError. Both name the
-    relative path. Nothing is followed out of the source. Empty folders are not content.
+    Rule: a symlink that resolves inside the source is followed (a release's
+    ``libfoo.so -> libfoo.so.1`` is packaged as the file it names, at the link's path; a
+    linked folder's files under the link's path); one that leaves the source, dangles or
+    loops, and devices, FIFOs and sockets, and names that are not UTF-8 or hold a
+    backslash are refused with UnsafePath; a source or a folder that is missing, vanishes
+    while walked or cannot be read raises SourceError. Both name the relative path.
+    Nothing outside the source is ever read. Empty folders are not content.
     """
     try:
         st = os.lstat(root)
@@ -229,9 +232,12 @@ def walk_source(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
         raise source_error(root, "", e) from e
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePath(f"source {root} is not a folder (or is a symlink)")
-    stack = [("", root)]
+    real_root = os.path.realpath(root)
+    # Each folder walked, by its real path, with the folders it was reached through: a
+    # link back to one of them would loop.
+    stack: list[tuple[str, Path, frozenset[str]]] = [("", root, frozenset({real_root}))]
     while stack:
-        prefix, folder = stack.pop()
+        prefix, folder, above = stack.pop()
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -240,16 +246,34 @@ def walk_source(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
         for entry in entries:
             rel = f"{prefix}{entry.name}"
             _check_source_name(root, rel, entry.name)
-            try:
-                est = entry.stat(follow_symlinks=False)
-            except OSError as err:
-                raise source_error(root, rel, err) from err
+            path, est = _resolved(root, real_root, rel, Path(entry.path))
             if stat.S_ISDIR(est.st_mode):
-                stack.append((rel + "/", Path(entry.path)))
+                real = os.path.realpath(path)
+                if real in above:
+                    raise UnsafePath(f"source {root}: {rel!r} is a symlink that loops")
+                stack.append((rel + "/", path, above | {real}))
             elif stat.S_ISREG(est.st_mode):
-                yield rel, Path(entry.path), est
+                yield rel, path, est
             else:
                 raise UnsafePath(f"source {root}: {rel!r} is {_kind(est.st_mode)}")
+
+
+def _resolved(root: Path, real_root: str, rel: str, path: Path) -> tuple[Path, os.stat_result]:
+    """The entry itself, or what a symlink inside the source resolves to (its real path,
+    so nothing reads through a link later)."""
+    try:
+        est = os.lstat(path)
+    except OSError as err:
+        raise source_error(root, rel, err) from err
+    if not stat.S_ISLNK(est.st_mode):
+        return path, est
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise UnsafePath(f"source {root}: {rel!r} is a symlink that leaves the source")
+    try:
+        return Path(real), os.stat(real, follow_symlinks=False)
+    except OSError:
+        raise UnsafePath(f"source {root}: {rel!r} is a symlink to nothing") from None
 
 
 def _check_source_name(root: Path, rel: str, name: str) -> None:

@@ -218,3 +218,42 @@ def test_single_error_unwraps_task_group_failures() -> None:
     assert one.value.__cause__ is None
     with pytest.raises(BaseExceptionGroup), single_error():
         raise BaseExceptionGroup("workers", [disk, KeyboardInterrupt()])
+
+
+async def test_symlinks_inside_the_source_are_packaged_as_what_they_name(tmp_path: Path) -> None:
+    """A release's own links (``libfoo.so -> libfoo.so.1``, a linked folder) are content:
+    stored at the link's path with the bytes it names, and extracted as plain files."""
+    src = make_tree(tmp_path / "src", {"lib/libfoo.so.1": b"ELF...", "docs/a.txt": b"a\n"})
+    (src / "lib" / "libfoo.so").symlink_to("libfoo.so.1")
+    (src / "manual").symlink_to("docs")
+    lib = await ContentLibrary.open(tmp_path / "lib")
+    report = await lib.snapshot("PS100001", src, "PS100001.1")
+    paths = {f.path: f.sha256 for f in report.manifest.files}
+    assert paths["lib/libfoo.so"] == paths["lib/libfoo.so.1"] == sha(b"ELF...")
+    assert paths["manual/a.txt"] == paths["docs/a.txt"]
+    assert report.bytes_stored == len(b"ELF...") + len(b"a\n")  # single instance
+    await lib.extract("PS100001.1", tmp_path / "out")
+    out = read_tree(tmp_path / "out")
+    assert out["lib/libfoo.so"] == b"ELF..."
+    assert out["manual/a.txt"] == b"a\n"
+    assert not (tmp_path / "out" / "manual").is_symlink()
+
+
+@pytest.mark.parametrize(
+    ("make_link", "problem"),
+    [
+        (lambda src: (src / "d" / "up").symlink_to(".."), "loops"),
+        (lambda src: (src / "dangling").symlink_to("nothing-here"), "to nothing"),
+        (lambda src: (src / "abs").symlink_to("/etc"), "leaves the source"),
+    ],
+    ids=["loop", "dangling", "absolute"],
+)
+async def test_a_symlink_that_loops_dangles_or_leaves_is_refused(
+    tmp_path: Path, make_link: Callable[[Path], None], problem: str
+) -> None:
+    src = make_tree(tmp_path / "src", {"d/a.txt": b"a\n"})
+    make_link(src)
+    lib = await ContentLibrary.open(tmp_path / "lib")
+    with pytest.raises(UnsafePath, match=problem):
+        await lib.snapshot("PS100001", src, "PS100001.1")
+    assert lib.content_ids("PS100001") == []
