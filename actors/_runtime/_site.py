@@ -93,7 +93,9 @@ class SiteServer:
             publish=self._publish,
             now=bus.clock.wall,
         )
-        self.provider = SmsProvider(db, hierarchy, site.code, log=self.logs[PROVIDER])
+        self.provider = SmsProvider(
+            db, hierarchy, site.code, log=self.logs[PROVIDER], now=bus.clock.wall
+        )
         self.provider.id_floor = libraries.highest_package_number(site.code)
         self._dp_libraries = libraries.dps
         self.dps: dict[str, DPProvider] = {}

@@ -106,7 +106,7 @@ class ContentValidator(Component):
         if dp is None:
             return
         pkg_id = result.pkg_id
-        now = product_time()
+        now = product_time(self.clock.wall())
 
         def op(conn: sqlite3.Connection) -> None:
             version = ops.targeted_version(conn, pkg_id, dp.nal_path)

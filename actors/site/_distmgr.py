@@ -266,7 +266,7 @@ class DistMgr(Component):
             content_id=manifest.content_id,
             content_hash=manifest.content_hash,
             size=manifest.size,
-            now=product_time(),
+            now=self.clock.wall(),
             action_seq=pkg.action_seq,
         )
         if not await self.db.write(store):
@@ -391,7 +391,7 @@ class DistMgr(Component):
         if pkg.source_site != self.site:
             await self._report(2342, (pkg.name, dp.nal_path), pkg.pkg_id, dp.nal_path)
         action = JobAction.REDISTRIBUTE if server.refresh_trigger else JobAction.ADD_OR_UPDATE
-        now = product_time()
+        now = self.clock.wall()
         in_progress = self._status_op(pkg.pkg_id, dp, PkgStatusValue.NONE, pkg.stored_pkg_version)
 
         def op(conn: sqlite3.Connection) -> None:
@@ -418,7 +418,7 @@ class DistMgr(Component):
     async def _remove_from_dp(self, pkg: PackageRow, dp: DistributionPointRow) -> None:
         """A remove job for PkgXferMgr, which runs it after the DP's earlier jobs."""
         self.trace(f"DP Thread: Attempting to remove package {pkg.pkg_id} from DP {dp.nal_path}")
-        now = product_time()
+        now = self.clock.wall()
         pending = self._status_op(
             pkg.pkg_id, dp, PkgStatusValue.PENDING_REMOVE, pkg.stored_pkg_version
         )
@@ -460,7 +460,7 @@ class DistMgr(Component):
         status = PkgStatusValue(msg.status)
         store_status = self._status_op(msg.pkg_id, dp, status, msg.version)
         final = status in (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED)
-        now = product_time()
+        now = product_time(self.clock.wall())
         deleting = False
 
         def op(conn: sqlite3.Connection) -> None:
@@ -522,7 +522,7 @@ class DistMgr(Component):
             dp=dp,
             status=status,
             version=version,
-            now=product_time(),
+            now=product_time(self.clock.wall()),
         )
 
     # -- helpers -------------------------------------------------------------------------

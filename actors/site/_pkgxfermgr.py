@@ -585,7 +585,7 @@ class PkgXferMgr(Component):
             give_up=give_up,
             failures=failures,
             restart_time=None if give_up else product_time(_utc(restart)),
-            now=product_time(),
+            now=product_time(self.clock.wall()),
             bytes_full=send.bytes_full if send is not None else 0,
             bytes_delta=send.bytes_delta if send is not None else 0,
         )
@@ -619,7 +619,7 @@ class PkgXferMgr(Component):
             job_ids=[j.job_id for j in jobs],
             status=PkgStatusValue.INSTALLED if whole else PkgStatusValue.FAILED,
             version=held if whole else last.package_version,
-            now=product_time(),
+            now=product_time(self.clock.wall()),
         )
         self.trace(
             f"Cancelled sending package {pkg_id} version {last.package_version} to"

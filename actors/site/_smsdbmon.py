@@ -139,7 +139,7 @@ class SmsDbMon(Component):
                     self.delivered += 1
             finally:
                 if self.trace_log is not None and lines:
-                    self.trace_log.write_lines(lines)
+                    self.trace_log.write_lines(lines, when=self.clock.wall())
                 await self._save_position()
 
     async def _save_position(self) -> None:

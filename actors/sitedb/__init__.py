@@ -1,8 +1,9 @@
 """The site database: schema and triggers, the single group-committing writer, typed queries."""
 
 from actors.sitedb import ops
+from actors.sitedb._times import product_time, refresh_time
 from actors.sitedb._writer import SiteDatabaseClosed, WriteOp
-from actors.sitedb.database import SMSDBMON_CONSUMER, SiteDatabase, product_time
+from actors.sitedb.database import SMSDBMON_CONSUMER, SiteDatabase
 from actors.sitedb.enums import (
     ContentAccessType,
     JobAction,
@@ -59,4 +60,5 @@ __all__ = [
     "WriteOp",
     "ops",
     "product_time",
+    "refresh_time",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -16,6 +15,7 @@ import anyio
 from actors.config import HierarchyConfig
 from actors.errors import SiteDatabaseError
 from actors.sitedb import _audit
+from actors.sitedb._times import product_time
 from actors.sitedb._writer import WriteOp, Writer
 from actors.sitedb.enums import (
     JobAction,
@@ -41,7 +41,7 @@ from actors.sitedb.rows import (
 )
 from actors.sitedb.schema import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["SMSDBMON_CONSUMER", "SiteDatabase", "product_time"]
+__all__ = ["SMSDBMON_CONSUMER", "SiteDatabase"]
 
 T = TypeVar("T")
 
@@ -68,12 +68,6 @@ _STATUS_COLS = (
     " SourceVersion, Personality, State, SigURL, SigLocation"
 )
 _NOTIFICATION_COLS = "RowID, TableName, Operation, Rule, Key, Key2, Arg1, Arg2, Arg3, Arg4"
-
-
-def product_time(when: dt.datetime | None = None) -> str:
-    """A timestamp as the reference's statements write it: ``2019/01/07 20:05:18`` (UTC)."""
-    when = when or dt.datetime.now(dt.UTC)
-    return when.strftime("%Y/%m/%d %H:%M:%S")
 
 
 def _connect_writer(path: Path) -> sqlite3.Connection:

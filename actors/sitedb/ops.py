@@ -7,6 +7,7 @@ in one commit.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -24,6 +25,7 @@ from actors.sitedb._provider_ops import (
     server_action,
     set_server_actions,
 )
+from actors.sitedb._times import product_time, refresh_time
 from actors.sitedb.enums import (
     JobAction,
     JobState,
@@ -77,7 +79,7 @@ def store_package_version(
     content_id: str,
     content_hash: str,
     size: int,
-    now: str,
+    now: dt.datetime,
     action_seq: int,
 ) -> bool:
     """DistMgr's commit of a new version, with the work it implies.
@@ -91,7 +93,7 @@ def store_package_version(
     conn.execute(
         "update SMSPackages set SourceVersion = ?, StoredPkgVersion = ?, Hash = ?, NewHash = ?,"
         " SourceSize = ?, LastRefresh = ? where PkgID = ?",
-        (version, version, content_hash, content_hash, size // 1024, now, pkg_id),
+        (version, version, content_hash, content_hash, size // 1024, refresh_time(now), pkg_id),
     )
     conn.execute(
         "insert or replace into PackageContents (PkgID, ContentID, PackageVersion, Hash, Size)"
@@ -158,7 +160,7 @@ def insert_distribution_job(
     pkg_id: str,
     package_version: int,
     action: JobAction,
-    now: str,
+    now: dt.datetime,
     server: PkgServerRow | None = None,
 ) -> int:
     """The reference's DP thread: create the PkgXferMgr job, then reset the DP's action.
@@ -186,13 +188,19 @@ def insert_distribution_job(
     cur = conn.execute(
         "insert into DistributionJobs (DPID, PkgID, PackageVersion, State, CreationTime,"
         " Action) values (?, ?, ?, ?, ?, ?)",
-        (dp.dp_id, pkg_id, package_version, int(JobState.PENDING), now, int(action)),
+        (dp.dp_id, pkg_id, package_version, int(JobState.PENDING), product_time(now), int(action)),
     )
     sql = (
         "update PkgServers set UpdateMask = 0, Action = 0, RefreshTrigger = 0,"
         " LastRefresh = ? where PkgID = ? and NALPath = ? and SiteCode = ? and Action <> ?"
     )
-    args: tuple[object, ...] = (now, pkg_id, dp.nal_path, dp.site_code, int(ServerAction.REMOVE))
+    args: tuple[object, ...] = (
+        refresh_time(now),
+        pkg_id,
+        dp.nal_path,
+        dp.site_code,
+        int(ServerAction.REMOVE),
+    )
     if server is not None:
         sql += " and Action = ? and RefreshTrigger = ?"
         args += (int(server.action), server.refresh_trigger)
@@ -379,7 +387,12 @@ def cancel_jobs(
 
 
 def insert_removal_job(
-    conn: sqlite3.Connection, *, dp: DistributionPointRow, pkg_id: str, version: int, now: str
+    conn: sqlite3.Connection,
+    *,
+    dp: DistributionPointRow,
+    pkg_id: str,
+    version: int,
+    now: dt.datetime,
 ) -> bool:
     """A remove job for PkgXferMgr (run after the DP's earlier jobs); False if one is already
     asked for. The DP's Action stays 3 until it confirms (the status-6 STA drops the row)."""
@@ -391,12 +404,19 @@ def insert_removal_job(
     conn.execute(
         "insert into DistributionJobs (DPID, PkgID, PackageVersion, State, CreationTime, Action)"
         " values (?, ?, ?, ?, ?, ?)",
-        (dp.dp_id, pkg_id, version, int(JobState.PENDING), now, int(JobAction.REMOVE)),
+        (
+            dp.dp_id,
+            pkg_id,
+            version,
+            int(JobState.PENDING),
+            product_time(now),
+            int(JobAction.REMOVE),
+        ),
     )
     conn.execute(
         "update PkgServers set UpdateMask = 0, RefreshTrigger = 0, LastRefresh = ?"
         " where PkgID = ? and NALPath = ?",
-        (now, pkg_id, dp.nal_path),
+        (refresh_time(now), pkg_id, dp.nal_path),
     )
     return True
 

@@ -20,4 +20,5 @@ class Component(Actor):
     def trace(self, line: str, *, severity: Severity = "I") -> None:
         """One line of the component's log (a ``~`` prefix marks the product's verbose lines)."""
         if self.trace_log is not None:
-            self.trace_log.write(line, severity=severity)
+            # The bus clock's time: one clock stamps every line, row and status message.
+            self.trace_log.write(line, severity=severity, when=self.clock.wall())

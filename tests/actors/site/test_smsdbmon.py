@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import sqlite3
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from actors.site.messages import (
     PackageNotification,
     PullResponseNotification,
 )
-from actors.sitedb import JobAction, SiteDatabase, ops, product_time
+from actors.sitedb import JobAction, SiteDatabase, ops
 from actors.status import SMSDBMON, ComponentLogs
 from bus import Actor, Bus, ManualClock, handler
 
@@ -113,7 +114,7 @@ async def test_routes_each_rule_and_logs_rcv_snd(tmp_path: Path) -> None:
                     pkg_id=pkg,
                     package_version=1,
                     action=JobAction.ADD_OR_UPDATE,
-                    now=product_time(),
+                    now=dt.datetime.now(dt.UTC),
                 )
             )
             await db.execute(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from functools import partial
 from pathlib import Path
@@ -18,7 +19,6 @@ from actors.sitedb import (
     SiteDatabase,
     SiteDatabaseClosed,
     ops,
-    product_time,
 )
 from actors.sitedb.schema import SMSPACKAGES_COLUMNS
 
@@ -133,7 +133,7 @@ async def test_distribution_job_and_requeue_notify_pkgxfermgr(tmp_path: Path) ->
                 pkg_id="PS100001",
                 package_version=1,
                 action=JobAction.ADD_OR_UPDATE,
-                now=product_time(),
+                now=dt.datetime.now(dt.UTC),
             )
         )
         await db.execute("UPDATE DistributionJobs SET State = 2 WHERE JobID = ?", (job,))
