@@ -45,7 +45,14 @@ from actors.sitedb import (
     ops,
     product_time,
 )
-from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
+from actors.status import (
+    ATTR_DP_NAL_PATH,
+    ATTR_PACKAGE_ID,
+    CMTraceLog,
+    Component,
+    StatusMessage,
+    StatusReporter,
+)
 from bus import handler
 from contentlib import ContentLibError, ContentLibrary, Manifest, parse_content_id
 from contentlib import content_id as make_content_id
@@ -168,12 +175,15 @@ class DistMgr(Component):
 
     async def _process_package(self, pkg: PackageRow) -> None:
         pkg_id = pkg.pkg_id
+        if self._new_here(pkg) and pkg.stored_pkg_version == 0:
+            # 2300 comes first, then the processing line (as the reference's log has it)
+            await self._report(2300, (pkg.name, pkg_id), pkg_id)
         self.trace(
             f"~Processing package {pkg_id} (SourceVersion:{pkg.source_version};"
             f"StoredVersion:{pkg.stored_pkg_version})"
         )
         new_version = False
-        if pkg.source_site == self.site and pkg.action in (PackageAction.ADD, PackageAction.UPDATE):
+        if self._new_here(pkg):
             stored = await self._store_new_version(pkg)
             if stored is None:
                 return
@@ -199,12 +209,18 @@ class DistMgr(Component):
             )
             await self._report(2301, (pkg.name, pkg_id), pkg_id)
 
+    def _new_here(self, pkg: PackageRow) -> bool:
+        """A package of this site with a new or refreshed source: a version to store."""
+        return pkg.source_site == self.site and pkg.action in (
+            PackageAction.ADD,
+            PackageAction.UPDATE,
+        )
+
     async def _store_new_version(self, pkg: PackageRow) -> PackageRow | None:
         """Snapshot the source as the next version; the updated row, or None on failure."""
         pkg_id = pkg.pkg_id
         adding = pkg.stored_pkg_version == 0
         if adding:
-            await self._report(2300, (pkg.name, pkg_id), pkg_id)
             self.trace(f"Start adding package {pkg_id}...")
         else:
             self.trace(f"Start updating the package {pkg_id}...")
@@ -491,12 +507,13 @@ class DistMgr(Component):
 
         # The status row, the job's state, the bytes sent and 2330 / 2332 in one commit.
         message = {PkgStatusValue.INSTALLED: 2330, PkgStatusValue.REMOVED: 2332}.get(status)
+        raised: StatusMessage | None = None
         try:
             if message is None:
                 await self.db.write(op)
             else:
-                await self._report(
-                    message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op
+                raised = await self._report(
+                    message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op, log=False
                 )
         except _PackageGone:
             return
@@ -505,6 +522,8 @@ class DistMgr(Component):
             f"~Successfully updated the package server status for {msg.nal_path} for package"
             f" {msg.pkg_id}, Status {int(status)}"
         )
+        if raised is not None:
+            self.reporter.log(raised)  # after the status line, as the reference's log has it
         if status == PkgStatusValue.REMOVED and deleting:
             pkg = await self.db.package(msg.pkg_id)
             if pkg is not None:
@@ -535,11 +554,12 @@ class DistMgr(Component):
         nal_path: str | None = None,
         *,
         op: WriteOp[Any] | None = None,
-    ) -> None:
+        log: bool = True,
+    ) -> StatusMessage:
         attributes = {ATTR_PACKAGE_ID: pkg_id}
         if nal_path is not None:
             attributes[ATTR_DP_NAL_PATH] = nal_path
-        await self.reporter.report(message_id, strings, attributes, op=op)
+        return await self.reporter.report(message_id, strings, attributes, op=op, log=log)
 
 
 class _PackageGone(Exception):

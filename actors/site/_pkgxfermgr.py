@@ -371,11 +371,13 @@ class PkgXferMgr(Component):
             f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
             f" to distribution point {dp.server_name}"
         )
-        # 8200 and 8210 (one commit) before the status-3 STA: DistMgr's 2330 follows them,
-        # as in the reference, and once the DP reads Installed every message is stored.
-        await self.reporter.raise_messages(
-            [self._message(8200, job, dp), self._message(8210, job, dp)]
-        )
+        # 8200 and 8210 stored (one commit) before the status-3 STA: DistMgr's 2330 follows
+        # them, as in the reference, and once the DP reads Installed every message is
+        # stored. Their lines go where the reference's log has them: 8200, the status-3
+        # line, then 8210.
+        begun, sent = self._message(8200, job, dp), self._message(8210, job, dp)
+        await self.reporter.raise_messages([begun, sent], log=False)
+        self.reporter.log(begun)
         # DistMgr deletes the job with its final status and the bytes every try of it
         # sent (one commit): nothing left here.
         await self._status(
@@ -385,6 +387,7 @@ class PkgXferMgr(Component):
             bytes_full=job.bytes_full + send.bytes_full,
             bytes_delta=job.bytes_delta + send.bytes_delta,
         )
+        self.reporter.log(sent)
         self.trace("Sending thread complete~")
 
     async def _end_superseded(self, job: DistributionJobRow, by: str) -> None:

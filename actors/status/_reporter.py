@@ -91,12 +91,22 @@ class StatusReporter:
         component: str | None = None,
         thread: int | None = None,
         op: WriteOp[Any] | None = None,
+        log: bool = True,
     ) -> StatusMessage:
         """Raise one message; ``op`` is the row change it reports, stored in the same
-        transaction (one commit, and no reader sees the change without its message)."""
+        transaction (one commit, and no reader sees the change without its message).
+        ``log=False``: the caller writes its STATMSG line later (:meth:`log`), where the
+        product's log has it."""
         msg = self.message(message_id, strings, attributes, severity=severity, component=component)
-        (record_id,) = await self.raise_messages((msg,), thread=thread, op=op)
+        (record_id,) = await self.raise_messages((msg,), thread=thread, op=op, log=log)
         return msgspec.structs.replace(msg, record_id=record_id)
+
+    def log(self, msg: StatusMessage, *, thread: int | None = None) -> None:
+        """The message's STATMSG line in its component's log (buffered: it reaches the file
+        within the log's flush delay, not per message)."""
+        tid = thread if thread is not None else threading.get_native_id()
+        line = format_statmsg(msg, pid=self._pid, tid=tid)
+        self.logs[msg.component].write(line, severity=msg.severity, when=msg.time, thread=tid)
 
     async def raise_message(self, msg: StatusMessage, *, thread: int | None = None) -> int:
         """Store, log and publish an already built message; returns its RecordID."""
@@ -109,9 +119,10 @@ class StatusReporter:
         *,
         thread: int | None = None,
         op: WriteOp[Any] | None = None,
+        log: bool = True,
     ) -> list[int]:
-        """Store messages (and ``op``) in one transaction, then log and publish them in
-        order; returns their RecordIDs."""
+        """Store messages (and ``op``) in one transaction, then log (unless ``log`` is
+        False) and publish them in order; returns their RecordIDs."""
 
         def write(conn: sqlite3.Connection) -> list[int]:
             if op is not None:
@@ -123,11 +134,9 @@ class StatusReporter:
             msgspec.structs.replace(m, record_id=rid)
             for m, rid in zip(msgs, record_ids, strict=True)
         ]
-        tid = thread if thread is not None else threading.get_native_id()
-        for msg in msgs:
-            line = format_statmsg(msg, pid=self._pid, tid=tid)
-            # Buffered: the log reaches the file within its flush delay, not per message.
-            self.logs[msg.component].write(line, severity=msg.severity, when=msg.time, thread=tid)
+        if log:
+            for msg in msgs:
+                self.log(msg, thread=thread)
         if self.publish is not None:
             for msg in msgs:
                 await self.publish(STATUS_TOPIC, msg)
