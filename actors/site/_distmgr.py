@@ -12,6 +12,7 @@ back become the DP's ``PkgStatus`` Type 2 row and the status messages 2330 / 233
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import threading
 from collections import deque
@@ -94,6 +95,7 @@ class DistMgr(Component):
         self._again: set[str] = set()
         self._wake = anyio.Event()
         self._deleting = anyio.Lock()
+        self._thread_ids = itertools.count(0x1000)  # DP threads, numbered as the product's
         self.processed = 0
 
     async def on_start(self) -> None:
@@ -145,7 +147,7 @@ class DistMgr(Component):
             self._running.add(pkg_id)
             self.trace(
                 f"~Started package processing thread for package '{pkg_id}',"
-                f" thread ID = {threading.get_native_id():#X}"
+                f" thread ID = {_thread_id(threading.get_native_id())}"
             )
             try:
                 await self._process(pkg_id)
@@ -208,6 +210,14 @@ class DistMgr(Component):
                 f" SourceVersion in database is {pkg.source_version}."
             )
             await self._report(2301, (pkg.name, pkg_id), pkg_id)
+            self._available_version(pkg_id, pkg.stored_pkg_version, 2301)
+
+    def _available_version(self, pkg_id: str, version: int, status: int) -> None:
+        """The product's line for the status of the version its DPs may take."""
+        self.trace(
+            f"~CDistributionSrcSQL::UpdateAvailableVersion PackageID={pkg_id},"
+            f" Version={version}, Status={status}"
+        )
 
     def _new_here(self, pkg: PackageRow) -> bool:
         """A package of this site with a new or refreshed source: a version to store."""
@@ -228,6 +238,8 @@ class DistMgr(Component):
             f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
             f" and UpdateMaskEx is {pkg.update_mask_ex}."
         )
+        if adding:
+            self._available_version(pkg_id, pkg.source_version, 2300)
         manifest = await self._snapshot(pkg)
         if manifest is None:
             return None
@@ -351,7 +363,7 @@ class DistMgr(Component):
             return
         limiter = anyio.CapacityLimiter(self.settings.threads_per_package)
 
-        async def dp_thread(server: PkgServerRow, dp: DistributionPointRow) -> None:
+        async def dp_thread(server: PkgServerRow, dp: DistributionPointRow, tid: int) -> None:
             async with limiter:
                 try:
                     if server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE:
@@ -365,16 +377,20 @@ class DistMgr(Component):
                         f" {_reason(exc)}",
                         severity="E",
                     )
+            self.trace(
+                f"~DP thread for package {pkg.pkg_id} with thread handle {tid:016X} and"
+                f" thread ID {tid} ended."
+            )
 
         async with anyio.create_task_group() as tg:
             for server, dp in work:
-                verb = "removing" if server.action == ServerAction.REMOVE else "adding"
-                self.trace(f"Start {verb} package {pkg.pkg_id} to server {dp.nal_path}...")
+                tid = next(self._thread_ids)  # the DP thread's ID, as the product logs one
+                self.trace(_start_line(pkg.pkg_id, server, dp.nal_path))
                 self.trace(
-                    f"~Created DP processing thread for addition or update of package"
+                    f"~Created DP processing thread {tid} for addition or update of package"
                     f" {pkg.pkg_id} on server {dp.nal_path}"
                 )
-                tg.start_soon(dp_thread, server, dp)
+                tg.start_soon(dp_thread, server, dp, tid)
             self.trace(
                 f"~Waiting for all DP threads to complete for package {pkg.pkg_id}"
                 " processing thread."
@@ -564,6 +580,20 @@ class DistMgr(Component):
 
 class _PackageGone(Exception):
     """Raised inside a write to roll it back: the package no longer exists."""
+
+
+def _start_line(pkg_id: str, server: PkgServerRow, nal_path: str) -> str:
+    """The DP thread's first line, in the reference's words for each action."""
+    if server.action == ServerAction.REMOVE:
+        return f"Start removing package {pkg_id} from server {nal_path}..."
+    if server.action == ServerAction.UPDATE:
+        return f"Start updating package {pkg_id} on server {nal_path}..."
+    return f"Start adding package {pkg_id} to server {nal_path}..."
+
+
+def _thread_id(tid: int) -> str:
+    """``0x16A8 (5800)``, as the reference prints a thread ID."""
+    return f"0x{tid:X} ({tid})"
 
 
 def _reason(exc: BaseException) -> str:
