@@ -95,7 +95,11 @@ class SmsProvider:
             return pkg_id
 
         pkg_id = await self.db.write(op)
-        self._audit(f'created an instance of class SMS_Package.PackageID="{pkg_id}"')
+        self._trace(
+            "CExtProviderClassObject::DoPutInstanceInstance~",
+            f"Auditing: User {self.user} created an instance of class SMS_Package.~",
+            f'Processed insert instance notification for: SMS_Package.PackageID="{pkg_id}"~',
+        )
         return pkg_id
 
     async def add_distribution_points(self, pkg_id: str, dps: Sequence[str]) -> None:
@@ -211,10 +215,18 @@ class SmsProvider:
         return self._date_cache[1]
 
     def _audit_method(self, pkg_id: str, method: str) -> None:
-        self._audit(
-            f'called an audited method of an instance of class SMS_Package.PackageID="{pkg_id}"'
-            f"::{method}"
+        """The four lines SMSProv.log has for a method call on a package."""
+        self._trace(
+            "Context: SMSAppName=Configuration Manager Administrator console~",
+            f'ExecMethodAsync : SMS_Package.PackageID="{pkg_id}"::{method}~',
+            f"CExtProviderClassObject::DoExecuteMethod {method}~",
+            f"Auditing: User {self.user} called an audited method of an instance of class"
+            " SMS_Package.~",
         )
+
+    def _trace(self, *lines: str) -> None:
+        if self.log is not None:
+            self.log.write_lines(lines, when=self._now())
 
     def _audit(self, what: str) -> None:
         """The operation's audit line, in SMSProv.log's words, naming the instance."""

@@ -104,10 +104,8 @@ async def test_create_package_writes_the_reference_row(tmp_path: Path) -> None:
         (second, 2, 2),
     ]
     log = (tmp_path / "logs" / "SMSProv.log").read_text()
-    assert (
-        "Auditing: User CONTOSO\\Admin created an instance of class"
-        f' SMS_Package.PackageID="{pkg}".~' in log
-    )
+    assert "Auditing: User CONTOSO\\Admin created an instance of class SMS_Package.~" in log
+    assert f'Processed insert instance notification for: SMS_Package.PackageID="{pkg}"~' in log
     assert log.count("Auditing:") == 2  # one line per operation
 
 
@@ -138,10 +136,8 @@ async def test_add_distribution_points_writes_the_reference_rows(tmp_path: Path)
         (pkg, 2, 4),  # insert PkgNotification (...) values (N'<PackageID>', 2, 4, GetDate())
     ]
     log = (tmp_path / "logs" / "SMSProv.log").read_text()
-    assert (
-        f'called an audited method of an instance of class SMS_Package.PackageID="{pkg}"'
-        "::AddDistributionPoints.~" in log
-    )
+    assert f'ExecMethodAsync : SMS_Package.PackageID="{pkg}"::AddDistributionPoints~' in log
+    assert "called an audited method of an instance of class SMS_Package.~" in log
 
 
 async def test_refresh_redistribute_remove_delete_rows(tmp_path: Path) -> None:
