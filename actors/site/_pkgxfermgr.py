@@ -420,6 +420,9 @@ class PkgXferMgr(Component):
         content_id = _content_id(job)
         manifest = self.library.manifest(content_id)
         redistribute = job.action == JobAction.REDISTRIBUTE
+        self.trace(
+            f"Performing preactions package {job.pkg_id}, Distribution point {dp.server_name}"
+        )
         self.trace(f"Sending legacy content {content_id} for package {job.pkg_id}")
         self.trace(f"Redistribute={int(redistribute)}, Related=")
         link = self.links[dp.server_name]
@@ -460,18 +463,16 @@ class PkgXferMgr(Component):
         entry = copy.entry
         name = staging_name(entry.sha256, content_id)
         staged = staging_folder(self.dp_root(dp)) / name
-        self.trace(f"Sending file '\\\\{dp.server_name}\\SMS_DP$\\{name}'")
+        share = f"\\\\{dp.server_name}\\SMS_DP$\\{name}"
+        self.trace(f"Sending file '{share}'")
         before = send.sent
+        source = self.library.file_path(entry.sha256)
         try:
+            self.trace(f"~Sending Started [{source}]")
             await transmit(
-                self.library.file_path(entry.sha256),
-                entry.size,
-                staged,
-                link,
-                self.trace,
-                send,
-                delta=False,
+                source, entry.size, staged, link, self.trace, send, delta=False, shown=share
             )
+            self.trace(f"~Sending completed [{source}]")
             await self._change_dp(
                 dp, DPAddFile(entry.sha256, entry.size, name, replace, content_id)
             )
@@ -530,7 +531,8 @@ class PkgXferMgr(Component):
             f" '\\\\{dp.server_name}\\SMS_DP$\\{name}'"
         )
         send.plan(len(delta) - entry.size)  # the delta goes instead of the file
-        await transmit(delta, len(delta), staged, link, self.trace, send, delta=True)
+        share = f"\\\\{dp.server_name}\\SMS_DP$\\{name}"
+        await transmit(delta, len(delta), staged, link, self.trace, send, delta=True, shown=share)
         try:
             await self._change_dp(
                 dp, DPApplyDelta(old.sha256, name, entry.sha256, entry.size, content_id)

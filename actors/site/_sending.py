@@ -4,6 +4,7 @@ link into a DP's ``SMS_DP$`` that resumes from the staged bytes after a cut."""
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -130,6 +131,7 @@ async def transmit(
     send: Send,
     *,
     delta: bool,
+    shown: str = "",
 ) -> None:
     """Copy ``source`` to the staged file over ``link``, resuming after a cut transfer.
 
@@ -137,18 +139,22 @@ async def transmit(
     end ("Attempt to write N bytes ... at position P"); the DP verifies the whole file's
     hash before it is used, so a damaged remainder costs one more try, never bad content.
     Each chunk is counted on ``send`` (before the link's wait, so a cut chunk counts) and
-    its progress reported after it. A cancel lands between chunks: a chunk being written
+    its progress reported after it. ``shown``: the file as the log names it (the DP's
+    share). A cancel lands between chunks: a chunk being written
     in the worker thread is finished first, so nothing writes the file after the cancel.
     """
     await link.open()
     chunk = _LINK_CHUNK if link.throttled else _LOCAL_CHUNK
     resume_at: int | None = None  # found in the worker thread, with the first chunk
     while True:  # at least once: an empty file is written too
+        started = time.perf_counter()
         position, n = await anyio.to_thread.run_sync(
             _write_chunk, source, size, staged, resume_at, link.allowance(chunk)
         )
-        if link.throttled:
-            log(f"~Wrote {n} bytes to {staged.name} at position {position}")
+        where = shown or staged.name
+        ticks = round((time.perf_counter() - started) * 1000)  # milliseconds, as the product's
+        log(f"~Attempt to write {n} bytes to {where} at position {position}")
+        log(f"~Wrote {n} bytes to {where} at position {position} in {ticks} ticks")
         send.count(n, position if resume_at is None else 0, delta=delta)
         position += n
         resume_at = position
