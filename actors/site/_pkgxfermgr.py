@@ -20,6 +20,7 @@ a send within one chunk; see :meth:`PkgXferMgr.cancel_transfer` for what it leav
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -161,6 +162,7 @@ class PkgXferMgr(Component):
         self._parked: deque[int] = deque()  # jobs waiting for a sending thread
         self._sends: dict[_Key, Send] = {}  # the send running for a DP and package
         self._cancelling: Counter[_Key] = Counter()  # keys an administrator's cancel ends
+        self._thread_ids = itertools.count(0x1200)  # sending threads, numbered as the product's
 
     async def on_start(self) -> None:
         # Jobs a previous run accepted but did not finish are taken up again; a job that
@@ -306,6 +308,7 @@ class PkgXferMgr(Component):
             f" Version:{job.package_version}, Priority: 2, Destination: {dp.server_name},"
             " DPPriority: 200"
         )
+        self.trace(f"~Created sending thread (Thread ID = 0x{next(self._thread_ids):X})")
         key = (job.dp_id, job.pkg_id)
         if key in self._cancelling:
             return  # cancelled before it began: the cancel ends it (no await since this check)
