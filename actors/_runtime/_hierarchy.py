@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import sqlite3
 from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
@@ -290,7 +289,7 @@ class Hierarchy:
                 if await server.db.package(pkg_id) is None:
                     return
                 await changed.wait()
-        status = await self.content_status(pkg_id)
+        status = list(await dp_content_status(server.db, pkg_id, server.code, server.held_version))
         pending: dict[str, str] = {s.dp: s.state for s in status if s.state != "Removed"}
         pending[server.code] = "deleting the package"
         raise WaitTimeout(pkg_id, timeout, pending)
@@ -345,7 +344,7 @@ class Hierarchy:
         row = await server.db.package(pkg_id)
         if row is None:
             raise UnknownPackage(pkg_id)
-        status = await self.content_status(pkg_id)
+        status = list(await dp_content_status(server.db, pkg_id, server.code, server.held_version))
         pending: dict[str, str] = {
             s.dp: s.state
             for s in status
@@ -496,8 +495,8 @@ class Hierarchy:
             raise
         try:
             return await call
-        except (BusClosed, SiteDatabaseClosed, ValueError, sqlite3.ProgrammingError) as exc:
-            if self._closed or not self.bus.running or isinstance(exc, BusClosed):
+        except (BusClosed, SiteDatabaseClosed) as exc:
+            if self._closed or not self.bus.running:
                 runner = self._runner
                 if runner is not None and not self._closed:
                     # Stopping on its own: a failure is known once the runner has ended.

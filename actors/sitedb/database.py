@@ -16,7 +16,7 @@ from actors.config import HierarchyConfig
 from actors.errors import SiteDatabaseError
 from actors.sitedb import _audit
 from actors.sitedb._times import product_time
-from actors.sitedb._writer import WriteOp, Writer
+from actors.sitedb._writer import SiteDatabaseClosed, WriteOp, Writer
 from actors.sitedb.enums import (
     JobAction,
     JobState,
@@ -364,6 +364,8 @@ class SiteDatabase:
         self.path = path
         self._writer = writer
         self._reader = reader
+        self.closed = False
+        """True once the database is closed: a read then raises SiteDatabaseClosed."""
         # DistributionPoints changes only in seed(): its rows are read on every job.
         self._dp_rows: dict[str | int, DistributionPointRow | None] = {}
 
@@ -392,18 +394,23 @@ class SiteDatabase:
         else:
             uri = _read_only_uri(path)
             conn = await anyio.to_thread.run_sync(_open_writable, path, hierarchy)
+        db: SiteDatabase | None = None
         try:
             with _refusing(path):
                 reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             try:
                 await reader.execute("PRAGMA query_only=1")
                 if read_only:
-                    yield cls(path, _ReadOnlyWriter(conn, path), reader)
+                    db = cls(path, _ReadOnlyWriter(conn, path), reader)
+                    yield db
                 else:
                     writer = Writer(conn, max_batch=max_batch)
                     async with _running(writer):
-                        yield cls(path, writer, reader)
+                        db = cls(path, writer, reader)
+                        yield db
             finally:
+                if db is not None:
+                    db.closed = True
                 await reader.close()
         finally:
             conn.close()
@@ -465,7 +472,14 @@ class SiteDatabase:
     # -- reading -------------------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        rows = await self._reader.execute_fetchall(sql, params)
+        try:
+            rows = await self._reader.execute_fetchall(sql, params)
+        except (ValueError, sqlite3.ProgrammingError) as exc:
+            if self.closed:  # what aiosqlite raises on a closed connection varies
+                raise SiteDatabaseClosed(f"site database {self.path} is closed") from exc
+            raise
+        if self.closed:
+            raise SiteDatabaseClosed(f"site database {self.path} is closed")
         return [tuple(r) for r in rows]
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:

@@ -117,7 +117,8 @@ async def test_a_source_deleted_after_create_fails_the_package(tmp_path: Path) -
         paused.set()
         status = await h.wait(pkg, timeout=TIMEOUT)
         assert _summary(status) == [(DP1, "Failed", 2302)]
-        assert str(src) in status[0].detail or "does not exist" in status[0].detail
+        assert str(src) in status[0].detail
+        assert "does not exist" in status[0].detail
 
 
 async def test_poison_packages_never_stop_the_hierarchy_and_stay_parked(tmp_path: Path) -> None:
