@@ -26,10 +26,12 @@ import anyio
 from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
+from actors.site._pullresponse import process_pull_response
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
     PackageChanged,
     PackageNotification,
+    PullResponseNotification,
     TransferStatus,
 )
 from actors.sitedb import (
@@ -84,6 +86,8 @@ class DistMgr(Component):
     ) -> None:
         self.site = site
         self.hierarchy = hierarchy
+        # Where SMSDBMON drops the .PUL files this DistMgr processes (named in its log).
+        self.inbox = hierarchy.server_root(hierarchy.site(site).server) / "inboxes" / "distmgr.box"
         self.settings = hierarchy.settings
         self.db = db
         self.library = library
@@ -420,6 +424,8 @@ class DistMgr(Component):
         self.trace(
             f"DP Thread: Attempting to add or update package {pkg.pkg_id} on DP {dp.nal_path}"
         )
+        if dp.is_pull_dp:
+            self.trace(f"Package Server {dp.nal_path} is a PullDP.")
         if pkg.source_site != self.site:
             await self._report(2342, (pkg.name, dp.nal_path), pkg.pkg_id, dp.nal_path)
         action = JobAction.REDISTRIBUTE if server.refresh_trigger else JobAction.ADD_OR_UPDATE
@@ -517,7 +523,12 @@ class DistMgr(Component):
                     bytes_full=msg.bytes_full,
                     bytes_delta=msg.bytes_delta,
                 )
+            if status == PkgStatusValue.INSTALLED:  # a source for pull DPs from now on
+                ops.set_content_dp_map(
+                    conn, content_id=msg.pkg_id, version=msg.version, server_name=dp.server_name
+                )
             if status == PkgStatusValue.REMOVED:
+                ops.delete_content_dp_map(conn, content_id=msg.pkg_id, server_name=dp.server_name)
                 ops.delete_transfer_bytes(conn, msg.pkg_id, msg.nal_path)
                 ops.delete_removed_server(conn, msg.pkg_id, msg.nal_path)
 
@@ -546,6 +557,11 @@ class DistMgr(Component):
                 await self._finish_delete(pkg)
         # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.
         await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(msg.pkg_id))
+
+    @handler
+    async def pull_response(self, msg: PullResponseNotification) -> None:
+        """A ``.PUL``: a pull DP's state message (see :mod:`actors.site._pullresponse`)."""
+        await process_pull_response(self, msg)
 
     def _status_op(
         self, pkg_id: str, dp: DistributionPointRow, status: PkgStatusValue, version: int
