@@ -186,6 +186,7 @@ class SiteServer:
             links=links,
             clock=bus.clock,
             mp_url=self.content.mp_url(self.site.server),
+            locate=self.content.locate,
             max_active_jobs=dp.max_active_jobs or h.settings.pulldp_max_active_jobs,
             retry_delay=h.settings.pulldp_retry_delay,
             log=logs[PULLDP],

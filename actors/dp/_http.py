@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import msgspec
 from aiohttp import web
@@ -75,12 +75,19 @@ class ContentServer:
         """Take state messages posted to ``/<MP>/ccm_system/request``."""
         self._endpoints[mp.upper()] = receive
 
-    def content_url(self, dp: str, content_id: str) -> str:
-        """The DPUrl of a content version on a DP (files go below it)."""
-        return f"{self.base_url}/{dp.upper()}/{PKG_SHARE}/{content_id}"
+    @staticmethod
+    def content_url(dp: str, content_id: str) -> str:
+        """The DPUrl of a content version on a DP, by the DP's name as the reference has it
+        (``http://P01DP1.CONTOSO.COM/SMS_DP_SMSPKG$/<ContentID>``): it stays true across
+        restarts, while this server's port changes; :meth:`locate` resolves it."""
+        return f"http://{dp.upper()}/{PKG_SHARE}/{content_id}"
 
-    def signature_url(self, dp: str, content_id: str) -> str:
-        return f"{self.base_url}/{dp.upper()}/{SIG_SHARE}/{content_id}"
+    def locate(self, url: str) -> str:
+        """Where a DP's URL is served now (what name resolution does for a real host)."""
+        parts = urlsplit(url)
+        if not parts.hostname or not parts.path.startswith("/"):
+            raise ValueError(f"not a DP URL: {url!r}")
+        return f"{self.base_url}/{parts.hostname.upper()}{parts.path}"
 
     def mp_url(self, mp: str) -> str:
         return f"{self.base_url}/{mp.upper()}/ccm_system/request"

@@ -22,6 +22,7 @@ import msgspec
 
 from actors.dp import (
     STATE_SUCCESS,
+    DPRemovePackage,
     PullContent,
     PullDPHolds,
     PullDPNotify,
@@ -37,7 +38,7 @@ from actors.errors import BadNotification, TransferError
 from actors.network import NetworkLink
 from actors.pulldp._dts import Source, download_file, remove_tree
 from actors.pulldp._rdc import rdc_download
-from actors.status import CMTraceLog, Component
+from actors.status import CMTraceLog, Component, Severity
 from bus import Clock, handler
 from contentlib import ContentLibError, ContentLibrary, FileEntry, Manifest, content_id
 
@@ -75,6 +76,7 @@ class PullDPAgent(Component):
         links: Mapping[str, NetworkLink],
         clock: Clock,
         mp_url: str,
+        locate: Callable[[str], str],
         max_active_jobs: int,
         retry_delay: float,
         log: CMTraceLog | None = None,
@@ -88,6 +90,7 @@ class PullDPAgent(Component):
         self.links = {k.upper(): v for k, v in links.items()}
         self._clock = clock
         self.mp_url = mp_url
+        self.locate = locate  # a DPUrl (by the DP's name) -> where it is served now
         self.retry_delay = retry_delay
         self.trace_log = log
         self.dts_log = dts_log
@@ -134,6 +137,19 @@ class PullDPAgent(Component):
         """The status poll: the version is in the library and no job for it is stored."""
         cid = content_id(msg.pkg_id, msg.version)
         return cid in self.library.content_ids(msg.pkg_id)
+
+    @handler
+    async def remove_package(self, msg: DPRemovePackage) -> None:
+        """The package leaves the pull DP: its stored job, staged files and content."""
+        async with self._locks[msg.pkg_id]:
+            await anyio.Path(self.jobs / f"{msg.pkg_id}.xml").unlink(missing_ok=True)
+            await anyio.to_thread.run_sync(remove_tree, self.staging / msg.pkg_id)
+            for cid in self.library.content_ids(msg.pkg_id):
+                await self.library.remove_content(cid)
+                self.trace(
+                    f"Content '{cid}' for package '{msg.pkg_id}' has been removed from content"
+                    " library successfully"
+                )
 
     @handler
     async def run_again(self, msg: RunPullJob) -> None:
@@ -231,7 +247,10 @@ class PullDPAgent(Component):
         )
         folder = self.staging / n.pkg_id / cid
         await anyio.to_thread.run_sync(lambda: folder.mkdir(parents=True, exist_ok=True))
-        sources = [Source(loc.source, loc.url, self._link(loc.source)) for loc in content.locations]
+        sources = [
+            Source(loc.source, self.locate(loc.url), self._link(loc.source))
+            for loc in content.locations
+        ]
         redist = n.action == "redist"
         todo = _todo(self.library, manifest, redist=redist)
         previous = self._previous(n.pkg_id, n.version)
@@ -272,6 +291,7 @@ class PullDPAgent(Component):
                     folder / entry.sha256,
                     allow_fallback=n.allow_fallback,
                     progress=tracker.add,
+                    failed=self._source_failed,
                 )
                 self.bytes_downloaded += crossed
             self._dts(f"DTS job {dts} has completed:")
@@ -408,9 +428,12 @@ class PullDPAgent(Component):
             raise TransferError(f"pull DP {self.name} is not running")
         return self.session
 
-    def _dts(self, line: str) -> None:
+    def _source_failed(self, why: str) -> None:
+        self._dts(f"Download from {why}; trying the next source", severity="W")
+
+    def _dts(self, line: str, *, severity: Severity = "I") -> None:
         if self.dts_log is not None:
-            self.dts_log.write(line, when=self._clock.wall())
+            self.dts_log.write(line, severity=severity, when=self._clock.wall())
 
 
 class _Tracker:

@@ -60,21 +60,31 @@ async def download_file(
     *,
     allow_fallback: bool,
     progress: Progress,
+    failed: Callable[[str], None] = lambda why: None,
 ) -> int:
     """Fetch ``entry`` into ``part`` (resuming what is there) and check its hash; returns
-    the bytes that crossed. Raises :class:`DownloadFailed` naming each source's failure."""
+    the bytes that crossed. ``failed`` hears why a source failed before the next is tried.
+    Raises :class:`DownloadFailed` naming each source's failure."""
     reasons: list[str] = []
     crossed = 0
+
+    async def count(nbytes: int) -> None:  # (a cut try's bytes crossed too)
+        nonlocal crossed
+        crossed += nbytes
+        await progress(nbytes)
+
     for source in sources if allow_fallback else sources[:1]:
         try:
-            crossed += await _fetch(session, source, entry, part, progress)
+            await _fetch(session, source, entry, part, count)
         except (TransferError, aiohttp.ClientError, OSError, TimeoutError) as exc:
             reasons.append(f"{source.name}: {exc}")
+            failed(reasons[-1])
             continue
         if await anyio.to_thread.run_sync(sha256_of, part) == entry.sha256:
             return crossed
         await anyio.to_thread.run_sync(_discard, part)  # no corrupt file is kept
         reasons.append(f"{source.name}: {entry.path} did not match its hash {entry.sha256}")
+        failed(reasons[-1])
     raise DownloadFailed(f"{entry.path}: " + "; ".join(reasons or ["no source"]))
 
 
@@ -84,14 +94,13 @@ async def _fetch(
     entry: FileEntry,
     part: Path,
     progress: Progress,
-) -> int:
+) -> None:
     offset = await anyio.to_thread.run_sync(_resume_offset, part, entry.size)
     if offset == entry.size:
-        return 0
+        return
     link = source.link
     await link.open()
     headers = {"Range": f"bytes={offset}-"} if offset else {}
-    crossed = 0
     async with session.get(source.file_url(entry.path), headers=headers) as response:
         if response.status != (206 if offset else 200):
             raise DownloadFailed(f"HTTP {response.status} for {entry.path}")
@@ -100,10 +109,8 @@ async def _fetch(
                 allowed = link.allowance(len(chunk))  # a cut leaves exactly what crossed
                 await out.write(chunk[:allowed])
                 await out.flush()
-                crossed += allowed
                 await progress(allowed)
                 await link.carry(allowed)
-    return crossed
 
 
 async def fetch_range(
