@@ -10,7 +10,14 @@ from actors.config import HierarchyConfig, Site
 from actors.dp import DPProvider, content_library, dp_root
 from actors.errors import SiteDatabaseLost
 from actors.network import NetworkLink
-from actors.site import ContentValidator, DistMgr, PkgXferMgr, SmsDbMon, SmsProvider
+from actors.site import (
+    ContentValidator,
+    DistMgr,
+    PkgXferMgr,
+    SmsDbMon,
+    SmsProvider,
+    StatusInbox,
+)
 from actors.sitedb import DistributionPointRow, SiteDatabase
 from actors.status import (
     DISTMGR,
@@ -85,6 +92,7 @@ class SiteServer:
         self.root = hierarchy.server_root(site.server)
         self.logs = ComponentLogs(self.root / "logs")
         self.library = libraries.site
+        self.inbox = StatusInbox(self.root)
         self.reporter = StatusReporter(
             db,
             self.logs,
@@ -160,6 +168,7 @@ class SiteServer:
                 db=self.db,
                 library=self.library,
                 reporter=self.reporter,
+                inbox=self.inbox,
                 log=self.logs[DISTMGR],
             ),
             addresses.distmgr(code),
@@ -173,6 +182,7 @@ class SiteServer:
                 settings=settings,
                 links=self.links,
                 dp_root=self._dp_root,
+                inbox=self.inbox,
                 log=self.logs[PKGXFERMGR],
             ),
             addresses.pkgxfermgr(code),
