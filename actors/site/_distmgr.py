@@ -36,6 +36,7 @@ from actors.sitedb import (
     DistributionPointRow,
     JobAction,
     JobState,
+    NotificationType,
     PackageAction,
     PackageRow,
     PkgServerRow,
@@ -127,7 +128,8 @@ class DistMgr(Component):
 
     @handler
     async def notified(self, msg: PackageNotification) -> None:
-        self.trace(f"Found package properties updated notification for package '{msg.pkg_id}'")
+        if msg.type != NotificationType.SERVER_CHANGED:  # the reference logs it for packages only
+            self.trace(f"Found package properties updated notification for package '{msg.pkg_id}'")
         self._enqueue(msg.pkg_id)
 
     def _enqueue(self, pkg_id: str) -> None:

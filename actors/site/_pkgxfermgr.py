@@ -20,7 +20,6 @@ a send within one chunk; see :meth:`PkgXferMgr.cancel_transfer` for what it leav
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -81,6 +80,8 @@ from actors.status import (
     Component,
     StatusMessage,
     StatusReporter,
+    as_thread,
+    new_thread_id,
 )
 from bus import BusClosed, BusError, RemoteError, handler
 from contentlib import (
@@ -168,7 +169,6 @@ class PkgXferMgr(Component):
         self._parked: deque[int] = deque()  # jobs waiting for a sending thread
         self._sends: dict[_Key, Send] = {}  # the send running for a DP and package
         self._cancelling: Counter[_Key] = Counter()  # keys an administrator's cancel ends
-        self._thread_ids = itertools.count(0x1200)  # sending threads, numbered as the product's
 
     async def on_start(self) -> None:
         # Jobs a previous run accepted but did not finish are taken up again; a job that
@@ -316,17 +316,19 @@ class PkgXferMgr(Component):
             return
         self.trace(
             f"Found send request with ID: {job.job_id}, Package: {job.pkg_id},"
-            f" Version:{job.package_version}, Priority: 2, Destination: {dp.server_name},"
-            " DPPriority: 200"
+            f" Version:{job.package_version}, Priority: {pkg.priority},"
+            f" Destination: {dp.server_name}, DPPriority: {dp.priority}"
         )
-        self.trace(f"~Created sending thread (Thread ID = 0x{next(self._thread_ids):X})")
+        tid = new_thread_id()
+        self.trace(f"~Created sending thread (Thread ID = 0x{tid:X})")
         key = (job.dp_id, job.pkg_id)
         if key in self._cancelling:
             return  # cancelled before it began: the cancel ends it (no await since this check)
         send = Send(job, dp, self._publish_progress, self.clock.now, self.progress_interval)
         self._sends[key] = send
         try:
-            await self._attempt(job, dp, pkg, send)
+            with as_thread(tid):
+                await self._attempt(job, dp, pkg, send)
         finally:
             del self._sends[key]
 
@@ -368,8 +370,8 @@ class PkgXferMgr(Component):
             raise _Superseded(f"version {inventory.previous.version} on the DP")
         self.trace(
             f"Sending thread starting for Job: {job.job_id}, package: {job.pkg_id},"
-            f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
-            " DPPriority: 200"
+            f" Version: {job.package_version}, Priority: {pkg.priority},"
+            f" server: {dp.server_name}, DPPriority: {dp.priority}"
         )
         # DistMgr marks the job SENDING; shielded: a cancel never lets it land after the
         # cancel's own status.
@@ -397,6 +399,7 @@ class PkgXferMgr(Component):
             bytes_full=job.bytes_full + send.bytes_full,
             bytes_delta=job.bytes_delta + send.bytes_delta,
         )
+        crash_point("pkgxfermgr.status_dropped")
         # The STA out, the sending thread deletes its job (with 8200 and 8210, one commit).
         end_job = partial(ops.delete_job, job_id=job.job_id)
         await self.reporter.raise_messages([begun, sent], op=end_job, log=False)
