@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import io
 import os
 import shutil
@@ -531,12 +532,21 @@ class ContentLibrary:
             raise ContentNotFound(f"file {sha256} is not in {self.root}")
         sig = await self._thread(_signature.compute, path, sha256)
 
-        def save() -> None:
+        def save() -> None:  # a cache, rebuilt when unreadable: no fsync
             sig_path.parent.mkdir(exist_ok=True)
-            _fs.atomic_write(sig_path, msgspec.msgpack.encode(sig))
+            _fs.atomic_write(sig_path, msgspec.msgpack.encode(sig), durable=False)
 
         await self._thread(save)
         return sig
+
+    async def sign_content(self, content_id: str) -> str:
+        """Compute (or find cached) the signature of every file of a content, as the
+        product creates RDC signatures when it stores a version; returns their hash: the
+        SHA-256 over each file's signature hash, in the manifest's order."""
+        digest = hashlib.sha256()
+        for entry in self.manifest(content_id).files:
+            digest.update((await self.signature(entry.sha256)).sig_hash.encode())
+        return digest.hexdigest().upper()
 
     # ----------------------------------------------------------------- deltas
 

@@ -19,6 +19,7 @@ from actors.site import (
     SmsDbMon,
     SmsProvider,
     StateSystem,
+    StatusInbox,
 )
 from actors.site.messages import TRANSFER_PROGRESS_TOPIC, TransferProgress
 from actors.sitedb import DistributionPointRow, SiteDatabase
@@ -100,6 +101,7 @@ class SiteServer:
         self.root = hierarchy.server_root(site.server)
         self.logs = ComponentLogs(self.root / "logs")
         self.library = libraries.site
+        self.inbox = StatusInbox(self.root)
         self.reporter = StatusReporter(
             db,
             self.logs,
@@ -223,6 +225,7 @@ class SiteServer:
                 db=self.db,
                 library=self.library,
                 reporter=self.reporter,
+                inbox=self.inbox,
                 log=self.logs[DISTMGR],
             ),
             addresses.distmgr(code),
@@ -236,6 +239,7 @@ class SiteServer:
                 settings=settings,
                 links=self.links,
                 dp_root=self._dp_root,
+                inbox=self.inbox,
                 log=self.logs[PKGXFERMGR],
                 content_url=self.content.content_url,
             ),

@@ -3,6 +3,7 @@ the MP relay and the State System."""
 
 from actors.site._contentvalidator import ContentValidator, ValidateAll, ValidateContent
 from actors.site._distmgr import PACKAGE_CHANGED_TOPIC, DistMgr
+from actors.site._inbox import StatusInbox
 from actors.site._pkgxfermgr import CANCELLED_REASON, PROGRESS_INTERVAL, PkgXferMgr, RetryJob
 from actors.site._provider import DEFAULT_LAST_REFRESH, SmsProvider
 from actors.site._smsdbmon import SmsDbMon
@@ -22,6 +23,7 @@ __all__ = [
     "SmsProvider",
     "StateMessageFile",
     "StateSystem",
+    "StatusInbox",
     "ValidateAll",
     "ValidateContent",
 ]

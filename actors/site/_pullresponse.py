@@ -36,9 +36,7 @@ async def process_pull_response(mgr: DistMgr, msg: PullResponseNotification) -> 
     for r in await mgr.db.pull_response_detail(pks):
         await _process_row(mgr, pks, r)
         changed.add(r.pkg_id)
-    mgr.trace(
-        f"~Successfully processed PullDP response file {mgr.inbox / 'INCOMING' / f'{pks}.PUL'}"
-    )
+    mgr.trace(f"~Successfully processed PullDP response file {mgr.pul_box / f'{pks}.PUL'}")
     for pkg_id in sorted(changed):  # last: Hierarchy.wait may return on it
         await mgr.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
 

@@ -74,12 +74,12 @@ class PullSending:
         self.mgr = mgr
         self.content_url = content_url
 
-    async def run(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
+    async def run(self, job: DistributionJobRow, dp: DistributionPointRow, priority: int) -> None:
         mgr, settings = self.mgr, self.mgr.settings
         mgr.trace(
             f"Pull DP Sending thread starting for Job: {job.job_id}, package: {job.pkg_id},"
-            f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
-            " DPPriority: 200"
+            f" Version: {job.package_version}, Priority: {priority}, server: {dp.server_name},"
+            f" DPPriority: {dp.priority}"
         )
         attempts = settings.pulldp_notification_attempts
         failures = job.failure_count + 1
@@ -124,6 +124,7 @@ class PullSending:
             allow_fallback=True,
             package_size=sum(f.size for f in manifest.files),
             hash=digest,
+            priority=priority,
             contents=(
                 PullContent(
                     cid,
@@ -214,10 +215,11 @@ class PullSending:
         dp = await mgr.db.distribution_point(job.dp_id)
         if dp is None:
             return
+        pkg = await mgr.db.package(job.pkg_id)
         mgr.trace(
             f"Pull DP Sending thread starting for Job: {job.job_id}, package: {job.pkg_id},"
-            f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
-            " DPPriority: 200"
+            f" Version: {job.package_version}, Priority: {pkg.priority if pkg else 2},"
+            f" server: {dp.server_name}, DPPriority: {dp.priority}"
         )
         try:
             holds = await mgr.request(
@@ -230,9 +232,13 @@ class PullSending:
                 f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
                 f" to distribution point {dp.server_name}"
             )
+            # As a sending thread ends: the final STA dropped, then the job deleted with
+            # 8210 (one commit), then DistMgr told.
             sent = mgr._message(8210, job, dp)
-            await mgr._status(job, dp, PkgStatusValue.INSTALLED)
-            await mgr.reporter.raise_messages([sent])
+            path = await mgr._drop_status(job, dp, PkgStatusValue.INSTALLED)
+            end_job = partial(ops.delete_job, job_id=job.job_id)
+            await mgr.reporter.raise_messages([sent], op=end_job)
+            await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, path)
         elif msg.count < mgr.settings.pulldp_status_polls:
             delay = mgr.settings.pulldp_polling_delay
             mgr.send_later(delay, mgr.address, PollPullJob(msg.job_id, msg.count + 1))

@@ -55,7 +55,7 @@ _PACKAGE_COLS = (
     " Hash, NewHash, Priority, PkgFlags, ShareType, PackageType, UpdateMask, UpdateMaskEx,"
     " Action, SourceSize, SourceCompSize, ActionSeq"
 )
-_DP_COLS = "DPID, NALPath, ServerName, SiteCode, IsPullDP, IsSiteServer, MaxActiveJobs"
+_DP_COLS = "DPID, NALPath, ServerName, SiteCode, IsPullDP, IsSiteServer, MaxActiveJobs, Priority"
 _SERVER_COLS = (
     "PkgID, NALPath, SiteCode, SiteName, SourceSite, LastRefresh, RefreshTrigger, UpdateMask,"
     " Action"
@@ -305,6 +305,7 @@ def _seed_op(hierarchy: HierarchyConfig) -> WriteOp[None]:
             d.max_active_jobs
             if d.max_active_jobs is not None
             else (hierarchy.settings.pulldp_max_active_jobs if d.pull else None),
+            d.priority,
         )
         for d in hierarchy.dps
     ]
@@ -343,13 +344,13 @@ def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
     if found is None:
         conn.execute(
             f"INSERT INTO DistributionPoints ({_DP_COLS}) VALUES"
-            " ((SELECT COALESCE(MAX(DPID), 0) + 1 FROM DistributionPoints), ?, ?, ?, ?, ?, ?)",
+            " ((SELECT COALESCE(MAX(DPID), 0) + 1 FROM DistributionPoints), ?, ?, ?, ?, ?, ?, ?)",
             values,
         )
     else:
         conn.execute(
             "UPDATE DistributionPoints SET NALPath = ?, ServerName = ?, SiteCode = ?,"
-            " IsPullDP = ?, IsSiteServer = ?, MaxActiveJobs = ? WHERE DPID = ?",
+            " IsPullDP = ?, IsSiteServer = ?, MaxActiveJobs = ?, Priority = ? WHERE DPID = ?",
             (*values, found[0]),
         )
 
@@ -797,5 +798,7 @@ def _pkg_server(row: tuple[Any, ...]) -> PkgServerRow:
 
 
 def _dp(row: tuple[Any, ...]) -> DistributionPointRow:
-    dp_id, nal, server, site, pull, site_server, max_jobs = row
-    return DistributionPointRow(dp_id, nal, server, site, bool(pull), bool(site_server), max_jobs)
+    dp_id, nal, server, site, pull, site_server, max_jobs, priority = row
+    return DistributionPointRow(
+        dp_id, nal, server, site, bool(pull), bool(site_server), max_jobs, priority
+    )

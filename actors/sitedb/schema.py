@@ -394,6 +394,12 @@ CREATE TABLE DPTransferBytes (
 );
 """
 
+# Version 4: ``DistributionPoints.Priority``, the DP's priority from the hierarchy file
+# (the product's default 200), which PkgXferMgr logs with each send request.
+_V4 = """
+ALTER TABLE DistributionPoints ADD COLUMN Priority INTEGER NOT NULL DEFAULT 200;
+"""
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 SCHEMA_VERSION = MIGRATIONS[-1][0]
