@@ -193,6 +193,7 @@ class SiteServer:
             retry_delay=h.settings.pulldp_retry_delay,
             log=logs[PULLDP],
             dts_log=logs[DATA_TRANSFER_SERVICE],
+            provider_log=logs[DP_PROVIDER],
             progress=progress,
         )
         self.pull_dps[dp.name.upper()] = bus.spawn(agent, addresses.pulldp(dp.name))

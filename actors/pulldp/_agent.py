@@ -81,6 +81,7 @@ class PullDPAgent(Component):
         retry_delay: float,
         log: CMTraceLog | None = None,
         dts_log: CMTraceLog | None = None,
+        provider_log: CMTraceLog | None = None,
         progress: Progress | None = None,
     ) -> None:
         self.name = name
@@ -94,6 +95,7 @@ class PullDPAgent(Component):
         self.retry_delay = retry_delay
         self.trace_log = log
         self.dts_log = dts_log
+        self.provider_log = provider_log  # the DP WMI provider's SMSDPProv.log
         self.progress = progress
         self.limiter = anyio.CapacityLimiter(max(1, max_active_jobs))
         self.jobs = root / JOBS_FOLDER
@@ -129,6 +131,7 @@ class PullDPAgent(Component):
         parse_notification(msg.notification)  # a malformed one is refused here
         path = self.jobs / f"{msg.pkg_id}.xml"
         await anyio.to_thread.run_sync(_write_atomic, path, msg.notification.encode())
+        self._provider("Successfully notified PullDP")
         self._start(msg.pkg_id)
         return True
 
@@ -282,6 +285,7 @@ class PullDPAgent(Component):
             self._dts(
                 f"DTSJob {dts} created to download from '{content.locations[0].url}' to '{folder}'."
             )
+            self._dts(f"Starting BITS job '{_guid()}' for DTS job '{dts}' under user 'S-1-5-18'.")
             self._dts(f"DTSJob {dts} in state 'DownloadingData'.")
             for entry in full:
                 crossed = await download_file(
@@ -311,6 +315,10 @@ class PullDPAgent(Component):
                 entry.sha256, entry.size, folder / entry.sha256, move=True, replace=redist
             )
         await self.library.add_content(manifest)
+        self._provider(
+            f"Content '{cid}' for package '{n.pkg_id}' has been added to content library"
+            " successfully"
+        )
         await anyio.to_thread.run_sync(remove_tree, folder)
         self.trace("CPullDPPkgContJob::NotifySIApplied(). JobState = SIApplied")
         self.trace(f"Content job {guid} running.")
@@ -351,6 +359,8 @@ class PullDPAgent(Component):
         )
         sig_url = content.locations[0].url.replace("SMS_DP_SMSPKG$", "SMS_DP_SMSSIG$")
         self._dts(f"DTSJob {dts} created to download from '{sig_url}' to '{folder}'.")
+        self._dts(f"Starting BITS download for DTS job '{dts}'.")
+        self._dts(f"Starting BITS job '{_guid()}' for DTS job '{dts}' under user 'S-1-5-18'.")
         self._dts(f"Adding to BITS job: {cid}.tar")
         entries = [e for e in todo if e.sha256 in changed]
         crossed = await rdc_download(
@@ -368,6 +378,8 @@ class PullDPAgent(Component):
 
     def _signatures_done(self, tag: str, cid: str, guid: str, dts: str) -> None:
         self._dts(f"DTSJob {dts} successfully completed download.")
+        self._dts(f"Execute called for DTS job '{dts}'.  Current state: 'RetrievedData'.")
+        self._dts(f"DTSJob {dts} in state 'NotifiedComplete'.")
         self._dts(f"DTS job {dts} has completed:")
         self.trace(
             f"DTS message for content job {guid} received, searching 1 active jobs for any"
@@ -430,6 +442,10 @@ class PullDPAgent(Component):
 
     def _source_failed(self, why: str) -> None:
         self._dts(f"Download from {why}; trying the next source", severity="W")
+
+    def _provider(self, line: str) -> None:
+        if self.provider_log is not None:
+            self.provider_log.write(line, when=self._clock.wall())
 
     def _dts(self, line: str, *, severity: Severity = "I") -> None:
         if self.dts_log is not None:

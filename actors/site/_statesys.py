@@ -64,7 +64,8 @@ class MpRelay:
         )
         self._trace("Mp Message Handler: FileType=SMX")
         parse_report(text)  # only what the State System can process is relayed
-        self._trace(f"Message Body : {text}")
+        self._trace("Message Body :")
+        self._trace(text)
         self._trace("Inv-Relay Task: Processing message body")
         name = f"{uuid.uuid4().hex[:8].upper()}.SMX"
         await anyio.to_thread.run_sync(_write_atomic, self.incoming, name, body)
