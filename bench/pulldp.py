@@ -6,8 +6,9 @@ Every package is created at P01 and first installed on its source DP P01DP1; the
 distributed to P01PDP1 (links removed: the figures are the HTTP path's, not a simulated
 bandwidth's). ``http_mb_s`` is the large packages' bytes over the time from their
 distribution to their Installed status (notification, downloads, hash checks, single
-instancing and the state message included); ``copy_mb_s`` is ``shutil.copyfile`` of the
-same files in the same run. The update changes three 4 KiB regions of the first large
+instancing and the state message included); ``copy_mb_s`` is ``shutil.copyfile`` + fsync
+of the same files in the same run (the pull DP's library makes its files durable too).
+The update changes three 4 KiB regions of the first large
 file; ``rsync_bytes`` is rsync's ``Total bytes sent`` + ``received`` (its block checksums
 travel too, as our signature does) for the same old and new folders.
 """
@@ -15,6 +16,7 @@ travel too, as our signature does) for the same old and new folders.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import shutil
@@ -54,7 +56,10 @@ def _copy_baseline(files: list[Path], dest: Path) -> float:
     dest.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i, f in enumerate(files):
-        shutil.copyfile(f, dest / f"{i}.bin")
+        copy = dest / f"{i}.bin"
+        shutil.copyfile(f, copy)
+        with open(copy, "rb") as done:  # durable, as the pull DP's library makes its files
+            os.fsync(done.fileno())
     return time.perf_counter() - t0
 
 

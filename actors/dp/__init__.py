@@ -42,6 +42,7 @@ from actors.dp._pull import (
     parse_notification,
     read_bundle,
 )
+from actors.dp._rdcsig import ChunkSlice, SuperSignature, chunk_slices, super_signature
 from actors.dp._statemsg import (
     PULLDP_TOPIC_TYPE,
     STATE_FAILED,
@@ -62,6 +63,7 @@ __all__ = [
     "STATE_FAILED",
     "STATE_IN_PROGRESS",
     "STATE_SUCCESS",
+    "ChunkSlice",
     "ContentServer",
     "DPAbandon",
     "DPAddContent",
@@ -85,8 +87,10 @@ __all__ = [
     "PullLocation",
     "PullNotification",
     "StateMessageEndpoint",
+    "SuperSignature",
     "bundle_bytes",
     "bundle_name",
+    "chunk_slices",
     "content_library",
     "discard_staged",
     "dp_root",
@@ -98,4 +102,5 @@ __all__ = [
     "staged_package",
     "staging_folder",
     "staging_name",
+    "super_signature",
 ]

@@ -17,6 +17,7 @@ the DP does not hold) is a 404 and a log line, and nothing outside the library i
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from urllib.parse import quote, urlsplit
@@ -24,6 +25,7 @@ from urllib.parse import quote, urlsplit
 import msgspec
 from aiohttp import web
 
+from actors.dp._rdcsig import chunk_slices, parse_ranges, super_signature
 from actors.errors import BadNotification
 from contentlib import ContentLibError, ContentLibrary, FileEntry
 
@@ -36,6 +38,7 @@ StateMessageEndpoint = Callable[[bytes], Awaitable[None]]
 """A management point's relay: takes a state message's body (raises to refuse it)."""
 
 _log = logging.getLogger("actors.dp.http")
+_ENCODED_SEPARATOR = re.compile("%2f|%5c", re.IGNORECASE)
 
 
 class ContentServer:
@@ -95,6 +98,8 @@ class ContentServer:
     # -- handlers ------------------------------------------------------------------------
 
     def _entry(self, request: web.Request) -> tuple[ContentLibrary, FileEntry]:
+        if _ENCODED_SEPARATOR.search(request.raw_path):
+            raise _refused(request, "an encoded path separator")
         dp = request.match_info["dp"].upper()
         content_id = request.match_info["content_id"]
         path = request.match_info["path"]
@@ -123,7 +128,17 @@ class ContentServer:
         library, entry = self._entry(request)
         self.requests += 1
         signature = await library.signature(entry.sha256)
-        body = msgspec.msgpack.encode(signature)
+        # ?level=2: the super-chunks; ?chunks=a-b,..: those chunks' signatures; else all.
+        if request.query.get("level") == "2":
+            body = msgspec.msgpack.encode(super_signature(signature))
+        elif "chunks" in request.query:
+            try:
+                ranges = parse_ranges(request.query["chunks"])
+            except ValueError as exc:
+                raise web.HTTPBadRequest(text=str(exc)) from exc
+            body = msgspec.msgpack.encode(chunk_slices(signature, ranges))
+        else:
+            body = msgspec.msgpack.encode(signature)
         return web.Response(body=body, content_type="application/octet-stream")
 
     async def _state_message(self, request: web.Request) -> web.Response:

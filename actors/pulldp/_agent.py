@@ -108,7 +108,11 @@ class PullDPAgent(Component):
     async def on_start(self) -> None:
         await anyio.to_thread.run_sync(self._make_folders)
         if self.session is None:
-            self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=60))
+            # A 4 MiB read buffer: measured 257 -> 375 MB/s on loopback (hash and write
+            # included) against aiohttp's default 64 KiB.
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(sock_read=60), read_bufsize=4 << 20
+            )
         for name in sorted(os.listdir(self.jobs)):
             if name.endswith(".xml"):  # a restart: the stored jobs run again
                 self._start(name[: -len(".xml")])

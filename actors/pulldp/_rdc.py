@@ -15,13 +15,15 @@ import aiohttp
 import anyio
 import msgspec
 
+from actors.dp import ChunkSlice, SuperSignature, super_signature
 from actors.errors import DownloadFailed, TransferError
 from actors.pulldp._dts import Progress, Source, download_file, fetch_range, sha256_of
 from contentlib import ContentLibrary, FileEntry, FileSignature
 
 __all__ = ["rdc_download"]
 
-_decoder = msgspec.msgpack.Decoder(FileSignature)
+_supers = msgspec.msgpack.Decoder(SuperSignature)
+_slices = msgspec.msgpack.Decoder(list[ChunkSlice])
 
 # (offset in the new file, length, offset in the old file or -1: fetch it)
 _Piece = tuple[int, int, int]
@@ -46,13 +48,13 @@ async def rdc_download(
     for entry in entries:
         plans[entry.sha256] = None
         for source in sources if allow_fallback else sources[:1]:
+            base = await library.signature(old[entry.sha256].sha256)
             try:
-                sig, n = await _signature(session, source, entry)
+                pieces, n = await _remote_plan(session, source, entry, base)
             except (TransferError, aiohttp.ClientError, OSError, msgspec.DecodeError):
                 continue
             crossed += n
-            base = await library.signature(old[entry.sha256].sha256)
-            plans[entry.sha256] = (source, _plan(sig, base))
+            plans[entry.sha256] = (source, pieces)
             break
     signatures_done()
     for entry in entries:
@@ -81,44 +83,87 @@ async def rdc_download(
     return crossed
 
 
-async def _signature(
-    session: aiohttp.ClientSession, source: Source, entry: FileEntry
-) -> tuple[FileSignature, int]:
-    url = source.url.replace("SMS_DP_SMSPKG$", "SMS_DP_SMSSIG$") + "/" + quote(entry.path)
+async def _get(session: aiohttp.ClientSession, source: Source, url: str) -> bytes:
     await source.link.open()
     async with session.get(url) as response:
         if response.status != 200:
-            raise DownloadFailed(f"HTTP {response.status} for the signature of {entry.path}")
+            raise DownloadFailed(f"HTTP {response.status} for {url}")
         data = await response.read()
     await source.link.carry(source.link.allowance(len(data)))
-    sig = _decoder.decode(data)
-    if sig.sha256 != entry.sha256 or sig.size != entry.size:
+    return data
+
+
+async def _remote_plan(
+    session: aiohttp.ClientSession, source: Source, entry: FileEntry, old: FileSignature
+) -> tuple[list[_Piece], int]:
+    """The new file as pieces, from its super-chunks and the chunks of the super-chunks the
+    old file lacks; and the signature bytes that crossed."""
+    base = source.url.replace("SMS_DP_SMSPKG$", "SMS_DP_SMSSIG$") + "/" + quote(entry.path)
+    data = await _get(session, source, f"{base}?level=2")
+    crossed = len(data)
+    new = _supers.decode(data)
+    if new.sha256 != entry.sha256 or new.size != entry.size:
         raise DownloadFailed(f"the signature of {entry.path} is for another file")
-    return sig, len(data)
-
-
-def _plan(new: FileSignature, old: FileSignature) -> list[_Piece]:
-    """The new file as pieces: copied from the old file where a chunk matches, else fetched;
-    adjacent pieces of one kind merged."""
-    index: dict[bytes, tuple[int, int]] = {}
+    known: dict[bytes, tuple[int, int]] = {}
     offset = 0
-    for length, h in zip(old.lengths, old.chunk_hashes(), strict=True):
-        index.setdefault(h, (offset, length))
+    mine = super_signature(old)
+    for length, i in zip(mine.lengths, range(len(mine.lengths)), strict=True):
+        known.setdefault(mine.hashes[16 * i : 16 * i + 16], (offset, length))
         offset += length
     pieces: list[_Piece] = []
-    offset = 0
-    for length, h in zip(new.lengths, new.chunk_hashes(), strict=True):
-        hit = index.get(h)
-        src = hit[0] if hit is not None and hit[1] == length else -1
-        if pieces:
-            p_off, p_len, p_src = pieces[-1]
-            if (src == -1 and p_src == -1) or (src >= 0 and p_src >= 0 and p_src + p_len == src):
-                pieces[-1] = (p_off, p_len + length, p_src)
-                offset += length
-                continue
-        pieces.append((offset, length, src))
+    missing: list[tuple[int, int, int]] = []  # (first chunk, end chunk, byte offset)
+    chunk = offset = 0
+    for i, (count, length) in enumerate(zip(new.counts, new.lengths, strict=True)):
+        hit = known.get(new.hashes[16 * i : 16 * i + 16])
+        if hit is not None and hit[1] == length:
+            pieces.append((offset, length, hit[0]))
+        elif missing and missing[-1][1] == chunk:
+            missing[-1] = (missing[-1][0], chunk + count, missing[-1][2])
+        else:
+            missing.append((chunk, chunk + count, offset))
+        chunk += count
+        offset += length
+    if missing:
+        ranges = ",".join(f"{a}-{b}" for a, b, _ in missing)
+        data = await _get(session, source, f"{base}?chunks={ranges}")
+        crossed += len(data)
+        slices = _slices.decode(data)
+        if [(s.start, s.start + len(s.lengths)) for s in slices] != [(a, b) for a, b, _ in missing]:
+            raise DownloadFailed(f"the chunk signatures of {entry.path} do not match the request")
+        for piece in zip(slices, missing, strict=True):
+            pieces += _plan(piece[0], piece[1][2], old)
+    pieces.sort()
+    return _merge(pieces), crossed
+
+
+def _plan(part: ChunkSlice, offset: int, old: FileSignature) -> list[_Piece]:
+    """Chunks of the new file from ``offset`` on: copied where the old file has them."""
+    index: dict[bytes, tuple[int, int]] = {}
+    at = 0
+    for length, h in zip(old.lengths, old.chunk_hashes(), strict=True):
+        index.setdefault(h, (at, length))
+        at += length
+    pieces: list[_Piece] = []
+    for i, length in enumerate(part.lengths):
+        hit = index.get(part.hashes[16 * i : 16 * i + 16])
+        pieces.append((offset, length, hit[0] if hit is not None and hit[1] == length else -1))
         offset += length
     return pieces
+
+
+def _merge(pieces: list[_Piece]) -> list[_Piece]:
+    """Adjacent pieces of one kind as one (a fetch is one range request)."""
+    out: list[_Piece] = []
+    for off, length, src in pieces:
+        if out:
+            p_off, p_len, p_src = out[-1]
+            if p_off + p_len == off and (
+                (src == -1 and p_src == -1) or (src >= 0 and p_src >= 0 and p_src + p_len == src)
+            ):
+                out[-1] = (p_off, p_len + length, p_src)
+                continue
+        out.append((off, length, src))
+    return out
 
 
 async def _build(
