@@ -175,7 +175,8 @@ class Writer:
                         conn.execute("ROLLBACK TO op")
                         p.error = e
                     conn.execute("RELEASE op")
-            conn.execute("COMMIT")
+            # Every operation failed: not even the clock's time is kept.
+            conn.execute("ROLLBACK" if all(p.error is not None for p in batch) else "COMMIT")
         except Exception as e:  # the transaction itself failed (disk full, I/O error, ...)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
