@@ -142,7 +142,9 @@ class SiteServer:
                 f"{', ...' if len(held) > 5 else ''}); restore the database from a backup"
                 " instead of starting the site as a new one",
             )
-        db = await stack.enter_async_context(SiteDatabase.open(path, hierarchy=hierarchy))
+        db = await stack.enter_async_context(
+            SiteDatabase.open(path, hierarchy=hierarchy, clock=bus.clock.wall)
+        )
         server = cls(hierarchy, site, db, bus, libraries, content)
         stack.callback(server.close_logs)
         return server

@@ -14,6 +14,7 @@ import os
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
 from pathlib import Path
 
 import aiohttp
@@ -21,6 +22,8 @@ import anyio
 import msgspec
 
 from actors.dp import (
+    STATE_FAILED,
+    STATE_IN_PROGRESS,
     STATE_SUCCESS,
     DPRemovePackage,
     PullContent,
@@ -178,6 +181,7 @@ class PullDPAgent(Component):
                 text = path.read_text()
             except FileNotFoundError:
                 return  # done by an earlier run
+            n: PullNotification | None = None
             try:
                 n = parse_notification(text)
                 async with self.limiter:
@@ -185,6 +189,9 @@ class PullDPAgent(Component):
                 await self._report(n, state)
             except BadNotification as exc:
                 self.trace(f"Pull DP job for package {pkg_id} refused: {exc}", severity="E")
+                if n is not None:  # the site learns it failed (the .TZ did not verify)
+                    with suppress(TransferError, aiohttp.ClientError, OSError):
+                        await self._report(n, STATE_FAILED, str(exc))
                 await anyio.to_thread.run_sync(_unlink_if_same, path, text)
                 return
             except (TransferError, ContentLibError, aiohttp.ClientError, OSError) as exc:
@@ -225,6 +232,10 @@ class PullDPAgent(Component):
         manifests = {m.content_id: m for m in bundle.contents}
         self.trace("CPullDPService::ExecuteJobs(). 1 jobs to do")
         self.trace(f"{tag} Starting Download  there are {count} content jobs.")
+        # The intermediate state message, with the download percentage (0 at the start);
+        # one that does not get through is not retried: the final one matters.
+        with suppress(TransferError, aiohttp.ClientError, OSError):
+            await self._report(n, STATE_IN_PROGRESS, "0")
         tracker = _Tracker(self, n, sum(m.size for m in _todo_all(self, n, manifests)))
         for guid, content in jobs:
             manifest = manifests.get(content.content_id)
@@ -395,7 +406,7 @@ class PullDPAgent(Component):
             f" content {cid}. ..."
         )
 
-    async def _report(self, n: PullNotification, state: int) -> None:
+    async def _report(self, n: PullNotification, state: int, data: str = "") -> None:
         """The state message to the site's MP (raises on failure: the job is retried)."""
         tag = f"{n.pkg_id}.{n.version}"
         self.trace(f"Report state message 0x{state:08X} ({state}) to MP for package '{tag}'")
@@ -406,7 +417,7 @@ class PullDPAgent(Component):
             state=state,
             nal_path=self.nal_path,
             job_guid=_guid(),
-            data="",
+            data=data,
             time=self._clock.wall(),
         )
         body = report_xml(message)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ from actors.status import (
     format_thread_id,
     new_thread_id,
 )
-from bus import handler
+from bus import BusClosed, handler
 from contentlib import ContentLibError, ContentLibrary, Manifest, parse_content_id
 from contentlib import content_id as make_content_id
 
@@ -551,7 +552,9 @@ class DistMgr(Component):
             self.trace(f"~Successfully delete package status file {path}")
         if sta is not None and changed:
             # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.
-            await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(sta.pkg_id))
+            # (At shutdown nobody listens any more: the status is stored all the same.)
+            with suppress(BusClosed):
+                await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(sta.pkg_id))
 
     async def _transfer_status(self, msg: TransferStatus) -> bool:
         """Store one STA's status; False when it changed nothing."""

@@ -3,8 +3,10 @@ State System stored in ``PullDPResponse``, becomes the DP's package status.
 
 A success (State ID 1) for the version the site stores makes the DP Installed, marks it a
 source of that version (``ContentDPMap``), ends its pull jobs for the package with 8210
-and deletes the response row, in one commit. An in-progress message keeps the DP in
-progress; a failure makes it Failed and leaves the job to PkgXferMgr's retries.
+and deletes the response row, in one commit. A failure (State ID 3: the pull DP refused
+the job, its package info bundle did not verify) makes it Failed and ends the jobs with
+8204 and the pull DP's reason; a redistribute tries again. An in-progress message (State
+ID 2, the download percentage) changes nothing but is processed and deleted.
 """
 
 from __future__ import annotations
@@ -63,7 +65,7 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
             and j.package_version <= r.pkg_version
             and j.action != JobAction.REMOVE
         ]
-        if dp is not None and status == PkgStatusValue.INSTALLED
+        if dp is not None and status in (PkgStatusValue.INSTALLED, PkgStatusValue.FAILED)
         else []
     )
     now = product_time(mgr.clock.wall())
@@ -84,10 +86,14 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
     messages: list[StatusMessage] = []
     if jobs and dp is not None:
         last = max(jobs, key=lambda j: j.package_version)
+        failed = status == PkgStatusValue.FAILED
+        strings = (r.pkg_id, str(last.package_version), dp.server_name)
         messages.append(
             mgr.reporter.message(
-                8210,
-                (r.pkg_id, str(last.package_version), dp.server_name),
+                8204 if failed else 8210,
+                (*strings, r.action_data or "the pull DP reported a failure")
+                if failed
+                else strings,
                 {
                     ATTR_PACKAGE_ID: r.pkg_id,
                     ATTR_PACKAGE_VERSION: str(last.package_version),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -380,6 +381,7 @@ class SiteDatabase:
         hierarchy: HierarchyConfig | None = None,
         max_batch: int = 1000,
         read_only: bool = False,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> AsyncIterator[SiteDatabase]:
         """Open (creating, migrating and seeding with ``hierarchy``) a site database.
 
@@ -388,7 +390,10 @@ class SiteDatabase:
         :class:`~actors.errors.SiteDatabaseError`. A file that cannot be used (missing or
         empty when read-only, a folder, not a database, damaged, a schema this code cannot
         use) raises :class:`~actors.errors.SiteDatabaseError` naming it, the SQLite error
-        chained, and nothing is written to it."""
+        chained, and nothing is written to it.
+
+        ``clock``: the hierarchy's wall clock, which stamps what triggers write
+        (``PkgNotification.TimeKey``); the system's UTC time without one."""
         path = Path(path)
         if read_only:
             uri = _read_only_uri(path, quiet=_unused(path))
@@ -406,7 +411,7 @@ class SiteDatabase:
                     db = cls(path, _ReadOnlyWriter(conn, path), reader)
                     yield db
                 else:
-                    writer = Writer(conn, max_batch=max_batch)
+                    writer = Writer(conn, max_batch=max_batch, clock=clock)
                     async with _running(writer):
                         db = cls(path, writer, reader)
                         yield db

@@ -7,13 +7,19 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from actors import Hierarchy
+import anyio
+import pytest
+
+from actors import Hierarchy, TransferProgress
 from actors.config import nal_path
+from actors.dp import PackageInfoBundle
+from actors.site import _pullsend
 from tests.actors.flow_helpers import (
     HIERARCHY,
     TIMEOUT,
     assert_extracts_identical,
     messages,
+    until,
     write_tree,
 )
 
@@ -79,3 +85,53 @@ async def test_distribute_to_pull_dp(tmp_path: Path) -> None:
         dist = _log(h, site, "distmgr.log")
         assert f"Package Server {nal_path(PULL, SITE)} is a PullDP." in dist
         assert f"Processing PullDP response {SITE} - {nal_path(PULL, SITE)}" in dist
+
+
+async def test_progress_events_and_a_corrupt_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TransferProgress comes from the pull DP's downloads; a .TZ damaged on its way (its
+    hash no longer matches the notification's) is refused: Failed, 8204 with the reason."""
+    src = write_tree(tmp_path / "src", {"a.bin": bytes(range(256)) * 400})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Progress", source=src, site=SITE)
+        await h.distribute(pkg, [DP])
+        await h.wait(pkg, timeout=TIMEOUT)
+        events: list[TransferProgress] = []
+        async with h.subscribe(buffer=10_000) as sub, anyio.create_task_group() as tg:
+
+            async def collect() -> None:
+                async for e in sub:
+                    if isinstance(e, TransferProgress) and e.dp == PULL:
+                        events.append(e)
+
+            tg.start_soon(collect)
+            await h.distribute(pkg, [PULL])
+            status = {s.dp: s.state for s in await h.wait(pkg, timeout=TIMEOUT)}
+            assert status[PULL] == "Installed"
+            await until(lambda: _done(events))
+            tg.cancel_scope.cancel()
+        assert (events[-1].bytes_sent, events[-1].bytes_total) == (256 * 400, 256 * 400)
+        # the intermediate state message (0 %) went through the State System too
+        assert "ActionState 2" in _log(h, h.config.site(SITE).server, "distmgr.log")
+
+        real = _pullsend.bundle_bytes
+
+        def damaged(bundle: PackageInfoBundle) -> tuple[bytes, str]:
+            data, digest = real(bundle)
+            return data[:-1] + bytes([data[-1] ^ 1]), digest
+
+        monkeypatch.setattr(_pullsend, "bundle_bytes", damaged)
+        await h.redistribute(pkg, PULL)
+        await until(lambda: _has_failed(h, pkg.pkg_id))
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+        assert "package info bundle hash" in _log(h, PULL, "PullDP.log")
+
+
+async def _done(events: list[TransferProgress]) -> bool:
+    return bool(events) and events[-1].bytes_sent == events[-1].bytes_total
+
+
+async def _has_failed(h: Hierarchy, pkg_id: str) -> bool:
+    status = {s.dp: s for s in await h.content_status(pkg_id)}
+    return status[PULL].state == "Failed" and status[PULL].last_message == 8204
