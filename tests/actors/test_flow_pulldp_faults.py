@@ -10,8 +10,9 @@ import os
 import random
 from pathlib import Path
 
-from actors import Hierarchy
+from actors import Hierarchy, addresses
 from actors.pulldp import PullDPAgent
+from actors.site._statesys import statesys_incoming
 from tests.actors.flow_helpers import HIERARCHY, TIMEOUT, until, write_tree
 from tests.actors.test_flow_pulldp import DP, PULL, SCALE, SITE, _ids, _log, _rows
 
@@ -193,3 +194,41 @@ async def test_kill_during_a_download_then_reopen_installs_once(tmp_path: Path) 
         assert (await _ids(h, pkg_id, PULL)).count(8210) == 1
         assert _rows(h, "SELECT COUNT(*) FROM PullDPResponse") == [(0,)]
         assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+
+
+async def test_state_message_left_in_the_relay_is_processed_after_a_kill(tmp_path: Path) -> None:
+    """The State System is down when the state message arrives: the MP relay's .SMX waits
+    in statesys.box\\incoming; after a kill and a reopen it is processed, the pull DP ends
+    Installed once and no PullDPResponse row is left."""
+    src = write_tree(tmp_path / "src", {"a.bin": random.Random(6).randbytes(10_000)})
+    pkg_id = ""
+    incoming = Path()
+    try:
+        async with _open(tmp_path) as h:
+            pkg = await h.create_package("Relay", source=src, site=SITE)
+            pkg_id = pkg.pkg_id
+            await h.distribute(pkg, [DP])
+            await h.wait(pkg, timeout=TIMEOUT)
+            await h.bus.stop_actor(addresses.statesys(SITE))
+            incoming = statesys_incoming(h.servers[SITE].root)
+            await h.distribute(pkg, [PULL])
+            await until(lambda: _smx_waiting(incoming, 2))  # in progress, then success
+            raise KeyboardInterrupt  # a kill
+    except KeyboardInterrupt:
+        pass
+    async with _open(tmp_path) as h:
+        status = {s.dp: s.state for s in await h.wait(pkg_id, timeout=TIMEOUT)}
+        assert status[PULL] == "Installed"
+        await until(lambda: _smx_waiting(incoming, 0, at_most=True))
+        assert (await _ids(h, pkg_id, PULL)).count(8210) == 1
+        assert _rows(h, "SELECT COUNT(*) FROM PullDPResponse") == [(0,)]
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+
+
+async def _smx_waiting(folder: Path, count: int, *, at_most: bool = False) -> bool:
+    found = _smx_count(folder)
+    return found <= count if at_most else found >= count
+
+
+def _smx_count(folder: Path) -> int:
+    return len(list(folder.glob("*.SMX"))) if folder.is_dir() else 0
