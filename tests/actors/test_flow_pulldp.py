@@ -85,6 +85,14 @@ async def test_distribute_to_pull_dp(tmp_path: Path) -> None:
         dist = _log(h, site, "distmgr.log")
         assert f"Package Server {nal_path(PULL, SITE)} is a PullDP." in dist
         assert f"Processing PullDP response {SITE} - {nal_path(PULL, SITE)}" in dist
+        # ContentDPMap follows every install and removal: the sources query's other half
+        sql = "SELECT ServerName, Version FROM ContentDPMap ORDER BY ServerName"
+        assert _rows(h, sql) == [(DP, 1), (PULL, 1)]
+        await h.remove(pkg, [PULL])
+        status = {s.dp: s.state for s in await h.wait(pkg, timeout=TIMEOUT)}
+        assert status[PULL] == "Removed"
+        assert _rows(h, sql) == [(DP, 1)]
+        assert h.servers[SITE].pull_dps[PULL].library.content_ids(pkg.pkg_id) == []
 
 
 async def test_progress_events_and_a_corrupt_bundle(
