@@ -20,9 +20,12 @@ import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import anyio
 import msgspec
+import zstandard
 from aiohttp import web
 
 from actors.dp._rdcsig import chunk_slices, parse_ranges, super_signature
@@ -39,6 +42,12 @@ StateMessageEndpoint = Callable[[bytes], Awaitable[None]]
 
 _log = logging.getLogger("actors.dp.http")
 _ENCODED_SEPARATOR = re.compile("%2f|%5c", re.IGNORECASE)
+# A response of at most this many bytes is sent zstd-encoded to a client that accepts it,
+# when that makes it smaller by a tenth at least (text does; random data and the large
+# packages' files do not, and those stream as they are, with no CPU spent on them).
+COMPRESS_MAX = 16 << 20
+_PROBE = 64 << 10  # a first slice compressed fast tells whether the rest is worth it
+_LEVEL = 9  # measured on the delta bench's text: level 9 ~12% smaller than 3, still >100 MB/s
 
 
 class ContentServer:
@@ -121,8 +130,36 @@ class ContentServer:
         source = library.file_path(entry.sha256)
         if not source.is_file():
             raise _refused(request, f"the library's copy of {entry.path} is missing")
+        if "zstd" in request.headers.get("Accept-Encoding", ""):
+            encoded = await self._encoded(request, source, entry.size)
+            if encoded is not None:
+                return encoded
         # aiohttp answers the Range header (206, or 416 for a range past the end).
         return web.FileResponse(source, chunk_size=1 << 20)
+
+    async def _encoded(self, request: web.Request, source: Path, size: int) -> web.Response | None:
+        """The file or its requested range zstd-encoded, if small enough and compressible
+        (``Content-Range`` names the range of the file, as for an unencoded answer)."""
+        try:
+            wanted = request.http_range  # aiohttp's parse of the Range header
+        except ValueError:
+            return None  # FileResponse answers what is wrong with it
+        start, stop, _ = wanted.indices(size)
+        if "Range" in request.headers and start >= stop:
+            return None
+        if stop - start > COMPRESS_MAX:
+            return None
+        packed = await anyio.to_thread.run_sync(_compress, source, start, stop)
+        if packed is None:
+            return None
+        headers = {"Content-Encoding": "zstd"}
+        status = 200
+        if "Range" in request.headers:
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        return web.Response(
+            body=packed, status=status, headers=headers, content_type="application/octet-stream"
+        )
 
     async def _signature(self, request: web.Request) -> web.Response:
         library, entry = self._entry(request)
@@ -153,6 +190,17 @@ class ContentServer:
             _log.warning("%s refused a state message: %s", mp, exc)
             raise web.HTTPBadRequest(text=str(exc)) from exc
         return web.Response(text="OK")
+
+
+def _compress(source: Path, start: int, stop: int) -> bytes | None:
+    with open(source, "rb") as f:
+        f.seek(start)
+        probe = f.read(min(stop - start, _PROBE))
+        if len(zstandard.ZstdCompressor(level=1).compress(probe)) >= 0.9 * len(probe):
+            return None  # random-looking: not worth the CPU
+        data = probe + f.read(stop - start - len(probe))
+    packed = zstandard.ZstdCompressor(level=_LEVEL).compress(data)
+    return packed if len(packed) < 0.9 * len(data) else None
 
 
 def _refused(request: web.Request, why: str) -> web.HTTPNotFound:

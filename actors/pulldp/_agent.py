@@ -55,7 +55,7 @@ Progress = Callable[[str, int, int, int], Awaitable[None]]
 """(package ID, version, bytes downloaded, bytes to download) -> publish it."""
 
 # Below this a changed file is fetched whole: a signature cannot save enough.
-_RDC_MIN_SIZE = 16 << 10
+_RDC_MIN_SIZE = 2 << 10  # one average chunk: a smaller changed file has none to reuse
 
 
 class RunPullJob(msgspec.Struct, frozen=True):

@@ -182,8 +182,8 @@ async def _build(
                 await old.seek(src)
                 data = await old.read(length)
             else:
-                data = await fetch_range(session, source, entry.path, offset, offset + length)
-                crossed += len(data)
+                data, wire = await fetch_range(session, source, entry.path, offset, offset + length)
+                crossed += wire
                 await progress(len(data))
             await out.write(data)
     return crossed

@@ -147,7 +147,8 @@ async def test_update_fetches_only_missing_chunks_and_redistribute_fetches_all(
         await h.wait(pkg, timeout=TIMEOUT)
         agent = _agent(h)
         first = agent.bytes_downloaded
-        assert first == len(data) + 5000
+        # the text file crossed zstd-encoded, the random one as it is
+        assert len(data) < first < len(data) + 100
         data[200_000:201_000] = rng.randbytes(1000)
         (src / "big.bin").write_bytes(bytes(data))
         await h.update(pkg)
@@ -163,7 +164,7 @@ async def test_update_fetches_only_missing_chunks_and_redistribute_fetches_all(
         await h.redistribute(pkg, PULL)
         await until(lambda: _redistributed(h, agent, before))
         await h.wait(pkg, timeout=TIMEOUT)
-        assert agent.bytes_downloaded - before == len(data) + 5000
+        assert agent.bytes_downloaded - before == first
         assert "redistribute/redownload all files" in _log(h, PULL, "PullDP.log")
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import pytest
+import zstandard
 from yarl import URL
 
 from actors.dp import (
@@ -70,6 +71,33 @@ async def test_files_ranges_signatures_and_refusals(tmp_path: Path) -> None:
                 assert r.status == 404, bad
         async with http.get(f"{sig_url}/a/b.bin?chunks=5-2") as r:
             assert r.status == 400
+
+
+async def test_compressible_files_and_ranges_travel_zstd_encoded(tmp_path: Path) -> None:
+    text = b"".join(b"line %d of a text file\n" % i for i in range(20_000))
+    noise = random.Random(6).randbytes(100_000)
+    lib = await _library(tmp_path, {"t.txt": text, "n.bin": noise})
+    async with ContentServer.open() as server, aiohttp.ClientSession() as http:
+        server.serve("P01DP1.CONTOSO.COM", lib)
+        url = server.locate(server.content_url("P01DP1.CONTOSO.COM", "P0100001.1"))
+        zstd = {"Accept-Encoding": "zstd"}
+        async with http.get(f"{url}/t.txt", headers=zstd, auto_decompress=False) as r:
+            assert (r.status, r.headers["Content-Encoding"]) == (200, "zstd")
+            raw = await r.read()
+        assert len(raw) < len(text) // 5
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(raw) == text
+        ranged = {**zstd, "Range": "bytes=1000-60999"}
+        async with http.get(f"{url}/t.txt", headers=ranged, auto_decompress=False) as r:
+            assert r.status == 206
+            assert r.headers["Content-Range"] == f"bytes 1000-60999/{len(text)}"
+            raw = await r.read()
+        assert zstandard.ZstdDecompressor().decompressobj().decompress(raw) == text[1000:61000]
+        async with http.get(f"{url}/n.bin", headers=zstd, auto_decompress=False) as r:
+            assert "Content-Encoding" not in r.headers  # random bytes go as they are
+            assert await r.read() == noise
+        async with http.get(f"{url}/t.txt", auto_decompress=False) as r:
+            assert "Content-Encoding" not in r.headers  # only to a client that accepts it
+            assert await r.read() == text
 
 
 def test_notification_and_bundle_round_trip_and_refusals() -> None:
