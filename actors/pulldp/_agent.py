@@ -50,6 +50,8 @@ __all__ = ["JOBS_FOLDER", "PROGRESS_INTERVAL", "Progress", "PullDPAgent", "RunPu
 
 JOBS_FOLDER = "PullDPJobs"  # beside SMS_DP$: the stored notifications (WMI's instances)
 PROGRESS_INTERVAL = 0.5  # clock seconds between two progress events of one job
+STATE_STEP = 10  # percent between two intermediate state messages of one job
+STATE_INTERVAL = 5.0  # and clock seconds at least
 
 Progress = Callable[[str, int, int, int], Awaitable[None]]
 """(package ID, version, bytes downloaded, bytes to download) -> publish it."""
@@ -504,10 +506,28 @@ class _Tracker:
         self.total = total
         self.done = 0
         self.last: float | None = None
+        self.reported = 0  # the percentage the last intermediate state message carried
+        self.last_message: float | None = None
 
     async def add(self, nbytes: int) -> None:
         self.done += nbytes
         await self.report()
+        await self.state_message()
+
+    async def state_message(self) -> None:
+        """The intermediate state message (State 2) with the running percentage, at each
+        step of STATE_STEP % and at most once per STATE_INTERVAL of the clock: the site
+        hears how far the download is without a message per read."""
+        percent = min(100, self.done * 100 // max(1, self.total))
+        now = self.agent.clock.now()
+        if percent >= 100 or percent < self.reported + STATE_STEP:
+            return
+        if self.last_message is not None and now - self.last_message < STATE_INTERVAL:
+            return
+        self.reported, self.last_message = percent, now
+        # one that does not get through is not retried: the next or the final one matters
+        with suppress(TransferError, aiohttp.ClientError, OSError):
+            await self.agent._report(self.n, STATE_IN_PROGRESS, str(percent))
 
     async def report(self, *, final: bool = False) -> None:
         publish = self.agent.progress

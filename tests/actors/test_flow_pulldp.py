@@ -4,6 +4,8 @@ the job with."""
 
 from __future__ import annotations
 
+import random
+import re
 import sqlite3
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from actors import Hierarchy, TransferProgress
 from actors.config import nal_path
 from actors.dp import PackageInfoBundle
+from actors.pulldp import _agent as pulldp_agent
 from actors.site import _pullsend
 from tests.actors.flow_helpers import (
     HIERARCHY,
@@ -134,6 +137,26 @@ async def test_progress_events_and_a_corrupt_bundle(
         await until(lambda: _has_failed(h, pkg.pkg_id))
         assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
         assert "package info bundle hash" in _log(h, PULL, "PullDP.log")
+
+
+async def test_intermediate_state_messages_carry_the_running_percentage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """State 2 messages carry the download's percentage at each 10 % step (here each file
+    is a fifth of the job; the clock's minimum interval between two is lifted)."""
+    monkeypatch.setattr(pulldp_agent, "STATE_INTERVAL", 0.0)
+    rng = random.Random(8)
+    src = write_tree(tmp_path / "src", {f"f{i}.bin": rng.randbytes(2048) for i in range(5)})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Percent", source=src, site=SITE)
+        await h.distribute(pkg, [DP])
+        await h.wait(pkg, timeout=TIMEOUT)
+        await h.distribute(pkg, [PULL])
+        status = {s.dp: s.state for s in await h.wait(pkg, timeout=TIMEOUT)}
+        assert status[PULL] == "Installed"
+        log = _log(h, h.config.site(SITE).server, "distmgr.log")
+        carried = re.findall(r"ActionState 2, PkgStatus \d+, ActionData = (\d+)", log)
+        assert carried == ["0", "20", "40", "60", "80"]
 
 
 async def _done(events: list[TransferProgress]) -> bool:
