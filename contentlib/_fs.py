@@ -67,6 +67,12 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """A new or replaced file holding data, not synced (the caller syncs in batches)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def open_read(path: Path) -> BinaryIO:
     return open(path, "rb")
 
