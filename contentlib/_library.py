@@ -451,7 +451,7 @@ class ContentLibrary:
         Deletes nothing while ``damaged`` lists a manifest: which files it referenced cannot
         be known, so any unreferenced file may be one of them (``remove_content`` keeps its
         files then too)."""
-        present = await self._thread(lambda: [p.name for p in self._filelib.glob("*/*")])
+        present = await self._thread(_stored_names, self._filelib)
         return self._drop_unreferenced(name for name in present if _paths.is_sha256(name))
 
     async def verify_file(self, sha256: str) -> FileState:
@@ -827,6 +827,17 @@ def _check(sha256: str, size: int, got_sha: str, got_size: int) -> None:
         raise HashMismatch(f"file {sha256}: got {got_size} bytes, expected {size}")
     if got_sha != sha256:
         raise HashMismatch(f"file {sha256}: content hashes to {got_sha}")
+
+
+def _stored_names(filelib: Path) -> list[str]:
+    """The names in FileLib's folders (scandir: a library holds tens of thousands)."""
+    names: list[str] = []
+    with os.scandir(filelib) as folders:
+        for folder in folders:
+            if folder.is_dir(follow_symlinks=False):
+                with os.scandir(folder.path) as files:
+                    names.extend(f.name for f in files)
+    return names
 
 
 def _write_with(path: Path, encode: Callable[..., None], *args: Any) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
+import anyio
+
 from actors import addresses
 from actors.config import HierarchyConfig, Site
 from actors.dp import DPProvider, content_library, dp_root
@@ -37,16 +39,26 @@ class _Libraries:
 
     @classmethod
     async def open(cls, hierarchy: HierarchyConfig, site: Site) -> _Libraries:
-        """Each library's manifests are read and checked in a worker thread."""
-        dps = {
-            dp.name.upper(): await ContentLibrary.open(
-                content_library(dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper()))
+        """Each library's manifests are read and checked in a worker thread, the libraries
+        at once (their reads overlap)."""
+        roots = {
+            dp.name.upper(): content_library(
+                dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper())
             )
             for dp in hierarchy.dps_of(site.code)
             if not dp.pull
         }
-        own = await ContentLibrary.open(content_library(hierarchy.server_root(site.server)))
-        return cls(own, dps)
+        own_root = content_library(hierarchy.server_root(site.server))
+        opened: dict[str, ContentLibrary] = {}
+
+        async def open_one(key: str, root: Path) -> None:
+            opened[key] = await ContentLibrary.open(root)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(open_one, "", own_root)
+            for name, root in roots.items():
+                tg.start_soon(open_one, name, root)
+        return cls(opened[""], {name: opened[name] for name in roots})
 
     def package_ids(self) -> set[str]:
         """Every package any of the libraries holds content of."""
