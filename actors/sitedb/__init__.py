@@ -14,6 +14,8 @@ from actors.sitedb.enums import (
     PkgStatusValue,
     ServerAction,
     SiteType,
+    UpdateMask,
+    UpdateMaskEx,
 )
 from actors.sitedb.rows import (
     ChangeNotification,
@@ -25,6 +27,7 @@ from actors.sitedb.rows import (
     PkgServerRow,
     PkgStatusRow,
     PullDPResponseRow,
+    PullResponseDetail,
     SiteRow,
     StatusMessageRow,
 )
@@ -50,6 +53,7 @@ __all__ = [
     "PkgStatusType",
     "PkgStatusValue",
     "PullDPResponseRow",
+    "PullResponseDetail",
     "ServerAction",
     "SiteDatabase",
     "SiteDatabaseClosed",
@@ -57,6 +61,8 @@ __all__ = [
     "SiteType",
     "StatusMessageRow",
     "TableScope",
+    "UpdateMask",
+    "UpdateMaskEx",
     "WriteOp",
     "ops",
     "product_time",
