@@ -10,6 +10,7 @@ __all__ = [
     "content_validator",
     "distmgr",
     "dp_provider",
+    "drs",
     "pkgxfermgr",
     "smsdbmon",
 ]
@@ -17,6 +18,10 @@ __all__ = [
 
 def distmgr(site: str) -> str:
     return f"{site}/DistMgr"
+
+
+def drs(site: str) -> str:
+    return f"{site}/DRS"
 
 
 def pkgxfermgr(site: str) -> str:

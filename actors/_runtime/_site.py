@@ -8,6 +8,7 @@ from pathlib import Path
 from actors import addresses
 from actors.config import HierarchyConfig, Site
 from actors.dp import DPProvider, content_library, dp_root
+from actors.drs import Drs
 from actors.errors import SiteDatabaseLost
 from actors.network import NetworkLink
 from actors.site import ContentValidator, DistMgr, PkgXferMgr, SmsDbMon, SmsProvider
@@ -17,6 +18,7 @@ from actors.status import (
     DP_PROVIDER,
     PKGXFERMGR,
     PROVIDER,
+    REPLICATION,
     SMSDBMON,
     ComponentLogs,
     StatusReporter,
@@ -149,10 +151,23 @@ class SiteServer:
         self.links[name] = NetworkLink(f"{code}->{name}", bus.clock, h.link(code, name))
 
     def _start_components(self) -> None:
-        """DistMgr, PkgXferMgr, content validation and SMSDBMON (last: it delivers what
-        the others take)."""
+        """DistMgr, PkgXferMgr, content validation, DRS and SMSDBMON (last: it delivers
+        what the others take)."""
         h, code, bus = self.hierarchy, self.code, self.bus
         settings = h.settings
+        parent = self.site.parent
+        neighbours = (*((parent,) if parent else ()), *(c.code for c in h.children(code)))
+        bus.spawn(
+            Drs(
+                site=code,
+                db=self.db,
+                neighbours=neighbours,
+                delay=settings.replication_delay,
+                retry_interval=settings.smsdbmon_poll_interval,
+                log=self.logs[REPLICATION],
+            ),
+            addresses.drs(code),
+        )
         bus.spawn(
             DistMgr(
                 site=code,

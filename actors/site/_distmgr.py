@@ -177,13 +177,15 @@ class DistMgr(Component):
 
     async def _process_package(self, pkg: PackageRow) -> None:
         pkg_id = pkg.pkg_id
-        if self._new_here(pkg) and pkg.stored_pkg_version == 0:
+        if self._replicated_add(pkg):
+            await self._add_replicated(pkg)
+            pkg = await self.db.package(pkg_id) or pkg
+        elif self._new_here(pkg) and pkg.stored_pkg_version == 0:
             # 2300 comes first, then the processing line (as the reference's log has it)
             await self._report(2300, (pkg.name, pkg_id), pkg_id)
-        self.trace(
-            f"~Processing package {pkg_id} (SourceVersion:{pkg.source_version};"
-            f"StoredVersion:{pkg.stored_pkg_version})"
-        )
+            self._processing_line(pkg)
+        else:
+            self._processing_line(pkg)
         new_version = False
         if self._new_here(pkg):
             stored = await self._store_new_version(pkg)
@@ -191,7 +193,7 @@ class DistMgr(Component):
                 return
             pkg, new_version = stored, True
             crash_point("distmgr.version_committed")
-        elif pkg.action == PackageAction.NONE:
+        elif pkg.action == PackageAction.NONE and pkg.source_site == self.site:
             self.trace(
                 f"No action specified for the package {pkg_id}, however there may be"
                 " package server changes for this package."
@@ -211,6 +213,57 @@ class DistMgr(Component):
             )
             await self._report(2301, (pkg.name, pkg_id), pkg_id)
             self._available_version(pkg_id, pkg.stored_pkg_version, 2301)
+
+    def _processing_line(self, pkg: PackageRow) -> None:
+        self.trace(
+            f"~Processing package {pkg.pkg_id} (SourceVersion:{pkg.source_version};"
+            f"StoredVersion:{pkg.stored_pkg_version})"
+        )
+
+    def _replicated_add(self, pkg: PackageRow) -> bool:
+        """A package of another site that DRS just brought here (Action 2, no content)."""
+        return (
+            pkg.source_site != self.site
+            and pkg.action == PackageAction.ADD
+            and pkg.stored_pkg_version == 0
+        )
+
+    async def _add_replicated(self, pkg: PackageRow) -> None:
+        """The reference's "Create a package" step 6 at a receiving site: the package is
+        known here (2300, 2311, 2301) and its action reset; no content moves until a DP of
+        this site wants it (the source site sends it then)."""
+        pkg_id = pkg.pkg_id
+        await self._report(2300, (pkg.name, pkg_id), pkg_id)
+        self._processing_line(pkg)
+        self.trace(f"Start adding package {pkg_id}...")
+        self.trace(
+            f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
+            f" and UpdateMaskEx is {pkg.update_mask_ex}."
+        )
+        self.trace(f"~Successfully created/updated the package {pkg_id}")
+        await self._report(2311, (pkg_id,), pkg_id)
+        self.trace(f"~Created policy provider trigger for ID {pkg_id}")
+        self.trace(f"~Package {pkg_id} does not have a preferred sender.")
+        self._available_version(pkg_id, pkg.source_version, 2301)
+        self.trace(
+            f"~StoredPkgVersion ({pkg.stored_pkg_version}) of package {pkg_id}."
+            f" StoredPkgVersion in database is {pkg.stored_pkg_version}."
+        )
+        self.trace(
+            f"~SourceVersion ({pkg.source_version}) of package {pkg_id}."
+            f" SourceVersion in database is {pkg.source_version}."
+        )
+        action_seq = pkg.action_seq
+        parked = False
+
+        def park(conn: sqlite3.Connection) -> None:
+            nonlocal parked
+            parked = ops.park_package(conn, pkg_id, action_seq)
+
+        # The action reset and 2301 in one commit: whoever sees 2301 sees the package done.
+        await self._report(2301, (pkg.name, pkg_id), pkg_id, op=park)
+        if not parked:
+            self._again.add(pkg_id)  # asked again meanwhile: processed once more
 
     def _available_version(self, pkg_id: str, version: int, status: int) -> None:
         """The product's line for the status of the version its DPs may take."""
@@ -345,18 +398,27 @@ class DistMgr(Component):
     async def _dp_threads(self, pkg: PackageRow, servers: list[PkgServerRow]) -> None:
         work: list[tuple[PkgServerRow, DistributionPointRow]] = []
         no_content: list[PkgServerRow] = []
+        waiting: list[PkgServerRow] = []
         for server in servers:
             wanted = server.action != ServerAction.NONE or server.refresh_trigger
             removing = server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE
             if not wanted:
                 continue
             if pkg.stored_pkg_version == 0 and not removing:
-                if pkg.action == PackageAction.NONE:
+                if pkg.source_site != self.site:
+                    waiting.append(server)  # its content is on its way from the source site
+                elif pkg.action == PackageAction.NONE:
                     no_content.append(server)  # its processing failed: nothing to send
                 continue
             dp = await self.db.distribution_point(server.nal_path)
             if dp is not None:
                 work.append((server, dp))
+        if waiting:
+            # The DPs keep their action: the despooler's notification brings us back.
+            self.trace(
+                f"~The contents for the package {pkg.pkg_id} hasn't arrived from site"
+                f" {pkg.source_site} yet, will retry later."
+            )
         if no_content:
             await self._no_content(pkg, no_content)
         if not work:

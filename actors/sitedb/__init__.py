@@ -25,6 +25,7 @@ from actors.sitedb.rows import (
     PkgServerRow,
     PkgStatusRow,
     PullDPResponseRow,
+    ReplicationRecord,
     SiteRow,
     StatusMessageRow,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "PkgStatusType",
     "PkgStatusValue",
     "PullDPResponseRow",
+    "ReplicationRecord",
     "ServerAction",
     "SiteDatabase",
     "SiteDatabaseClosed",

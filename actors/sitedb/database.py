@@ -36,6 +36,7 @@ from actors.sitedb.rows import (
     PkgServerRow,
     PkgStatusRow,
     PullDPResponseRow,
+    ReplicationRecord,
     SiteRow,
     StatusMessageRow,
 )
@@ -630,6 +631,26 @@ class SiteDatabase:
             (row_id, limit),
         )
         return [ChangeNotification(*r) for r in rows]
+
+    async def replication_records_after(
+        self, row_id: int, limit: int = 1000
+    ) -> list[ReplicationRecord]:
+        """This site's replication log after ``row_id``, in commit order."""
+        rows = await self.fetchall(
+            "SELECT RowID, TableName, Operation, RowJSON, Origin, Via FROM DrsLog"
+            " WHERE RowID > ? ORDER BY RowID LIMIT ?",
+            (row_id, limit),
+        )
+        return [ReplicationRecord(*r) for r in rows]
+
+    async def replication_position(self, peer: str, direction: str) -> int:
+        """``'sent'``: how far ``peer`` acknowledged our log; ``'received'``: how far its
+        log is applied here."""
+        value = await self.scalar(
+            "SELECT LastRowID FROM DrsPosition WHERE Peer = ? AND Direction = ?",
+            (peer, direction),
+        )
+        return int(value or 0)
 
     async def position(self, consumer: str) -> int:
         value = await self.scalar(

@@ -13,6 +13,11 @@ import sqlite3
 from collections.abc import Iterable
 from functools import partial
 
+from actors.sitedb._drs_ops import (
+    ReplicationRecord,
+    apply_replication,
+    save_drs_sent,
+)
 from actors.sitedb._provider_ops import (
     ProviderPackage,
     insert_package,
@@ -38,6 +43,8 @@ from actors.sitedb.rows import DistributionPointRow, PkgServerRow, StatusMessage
 
 __all__ = [
     "ProviderPackage",
+    "ReplicationRecord",
+    "apply_replication",
     "cancel_jobs",
     "delete_job",
     "delete_package_rows",
@@ -60,6 +67,7 @@ __all__ = [
     "request_redistribute",
     "request_refresh",
     "reset_server_actions",
+    "save_drs_sent",
     "server_action",
     "set_job_state",
     "set_server_actions",

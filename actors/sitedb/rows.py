@@ -24,6 +24,7 @@ __all__ = [
     "PkgServerRow",
     "PkgStatusRow",
     "PullDPResponseRow",
+    "ReplicationRecord",
     "SiteRow",
     "StatusMessageRow",
 ]
@@ -171,3 +172,14 @@ class StatusMessageRow(msgspec.Struct, frozen=True):
     time: str  # ISO 8601, UTC
     strings: tuple[str, ...]
     attributes: dict[int, str]
+
+
+class ReplicationRecord(msgspec.Struct, frozen=True):
+    """One ``DrsLog`` row as it travels to a neighbouring site."""
+
+    row_id: int  # in the sending site's log
+    table: str
+    operation: str  # INSERT / UPDATE / DELETE
+    row_json: str
+    origin: str  # the site where the change was made
+    via: str  # the neighbour the sending site had it from ('' = made there)

@@ -20,6 +20,7 @@ __all__ = [
     "PKGXFERMGR",
     "PROVIDER",
     "PULLDP",
+    "REPLICATION",
     "SCHEDULER",
     "SENDER",
     "SMSDBMON",
@@ -73,6 +74,9 @@ MP_RELAY = "MP_RelayEndpoint"
 DP_MONITOR = "SMS_DISTRIBUTION_POINT_MONITOR"  # content validation (smsdpmon.log)
 
 
+REPLICATION = "SMS_REPLICATION_CONFIGURATION_MONITOR"  # DRS (rcmctrl.log)
+
+
 LOG_FILES: Mapping[str, str] = {
     DISTMGR: "distmgr.log",
     PKGXFERMGR: "PkgXferMgr.log",
@@ -86,6 +90,7 @@ LOG_FILES: Mapping[str, str] = {
     STATE_SYSTEM: "statesys.log",
     MP_RELAY: "MP_Relay.log",
     DP_MONITOR: "smsdpmon.log",
+    REPLICATION: "rcmctrl.log",
 }
 
 

@@ -32,6 +32,7 @@ from tests.actors.flow_helpers import (
     TIMEOUT,
     filelib,
     open_hierarchy,
+    replicated,
     write_tree,
 )
 
@@ -70,6 +71,7 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
         pkg = await h.create_package("Good", src, site=SITE)
         await h.distribute(pkg, [DP1])
         await h.wait(pkg, timeout=TIMEOUT)
+        await replicated(h)  # the good package's rows have reached every site
         before = await _snapshot(h)
         unknown = "PS1FFFFF"
 
@@ -130,6 +132,7 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
         with pytest.raises(SourceUnavailable, match="Good"):
             await h.update(pkg)
 
+        await replicated(h)
         assert await _snapshot(h) == before
         assert not (tmp_path / "x").exists()
         assert not (tmp_path / "y").exists()
