@@ -83,8 +83,11 @@ def _apply(conn: sqlite3.Connection, record: ReplicationRecord) -> None:
     glob = [c for c in DRS_COLUMNS[table] if c in row and c not in scope.local_columns]
     if table == "PkgServers" and row.get("Action") == int(ServerAction.REMOVE):
         glob.append("Action")  # a removal request asked at another site travels with it
-    exists = conn.execute(f"SELECT 1 FROM {table} WHERE {where}", key_values).fetchone()
-    if exists is None:
+    sets = [c for c in glob if c not in key]
+    current = conn.execute(
+        f"SELECT {', '.join(sets) or '1'} FROM {table} WHERE {where}", key_values
+    ).fetchone()
+    if current is None:
         if record.operation != "INSERT" and table == "SMSPackages":
             return  # an update of a package deleted here since: nothing to update
         # A new row arrives with what it was inserted with (local columns included: a DP
@@ -98,7 +101,9 @@ def _apply(conn: sqlite3.Connection, record: ReplicationRecord) -> None:
             [row[c] for c in cols],
         )
         return
-    sets = [c for c in glob if c not in key]
+    # Only what differs: a column named in an UPDATE fires the receiving site's "UPDATE
+    # OF" triggers even when its value stays (a second PkgNotification for nothing).
+    sets = [c for c, have in zip(sets, current[: len(sets)], strict=True) if have != row[c]]
     if sets:
         conn.execute(
             f"UPDATE {table} SET {', '.join(f'{c} = ?' for c in sets)} WHERE {where}",

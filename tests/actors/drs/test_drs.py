@@ -17,6 +17,7 @@ from tests.actors.flow_helpers import (
     HIERARCHY,
     TIME_SCALE,
     message_ids,
+    replicated,
     until,
     write_tree,
 )
@@ -148,3 +149,66 @@ async def test_a_batch_delivered_twice_is_applied_once(tmp_path: Path) -> None:
         # and was logged for forwarding, naming where it came from
         log = await db.replication_records_after(0)
         assert [(r.origin, r.via) for r in log] == [("CS1", "CS1")] * 3
+
+
+def _server_record(row_id: int, action: int, refresh: int) -> ReplicationRecord:
+    row = {
+        "PkgID": "CS100001",
+        "NALPath": "PS1DP1",
+        "SiteCode": "PS1",
+        "SiteName": "",
+        "SourceSite": "CS1",
+        "LastRefresh": "x",
+        "RefreshTrigger": refresh,
+        "UpdateMask": 0,
+        "Action": action,
+    }
+    op = "INSERT" if row_id == 1 else "UPDATE"
+    return ReplicationRecord(row_id, "PkgServers", op, json.dumps(row), "CS1", "")
+
+
+async def test_pkgservers_scopes_action_local_refresh_trigger_global(tmp_path: Path) -> None:
+    """A DP added elsewhere arrives with Action 2; the source resetting its own Action does
+    not reach the DP's site; a redistribute (RefreshTrigger) and a removal (Action 3) do."""
+    cfg = load_hierarchy(HIERARCHY, root=tmp_path / "data")
+
+    async def server(db: SiteDatabase) -> tuple[int, int]:
+        rows = await db.pkg_servers("CS100001")
+        return int(rows[0].action), int(rows[0].refresh_trigger)
+
+    async with SiteDatabase.open(tmp_path / "site.db", hierarchy=cfg) as db:
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(1, 2, 0)]))
+        assert await server(db) == (2, 0)
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(2, 0, 0)]))
+        assert await server(db) == (2, 0)  # Action is PkgServers_L: this site's own
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(3, 0, 1)]))
+        assert await server(db) == (2, 1)  # a redistribute asked at the CAS reaches PS1
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(4, 3, 1)]))
+        assert await server(db) == (3, 1)  # and so does a removal
+
+
+class _Killed(Exception):
+    pass
+
+
+async def test_a_kill_with_records_pending_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """The hierarchy stopped at once (as a kill: no drain) while records wait for their
+    delay: the next run replicates each change once."""
+    src = write_tree(tmp_path / "src", {"a.txt": b"alpha"})
+    try:
+        async with _open(tmp_path, delay=86_400.0) as h:
+            pkg = await h.create_package("Killed", src, site="CS1")
+            await until(lambda: _has(h.servers["CS1"].db, pkg.pkg_id, 2301))
+            raise _Killed
+    except _Killed:
+        pass
+    async with _open(tmp_path) as h:
+        await until(lambda: _known_everywhere(h, pkg.pkg_id))
+        await replicated(h)
+        for code in ("PS1", "PS2", "P01", "SS1"):
+            db = h.servers[code].db
+            assert await message_ids(db, pkg.pkg_id) == [2300, 2311, 2301], code
+            notes = await db.scalar(
+                "SELECT COUNT(*) FROM PkgNotification WHERE PkgID = ?", (pkg.pkg_id,)
+            )
+            assert notes in (0, 1), code  # one insert, one notification (0: delivered)
