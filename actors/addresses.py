@@ -8,10 +8,13 @@ from __future__ import annotations
 
 __all__ = [
     "content_validator",
+    "despooler",
     "distmgr",
     "dp_provider",
     "drs",
     "pkgxfermgr",
+    "scheduler",
+    "sender",
     "smsdbmon",
 ]
 
@@ -38,3 +41,15 @@ def content_validator(site: str) -> str:
 
 def dp_provider(dp: str) -> str:
     return f"{dp}/DPProvider"
+
+
+def scheduler(site: str) -> str:
+    return f"{site}/Scheduler"
+
+
+def sender(site: str) -> str:
+    return f"{site}/Sender"
+
+
+def despooler(site: str) -> str:
+    return f"{site}/Despooler"

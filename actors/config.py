@@ -88,6 +88,7 @@ class Settings(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     sender_retry_delay: Seconds = 60.0
     despooling_threads: Threads = 3
     despooler_retry_delay: Seconds = 300.0
+    despooler_poll_interval: Annotated[float, Meta(gt=0)] = 5.0
     pulldp_max_active_jobs: Jobs = 50
     pulldp_notification_attempts: Count = 30
     pulldp_retry_delay: Seconds = 1200.0

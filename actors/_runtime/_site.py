@@ -11,14 +11,27 @@ from actors.dp import DPProvider, content_library, dp_root
 from actors.drs import Drs
 from actors.errors import SiteDatabaseLost
 from actors.network import NetworkLink
-from actors.site import ContentValidator, DistMgr, PkgXferMgr, SmsDbMon, SmsProvider
-from actors.sitedb import DistributionPointRow, SiteDatabase
+from actors.site import (
+    ContentValidator,
+    Despooler,
+    DistMgr,
+    PkgXferMgr,
+    Scheduler,
+    Sender,
+    SiteKey,
+    SmsDbMon,
+    SmsProvider,
+)
+from actors.sitedb import DistributionPointRow, SiteDatabase, ops
 from actors.status import (
+    DESPOOLER,
     DISTMGR,
     DP_PROVIDER,
     PKGXFERMGR,
     PROVIDER,
     REPLICATION,
+    SCHEDULER,
+    SENDER,
     SMSDBMON,
     ComponentLogs,
     StatusReporter,
@@ -103,6 +116,8 @@ class SiteServer:
         self.dps: dict[str, DPProvider] = {}
         self._dp_logs: list[ComponentLogs] = []
         self.links: dict[str, NetworkLink] = {}
+        self.site_links: dict[str, NetworkLink] = {}
+        self.key = SiteKey.load_or_create(self.root / "keys" / "site.key")
 
     @classmethod
     async def open(
@@ -131,6 +146,9 @@ class SiteServer:
         Files a crash left outside every manifest go first: nothing is in flight yet, so
         nothing received but not yet committed is lost."""
         await self.library.collect_garbage()
+        # Our public key, for the other sites' despoolers (DRS carries it to them).
+        code, public = self.code, self.key.public_hex
+        await self.db.write(lambda conn: ops.save_site_key(conn, code, public))
         for dp in self.hierarchy.dps_of(self.code):
             if not dp.pull:  # pull DPs arrive with their own component
                 await self._start_dp(dp.name)
@@ -203,6 +221,38 @@ class SiteServer:
             addresses.content_validator(code),
         )
         bus.spawn(
+            Sender(
+                site=code,
+                settings=settings,
+                links=self._site_link,
+                server_root=self._site_root,
+                log=self.logs[SENDER],
+            ),
+            addresses.sender(code),
+        )
+        bus.spawn(
+            Scheduler(
+                site=code, db=self.db, key=self.key, server_root=self.root, log=self.logs[SCHEDULER]
+            ),
+            addresses.scheduler(code),
+        )
+        bus.spawn(
+            Despooler(
+                site=code,
+                server=self.site.server,
+                db=self.db,
+                library=self.library,
+                reporter=self.reporter,
+                server_root=self.root,
+                threads=settings.despooling_threads,
+                poll_interval=settings.despooler_poll_interval,
+                retry_delay=settings.despooler_retry_delay,
+                next_hop=lambda final: h.tree_path(code, final)[1],
+                log=self.logs[DESPOOLER],
+            ),
+            addresses.despooler(code),
+        )
+        bus.spawn(
             SmsDbMon(
                 self.db,
                 site=code,
@@ -222,6 +272,19 @@ class SiteServer:
     def close_logs(self) -> None:
         for logs in (self.logs, *self._dp_logs):
             logs.close()
+
+    def _site_link(self, dest: str) -> NetworkLink:
+        """The link to a neighbouring site (one per destination, shared by its sends)."""
+        link = self.site_links.get(dest)
+        if link is None:
+            spec = self.hierarchy.link(self.code, dest)
+            link = NetworkLink(f"{self.code}->{dest}", self.bus.clock, spec)
+            self.site_links[dest] = link
+        return link
+
+    def _site_root(self, code: str) -> Path:
+        """Another site server's folder: the sender writes only into its receive share."""
+        return self.hierarchy.server_root(self.hierarchy.site(code).server)
 
     def _dp_root(self, dp: DistributionPointRow) -> Path:
         return dp_root(self.hierarchy, dp.server_name, dp.is_site_server)

@@ -115,9 +115,10 @@ class Drs(Component):
         return [r for r in records if self._seen[r.row_id] + self.delay <= now] or records[:1]
 
     async def _send(self, peer: str, batch: tuple[ReplicationRecord, ...]) -> int:
-        acked: int = await self.request(
-            addresses.drs(peer), ReplicationBatch(self.site, batch), None
-        )
+        address = addresses.drs(peer)
+        if address not in self.bus.addresses():
+            raise UnknownAddress(address)  # not started yet (or stopped): no dead letter
+        acked: int = await self.request(address, ReplicationBatch(self.site, batch), None)
         self.sent += len(batch)
         self.trace(
             f"Replicated {len(batch)} change(s) to site {peer}, up to record {batch[-1].row_id}."

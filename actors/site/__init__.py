@@ -1,9 +1,13 @@
 """Site-server components: SMS Provider, DistMgr, PkgXferMgr, SMSDBMON, content validation."""
 
 from actors.site._contentvalidator import ContentValidator, ValidateAll, ValidateContent
+from actors.site._despooler import Despooler
 from actors.site._distmgr import PACKAGE_CHANGED_TOPIC, DistMgr
+from actors.site._instruction import SiteKey
 from actors.site._pkgxfermgr import CANCELLED_REASON, PROGRESS_INTERVAL, PkgXferMgr, RetryJob
 from actors.site._provider import DEFAULT_LAST_REFRESH, SmsProvider
+from actors.site._scheduler import Scheduler
+from actors.site._sender import Sender
 from actors.site._smsdbmon import SmsDbMon
 
 __all__ = [
@@ -12,9 +16,13 @@ __all__ = [
     "PACKAGE_CHANGED_TOPIC",
     "PROGRESS_INTERVAL",
     "ContentValidator",
+    "Despooler",
     "DistMgr",
     "PkgXferMgr",
     "RetryJob",
+    "Scheduler",
+    "Sender",
+    "SiteKey",
     "SmsDbMon",
     "SmsProvider",
     "ValidateAll",

@@ -23,11 +23,14 @@ from typing import Any
 
 import anyio
 
+from actors import addresses
 from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
+from actors.site._paths import package_file
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
+    MiniJobCreated,
     PackageChanged,
     PackageNotification,
     TransferStatus,
@@ -62,6 +65,7 @@ __all__ = ["PACKAGE_CHANGED_TOPIC", "DistMgr"]
 
 
 _HASH_ALGORITHM = 32780  # CALG_SHA_256, as the reference logs it
+CONTENT_ARRIVED_MASK = 160  # the despooler's UpdateMask: a version arrived from another site
 
 
 class DistMgr(Component):
@@ -81,8 +85,10 @@ class DistMgr(Component):
         library: ContentLibrary,
         reporter: StatusReporter,
         log: CMTraceLog | None = None,
+        server_root: Path | None = None,
     ) -> None:
         self.site = site
+        self.server_root = server_root or hierarchy.server_root(hierarchy.site(site).server)
         self.hierarchy = hierarchy
         self.settings = hierarchy.settings
         self.db = db
@@ -198,8 +204,12 @@ class DistMgr(Component):
                 f"No action specified for the package {pkg_id}, however there may be"
                 " package server changes for this package."
             )
+        elif self._content_arrived(pkg):
+            pkg = await self._take_arrived(pkg)
         servers = await self.db.pkg_servers(pkg_id, site_code=self.site)
         await self._dp_threads(pkg, servers)
+        if pkg.source_site == self.site and pkg.stored_pkg_version > 0:
+            await self._send_to_sites(pkg)
         if pkg.action == PackageAction.DELETE:
             await self._finish_delete(pkg)
         elif new_version:
@@ -264,6 +274,104 @@ class DistMgr(Component):
         await self._report(2301, (pkg.name, pkg_id), pkg_id, op=park)
         if not parked:
             self._again.add(pkg_id)  # asked again meanwhile: processed once more
+
+    def _content_arrived(self, pkg: PackageRow) -> bool:
+        """The despooler stored a version of another site's package here (Action 1 with
+        the reference's Update Mask 160)."""
+        return (
+            pkg.source_site != self.site
+            and pkg.action == PackageAction.UPDATE
+            and pkg.update_mask == CONTENT_ARRIVED_MASK
+        )
+
+    async def _take_arrived(self, pkg: PackageRow) -> PackageRow:
+        """Destination site, "Distribute a package to DP across sites" step 9: the DPs of
+        this site that hold the package get the new version (targeted ones keep their
+        add), and the package's action goes back to 0 (compare and set)."""
+        pkg_id = pkg.pkg_id
+        self.trace(f"Start updating the package {pkg_id}...")
+        self.trace(
+            f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
+            f" and UpdateMaskEx is {pkg.update_mask_ex}."
+        )
+        self.trace("~Use drive E for storing the compressed package.")
+        site, action_seq = self.site, pkg.action_seq
+        if not await self.db.write(
+            lambda conn: ops.take_arrived_version(
+                conn, pkg_id=pkg_id, site_code=site, action_seq=action_seq
+            )
+        ):
+            self._again.add(pkg_id)
+        self.trace(f"~Successfully created/updated the package {pkg_id}")
+        # The previous version stays as the base of deltas to DPs; older ones go.
+        for old in self.library.content_ids(pkg_id):
+            if _version(old) < pkg.stored_pkg_version - 1:
+                await self.library.remove_content(old)
+        return await self.db.package(pkg_id) or pkg
+
+    async def _send_to_sites(self, pkg: PackageRow) -> None:
+        """Source site, step 3-3: a compressed copy to every site with a targeted DP that
+        lacks this version (its Type 1 row says what it stores), once per version and
+        site; routed along the tree, a hop at a time."""
+        pkg_id, version = pkg.pkg_id, pkg.stored_pkg_version
+        wanted = sorted(
+            {
+                s.site_code
+                for s in await self.db.pkg_servers(pkg_id)
+                if s.site_code != self.site and s.action != ServerAction.REMOVE
+            }
+        )
+        for site in wanted:
+            if await self.db.site_version(pkg_id, site) >= version:
+                continue
+            if await self.db.minijob_for(pkg_id, version, site) is not None:
+                continue  # on its way
+            await self._minijob(pkg, site)
+
+    async def _minijob(self, pkg: PackageRow, site: str) -> None:
+        pkg_id, version = pkg.pkg_id, pkg.stored_pkg_version
+        self.trace(f"~Package {pkg_id} does not have a preferred sender.")
+        self.trace(f"~Needs to send the compressed package for package {pkg_id} to site {site}")
+        self.trace(f"~Sending a copy of package {pkg_id} to site {site}")
+        path = self.hierarchy.tree_path(self.site, site)
+        hop = path[1]
+        if hop == site:
+            self.trace(f"~The reporting site of site {site} is this site.")
+        self.trace("~Use drive E for storing the compressed package.")
+        pck = package_file(self.server_root, pkg_id, version)
+        self.trace(f"~Setting CMiniJob transfer root to {pck}")
+        if not await anyio.to_thread.run_sync(pck.exists):  # built once per version
+            await anyio.Path(pck.parent).mkdir(parents=True, exist_ok=True)
+            await self.library.write_pck(make_content_id(pkg_id, version), pck)
+        size = (await anyio.Path(pck).stat()).st_size
+        now = product_time(self.clock.wall())
+        job_id = await self.db.write(
+            lambda conn: ops.insert_minijob(
+                conn,
+                pkg_id=pkg_id,
+                version=version,
+                dest_site=hop,
+                final_site=site,
+                transfer_root=str(pck),
+                priority=pkg.priority,
+                size=size,
+                now=now,
+            )
+        )
+        if job_id is None:
+            return
+        refs = await self.db.package_file_refs(str(pck))
+        self.trace(f"Incremented ref count on file {pck}, count = {refs}")
+        self.trace(
+            f"~Created minijob to send compressed copy of package {pkg_id} to site {site}."
+            f"  Transfer root = {pck}."
+        )
+        self.trace(
+            f"A distribution point has been changed at this site, adding site {site} to the"
+            f" list of sites to which we are sending package {pkg_id}."
+        )
+        self.trace(f"Parent site of {site} is {self.hierarchy.site(site).parent}")
+        await self.send(addresses.scheduler(self.site), MiniJobCreated(job_id))
 
     def _available_version(self, pkg_id: str, version: int, status: int) -> None:
         """The product's line for the status of the version its DPs may take."""

@@ -19,6 +19,7 @@ __all__ = [
     "DPTransferBytesRow",
     "DistributionJobRow",
     "DistributionPointRow",
+    "MiniJobRow",
     "PackageContentRow",
     "PackageRow",
     "PkgServerRow",
@@ -183,3 +184,19 @@ class ReplicationRecord(msgspec.Struct, frozen=True):
     row_json: str
     origin: str  # the site where the change was made
     via: str  # the neighbour the sending site had it from ('' = made there)
+
+
+class MiniJobRow(msgspec.Struct, frozen=True):
+    """A ``MiniJobs`` row: a package file to send to a site, hop by hop."""
+
+    job_id: int
+    pkg_id: str
+    version: int
+    dest_site: str
+    final_site: str
+    transfer_root: str
+    priority: int
+    state: int
+    send_request_id: str
+    size: int
+    attempts: int

@@ -86,6 +86,10 @@ SCOPES: dict[str, TableScope] = {
     "StatusMessageAttributes": TableScope(False),
     "TableChangeNotifications": TableScope(False),
     "SmsDbMonPosition": TableScope(False),
+    # A site's Ed25519 public key, as the product's site certificates travel: by DRS.
+    "SiteKeys": TableScope(True, ("SiteCode",)),
+    "MiniJobs": TableScope(False),
+    "PackageFileRefs": TableScope(False),
     "DrsLog": TableScope(False),
     "DrsApplying": TableScope(False),
     "DrsPosition": TableScope(False),
@@ -438,6 +442,7 @@ DRS_COLUMNS: dict[str, tuple[str, ...]] = {
         "SigLocation",
     ),
     "ContentDPMap": ("ContentID", "Version", "ServerName", "AccessType"),
+    "SiteKeys": ("SiteCode", "PublicKey"),
 }  # fmt: skip
 
 
@@ -488,6 +493,27 @@ CREATE TABLE DrsLog (
     Via TEXT NOT NULL DEFAULT ''           -- the neighbour it came from ('' = none)
 );
 CREATE TABLE DrsApplying (Origin TEXT NOT NULL, Via TEXT NOT NULL);
+CREATE TABLE SiteKeys (SiteCode TEXT PRIMARY KEY, PublicKey TEXT NOT NULL);
+
+-- A mini-job: a package file (PCK) to send to a site, hop by hop (DestSite: the next hop,
+-- FinalSite: where it must arrive). One per package version and final site.
+CREATE TABLE MiniJobs (
+    JobID INTEGER PRIMARY KEY AUTOINCREMENT,
+    PkgID TEXT NOT NULL,
+    Version INTEGER NOT NULL,
+    DestSite TEXT NOT NULL,
+    FinalSite TEXT NOT NULL,
+    TransferRoot TEXT NOT NULL,            -- the package file in SMSPKG
+    Priority INTEGER NOT NULL DEFAULT 2,
+    State INTEGER NOT NULL DEFAULT 0,      -- 0 pending, 1 sending, 2 complete, 3 failed
+    SendRequestID TEXT NOT NULL DEFAULT '',
+    Size INTEGER NOT NULL DEFAULT 0,
+    Attempts INTEGER NOT NULL DEFAULT 0,
+    CreationTime TEXT NOT NULL,
+    UNIQUE (PkgID, Version, FinalSite)
+);
+-- The product's reference counted package files: deleted when the count reaches 0.
+CREATE TABLE PackageFileRefs (Path TEXT PRIMARY KEY, RefCount INTEGER NOT NULL);
 CREATE TABLE DrsPosition (
     Peer TEXT NOT NULL,
     Direction TEXT NOT NULL,               -- 'sent' / 'received'
