@@ -117,6 +117,7 @@ class SiteServer:
         self._dp_logs: list[ComponentLogs] = []
         self.links: dict[str, NetworkLink] = {}
         self.site_links: dict[str, NetworkLink] = {}
+        self.sender: Sender | None = None  # (for probes: its counters)
         self.key = SiteKey.load_or_create(self.root / "keys" / "site.key")
 
     @classmethod
@@ -220,16 +221,14 @@ class SiteServer:
             ),
             addresses.content_validator(code),
         )
-        bus.spawn(
-            Sender(
-                site=code,
-                settings=settings,
-                links=self._site_link,
-                server_root=self._site_root,
-                log=self.logs[SENDER],
-            ),
-            addresses.sender(code),
+        self.sender = Sender(
+            site=code,
+            settings=settings,
+            links=self.site_link,
+            server_root=self._site_root,
+            log=self.logs[SENDER],
         )
+        bus.spawn(self.sender, addresses.sender(code))
         bus.spawn(
             Scheduler(
                 site=code, db=self.db, key=self.key, server_root=self.root, log=self.logs[SCHEDULER]
@@ -273,7 +272,7 @@ class SiteServer:
         for logs in (self.logs, *self._dp_logs):
             logs.close()
 
-    def _site_link(self, dest: str) -> NetworkLink:
+    def site_link(self, dest: str) -> NetworkLink:
         """The link to a neighbouring site (one per destination, shared by its sends)."""
         link = self.site_links.get(dest)
         if link is None:
