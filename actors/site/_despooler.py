@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import os
 import shutil
 import sqlite3
@@ -74,6 +75,7 @@ class Despooler(Component):
         self._busy: set[str] = set()
         self._not_before: dict[str, float] = {}
         self._locks: dict[str, anyio.Lock] = {}
+        self._thread_ids = itertools.count(0xEE8)  # numbered as the product's log shows one
         self.despooled = 0
         self.refused = 0
         self.retries = 0
@@ -107,7 +109,7 @@ class Despooler(Component):
                 f" {self.threads} despooling threads"
             )
             async with self._limiter:
-                self.trace(f"~Created a new despooling thread {id(sni) & 0xFFF:X}")
+                self.trace(f"~Created a new despooling thread {next(self._thread_ids):X}")
                 await self._despool(sni)
         finally:
             self._busy.discard(sni.name)

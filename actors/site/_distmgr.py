@@ -340,31 +340,45 @@ class DistMgr(Component):
         self.trace("~Use drive E for storing the compressed package.")
         pck = package_file(self.server_root, pkg_id, version)
         self.trace(f"~Setting CMiniJob transfer root to {pck}")
-        if not await anyio.to_thread.run_sync(pck.exists):  # built once per version
-            await anyio.Path(pck.parent).mkdir(parents=True, exist_ok=True)
-            await self.library.write_pck(make_content_id(pkg_id, version), pck)
-        size = (await anyio.Path(pck).stat()).st_size
-        now = product_time(self.clock.wall())
-        job_id = await self.db.write(
-            lambda conn: ops.insert_minijob(
-                conn,
-                pkg_id=pkg_id,
-                version=version,
-                dest_site=hop,
-                final_site=site,
-                transfer_root=str(pck),
-                priority=pkg.priority,
-                size=size,
-                now=now,
+        root = str(pck)
+        # DistMgr's own reference while it builds and hands over the file: a send request
+        # completing meanwhile cannot delete it under us.
+        await self.db.write(lambda conn: ops.add_package_file_ref(conn, root))
+        try:
+            if not await anyio.to_thread.run_sync(pck.exists):  # built once per version
+                await anyio.Path(pck.parent).mkdir(parents=True, exist_ok=True)
+                await self.library.write_pck(make_content_id(pkg_id, version), pck)
+            size = (await anyio.Path(pck).stat()).st_size
+            now = product_time(self.clock.wall())
+            job_id = await self.db.write(
+                lambda conn: ops.insert_minijob(
+                    conn,
+                    pkg_id=pkg_id,
+                    version=version,
+                    dest_site=hop,
+                    final_site=site,
+                    transfer_root=root,
+                    priority=pkg.priority,
+                    size=size,
+                    now=now,
+                )
             )
-        )
+            refs = await self.db.package_file_refs(root)
+            self.trace(f"Incremented ref count on file {pck}, count = {refs}")
+        finally:
+            left = await self.db.write(lambda conn: ops.release_package_file_ref(conn, root))
+            self.trace(f"Decremented ref count on file {pck}, count = {left}")
+            if left == 0:
+                await anyio.to_thread.run_sync(_unlink, pck)
         if job_id is None:
             return
-        refs = await self.db.package_file_refs(str(pck))
-        self.trace(f"Incremented ref count on file {pck}, count = {refs}")
         self.trace(
             f"~Created minijob to send compressed copy of package {pkg_id} to site {site}."
             f"  Transfer root = {pck}."
+        )
+        self.trace(
+            f"The package and/or program properties for package {pkg_id} have not changed, "
+            " need to determine which site(s) need updated package info."
         )
         self.trace(
             f"A distribution point has been changed at this site, adding site {site} to the"
@@ -759,6 +773,10 @@ def _start_line(pkg_id: str, server: PkgServerRow, nal_path: str) -> str:
     if server.action == ServerAction.UPDATE:
         return f"Start updating package {pkg_id} on server {nal_path}..."
     return f"Start adding package {pkg_id} to server {nal_path}..."
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _thread_id(tid: int) -> str:

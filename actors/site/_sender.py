@@ -12,6 +12,7 @@ an earlier run finished. At most ``sending_threads_per_site`` requests per desti
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +59,7 @@ class Sender(Component):
         self.max_active_per_site = 0
         self.max_active_total = 0
         self.bytes_on_links = 0
+        self._thread_ids = itertools.count(0x1150)  # numbered as the product's log shows one
 
     @handler
     async def send_request(self, msg: SendRequest) -> SendResult:
@@ -75,7 +77,7 @@ class Sender(Component):
             self.active[dest] = self.active.get(dest, 0) + 1
             self.max_active_per_site = max(self.max_active_per_site, self.active[dest])
             self.max_active_total = max(self.max_active_total, sum(self.active.values()))
-            self.trace(f"~Created sending thread (Thread ID = {id(msg) & 0xFFFF:X})")
+            self.trace(f"~Created sending thread (Thread ID = {next(self._thread_ids):X})")
             try:
                 return await self._send_with_retries(msg)
             finally:

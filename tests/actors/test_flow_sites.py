@@ -26,6 +26,7 @@ from tests.actors.flow_helpers import (
     assert_extracts_identical,
     message_ids,
     open_hierarchy,
+    replicated,
     until,
     write_tree,
 )
@@ -64,6 +65,7 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
         }
         await assert_extracts_identical(h, pkg, list(DESTINATIONS.values()), src, tmp_path / "o")
         cs1 = h.servers["CS1"]
+        await replicated(h)  # the sites' status rows have flowed back to the CAS
         assert await message_ids(cs1.db, pkg.pkg_id, ANY_DP) == [2300, 2376, 2301]
         for code in DESTINATIONS:
             assert await message_ids(h.servers[code].db, pkg.pkg_id, ANY_DP) == PER_SITE, code
