@@ -118,6 +118,8 @@ class DistributionPoint(_Strict, frozen=True, forbid_unknown_fields=True, kw_onl
     """Pull DP only: source DPs, best rank first."""
     max_active_jobs: Jobs | None = None
     """Pull DP only: overrides ``settings.pulldp_max_active_jobs``."""
+    priority: Annotated[int, Meta(ge=0, le=0xFFFF)] = 200
+    """The DP's priority among the DPs a package goes to ("DPPriority: 200"; lower first)."""
 
     @property
     def nal_path(self) -> str:

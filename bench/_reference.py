@@ -131,6 +131,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bJOBID\b|\b[0-9A-F]{8}\b"), "<job>"),
     (re.compile(r"<PackageID>|\bPackageID\b(?!=)|\b[A-Z][A-Z0-9]{2}[0-9A-F]{5}\b"), "<pkg>"),
     (re.compile(r"<HashString>|\b[0-9A-Fa-f]{32,}\b"), "<hash>"),
+    (re.compile(r"\b[0-9A-F]{16}\b"), "<handle>"),  # "thread handle 0000000000002524"
     (re.compile(r"\b\d{4}/\d{2}/\d{2}\b|\b\d{1,2}/\d{1,2}/\d{4}\b"), "<date>"),
     (re.compile(r"\b\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?\b"), "<time>"),
     (re.compile(r"\b\d+\s+\(0x[0-9A-F]+\)|\b0x[0-9A-F]+\s+\(\d+\)", re.IGNORECASE), "<tid>"),

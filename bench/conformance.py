@@ -52,6 +52,10 @@ class Exception_(msgspec.Struct, frozen=True):
     step: str = ""
 
 
+_NO_ADMIN_SHARE = (
+    "cmdist's DP threads open no connection to the DP (its ADMIN$ share): the sending thread"
+    " does all the DP's I/O"
+)
 _ACROSS = "needs a child site holding the package: flows across sites are not implemented yet"
 EXCEPTIONS: tuple[Exception_, ...] = (
     Exception_(
@@ -65,6 +69,21 @@ EXCEPTIONS: tuple[Exception_, ...] = (
         None,
         "~Use drive E for storing the compressed package",
         "a Windows drive letter: cmdist stores compressed packages under the data root",
+    ),
+    Exception_(
+        "create",
+        "A program for package",
+        "cmdist packages hold content only: they have no programs to add or remove",
+    ),
+    Exception_(
+        "update",
+        "Performing cleanup prior to returning",
+        _NO_ADMIN_SHARE,
+    ),
+    Exception_(
+        "update",
+        "Cancelling network connection to",
+        _NO_ADMIN_SHARE,
     ),
     Exception_("update", "STATMSG: ID=2333", _ACROSS),
     Exception_("update", "~Needs to send the compressed package", _ACROSS),

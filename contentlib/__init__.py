@@ -11,6 +11,7 @@ from contentlib._errors import (
     TargetNotEmpty,
     UnsafePath,
 )
+from contentlib._fs import atomic_write
 from contentlib._library import ContentLibrary
 from contentlib._model import (
     DamagedManifest,
@@ -43,6 +44,7 @@ __all__ = [
     "TargetNotEmpty",
     "UnsafePath",
     "VerifyReport",
+    "atomic_write",
     "content_id",
     "inspect_library",
     "load_manifest",

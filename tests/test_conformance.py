@@ -41,6 +41,7 @@ def test_normalise_matches_reference_and_cmdist_shapes() -> None:
         normalise("RCV: INSERT on PkgNotification for PkgNotify_Add [PS100001][3]")
     )
     assert normalise("thread ID = 0xB58 (2904)") == normalise("thread ID = 0X1C3D (7229)")
+    assert normalise("handle 0000000000002524") == normalise("handle 00000000000A1B4C")
     assert normalise('STATMSG: ID=2330 SEV=I COMP="SMS_DISTRIBUTION_MANAGER" TID=1') == (
         "statmsg id=2330 comp=sms_distribution_manager"
     )

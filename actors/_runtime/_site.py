@@ -21,6 +21,7 @@ from actors.site import (
     SiteKey,
     SmsDbMon,
     SmsProvider,
+    StatusInbox,
 )
 from actors.sitedb import DistributionPointRow, SiteDatabase, ops
 from actors.status import (
@@ -100,6 +101,7 @@ class SiteServer:
         self.root = hierarchy.server_root(site.server)
         self.logs = ComponentLogs(self.root / "logs")
         self.library = libraries.site
+        self.inbox = StatusInbox(self.root)
         self.reporter = StatusReporter(
             db,
             self.logs,
@@ -137,7 +139,9 @@ class SiteServer:
                 f"{', ...' if len(held) > 5 else ''}); restore the database from a backup"
                 " instead of starting the site as a new one",
             )
-        db = await stack.enter_async_context(SiteDatabase.open(path, hierarchy=hierarchy))
+        db = await stack.enter_async_context(
+            SiteDatabase.open(path, hierarchy=hierarchy, clock=bus.clock.wall)
+        )
         server = cls(hierarchy, site, db, bus, libraries)
         stack.callback(server.close_logs)
         return server
@@ -194,6 +198,7 @@ class SiteServer:
                 db=self.db,
                 library=self.library,
                 reporter=self.reporter,
+                inbox=self.inbox,
                 log=self.logs[DISTMGR],
             ),
             addresses.distmgr(code),
@@ -207,6 +212,7 @@ class SiteServer:
                 settings=settings,
                 links=self.links,
                 dp_root=self._dp_root,
+                inbox=self.inbox,
                 log=self.logs[PKGXFERMGR],
             ),
             addresses.pkgxfermgr(code),

@@ -59,12 +59,15 @@ class Drs(Component):
         self._seen: dict[int, float] = {}  # log RowID -> clock time DRS first read it
         self._wake: dict[str, anyio.Event] = {}
         self._positions: dict[str, int] = {}
+        self._commit = anyio.Event()
+        self._stamped = 0  # the last log RowID whose commit time is noted
         self.sent = 0
         self.applied = 0
 
     async def on_start(self) -> None:
         self.db.remove_commit_listener(self._on_commit)  # a restart must not add it twice
         self.db.add_commit_listener(self._on_commit)
+        self.start_task(self._stamp)
         for peer in self.neighbours:
             self._wake[peer] = anyio.Event()
             self.start_task(self._replicate_to, peer)
@@ -75,8 +78,21 @@ class Drs(Component):
             self.trace_log.flush()
 
     def _on_commit(self) -> None:
+        self._commit.set()
         for event in self._wake.values():
             event.set()
+
+    async def _stamp(self) -> None:
+        """Note when each log record was committed (its delay runs from then), even while
+        the senders wait out an earlier record's delay."""
+        while True:
+            self._commit = anyio.Event()
+            while records := await self.db.replication_records_after(self._stamped, 10_000):
+                now = self.clock.now()
+                for r in records:
+                    self._seen.setdefault(r.row_id, now)
+                self._stamped = records[-1].row_id
+            await self._commit.wait()
 
     # -- sending -------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from actors.site._contentvalidator import ContentValidator, ValidateAll, ValidateContent
 from actors.site._despooler import Despooler
 from actors.site._distmgr import PACKAGE_CHANGED_TOPIC, DistMgr
+from actors.site._inbox import StatusInbox
 from actors.site._instruction import SiteKey
 from actors.site._pkgxfermgr import CANCELLED_REASON, PROGRESS_INTERVAL, PkgXferMgr, RetryJob
 from actors.site._provider import DEFAULT_LAST_REFRESH, SmsProvider
@@ -25,6 +26,7 @@ __all__ = [
     "SiteKey",
     "SmsDbMon",
     "SmsProvider",
+    "StatusInbox",
     "ValidateAll",
     "ValidateContent",
 ]

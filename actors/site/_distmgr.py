@@ -12,11 +12,10 @@ back become the DP's ``PkgStatus`` Type 2 row and the status messages 2330 / 233
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
-import threading
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -27,24 +26,28 @@ from actors import addresses
 from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
+from actors.site._inbox import StatusInbox
 from actors.site._paths import package_file
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
     MiniJobCreated,
     PackageChanged,
     PackageNotification,
+    StatusFile,
     TransferStatus,
 )
 from actors.sitedb import (
     DistributionPointRow,
     JobAction,
     JobState,
+    NotificationType,
     PackageAction,
     PackageRow,
     PkgServerRow,
     PkgStatusValue,
     ServerAction,
     SiteDatabase,
+    UpdateMaskEx,
     WriteOp,
     ops,
     product_time,
@@ -56,8 +59,11 @@ from actors.status import (
     Component,
     StatusMessage,
     StatusReporter,
+    as_thread,
+    format_thread_id,
+    new_thread_id,
 )
-from bus import handler
+from bus import BusClosed, handler
 from contentlib import ContentLibError, ContentLibrary, Manifest, parse_content_id
 from contentlib import content_id as make_content_id
 
@@ -84,11 +90,14 @@ class DistMgr(Component):
         db: SiteDatabase,
         library: ContentLibrary,
         reporter: StatusReporter,
+        inbox: StatusInbox,
         log: CMTraceLog | None = None,
         server_root: Path | None = None,
     ) -> None:
         self.site = site
         self.server_root = server_root or hierarchy.server_root(hierarchy.site(site).server)
+        self.inbox = inbox
+        self._replication_thread = new_thread_id()
         self.hierarchy = hierarchy
         self.settings = hierarchy.settings
         self.db = db
@@ -101,10 +110,12 @@ class DistMgr(Component):
         self._again: set[str] = set()
         self._wake = anyio.Event()
         self._deleting = anyio.Lock()
-        self._thread_ids = itertools.count(0x1000)  # DP threads, numbered as the product's
         self.processed = 0
 
     async def on_start(self) -> None:
+        # STA files a crash left: their statuses first, then the work still to do.
+        for path in self.inbox.pending():
+            await self._process_status_file(path)
         for _ in range(self.settings.package_processing_threads):
             self.start_task(self._processing_thread)
         site = self.site
@@ -124,7 +135,8 @@ class DistMgr(Component):
 
     @handler
     async def notified(self, msg: PackageNotification) -> None:
-        self.trace(f"Found package properties updated notification for package '{msg.pkg_id}'")
+        if msg.type != NotificationType.SERVER_CHANGED:  # the reference logs it for packages only
+            self.trace(f"Found package properties updated notification for package '{msg.pkg_id}'")
         self._enqueue(msg.pkg_id)
 
     def _enqueue(self, pkg_id: str) -> None:
@@ -151,19 +163,21 @@ class DistMgr(Component):
                 " threads."
             )
             self._running.add(pkg_id)
+            tid = new_thread_id()
             self.trace(
                 f"~Started package processing thread for package '{pkg_id}',"
-                f" thread ID = {_thread_id(threading.get_native_id())}"
+                f" thread ID = {format_thread_id(tid)}"
             )
-            try:
-                await self._process(pkg_id)
-                # Not in ``finally``: a publish while the actor is cancelled at shutdown
-                # raised BusClosed over the cancellation.
-                await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
-            finally:
-                self._running.discard(pkg_id)
-                self.processed += 1
-                self.trace(f"~Exiting package processing thread for package {pkg_id}.")
+            with as_thread(tid):
+                try:
+                    await self._process(pkg_id)
+                    # Not in ``finally``: a publish while the actor is cancelled at
+                    # shutdown raised BusClosed over the cancellation.
+                    await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+                finally:
+                    self._running.discard(pkg_id)
+                    self.processed += 1
+                    self.trace(f"~Exiting package processing thread for package {pkg_id}.")
             if pkg_id in self._again:
                 self._again.discard(pkg_id)
                 self._enqueue(pkg_id)
@@ -213,16 +227,30 @@ class DistMgr(Component):
         if pkg.action == PackageAction.DELETE:
             await self._finish_delete(pkg)
         elif new_version:
+            await self._version_processed(pkg)
+
+    async def _version_processed(self, pkg: PackageRow) -> None:
+        """The end of storing a version: who sends it, where its definition goes, 2301."""
+        pkg_id = pkg.pkg_id
+        self.trace(f"~Package {pkg_id} does not have a preferred sender.")
+        if len(self.hierarchy.sites) > 1:  # DRS takes the package's rows to the other sites
             self.trace(
-                f"~StoredPkgVersion ({pkg.stored_pkg_version}) of package {pkg_id}."
-                f" StoredPkgVersion in database is {pkg.stored_pkg_version}."
+                f"Package {pkg_id} is new or has changed, replicating to all applicable sites."
             )
+        self._available_version(pkg_id, pkg.stored_pkg_version, 2301)
+        self.trace(
+            f"~StoredPkgVersion ({pkg.stored_pkg_version}) of package {pkg_id}."
+            f" StoredPkgVersion in database is {pkg.stored_pkg_version}."
+        )
+        self.trace(
+            f"~SourceVersion ({pkg.source_version}) of package {pkg_id}."
+            f" SourceVersion in database is {pkg.source_version}."
+        )
+        if pkg.stored_pkg_version == 1:
             self.trace(
-                f"~SourceVersion ({pkg.source_version}) of package {pkg_id}."
-                f" SourceVersion in database is {pkg.source_version}."
+                f"~Adding these contents to the package {pkg_id} version {pkg.stored_pkg_version}."
             )
-            await self._report(2301, (pkg.name, pkg_id), pkg_id)
-            self._available_version(pkg_id, pkg.stored_pkg_version, 2301)
+        await self._report(2301, (pkg.name, pkg_id), pkg_id)
 
     def _processing_line(self, pkg: PackageRow) -> None:
         self.trace(
@@ -321,12 +349,17 @@ class DistMgr(Component):
                 if s.site_code != self.site and s.action != ServerAction.REMOVE
             }
         )
-        for site in wanted:
-            if await self.db.site_version(pkg_id, site) >= version:
+        lacking = [s for s in wanted if await self.db.site_version(pkg_id, s) < version]
+        # A site on the way to another one stores the copy it forwards (SS1's through
+        # PS1): one send covers both, and the link to it carries the package once.
+        on_the_way = {
+            hop for site in lacking for hop in self.hierarchy.tree_path(self.site, site)[1:-1]
+        }
+        for site in lacking:
+            if site in on_the_way:
                 continue
-            if await self.db.minijob_for(pkg_id, version, site) is not None:
-                continue  # on its way
-            await self._minijob(pkg, site)
+            if await self.db.minijob_for(pkg_id, version, site) is None:  # not on its way
+                await self._minijob(pkg, site)
 
     async def _minijob(self, pkg: PackageRow, site: str) -> None:
         pkg_id, version = pkg.pkg_id, pkg.stored_pkg_version
@@ -407,23 +440,15 @@ class DistMgr(Component):
         adding = pkg.stored_pkg_version == 0
         if adding:
             self.trace(f"Start adding package {pkg_id}...")
+            self._action_line(pkg)
+            self._available_version(pkg_id, pkg.source_version, 2300)
         else:
             self.trace(f"Start updating the package {pkg_id}...")
-        self.trace(
-            f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
-            f" and UpdateMaskEx is {pkg.update_mask_ex}."
-        )
-        if adding:
-            self._available_version(pkg_id, pkg.source_version, 2300)
         manifest = await self._snapshot(pkg)
         if manifest is None:
             return None
         await self._commit_version(pkg, manifest)
         if not adding:
-            self.trace(
-                f"~The source for package {pkg_id} has changed or the package source needs"
-                " to be refreshed"
-            )
             self.trace(f"~Successfully created/updated the package {pkg_id}.")
             await self._report(2311, (pkg_id,), pkg_id)
         # The previous version stays as the base of deltas to DPs; older ones go.
@@ -452,11 +477,35 @@ class DistMgr(Component):
             f"The size of package {pkg_id}, version {version} is {manifest.size // 1024} KBytes"
         )
         self.trace(f"Writing package definition for {pkg_id}")
+        try:  # the chunk signatures deltas and pull DPs work from, made now as the product does
+            signatures_hash = await self.library.sign_content(content_id)
+        except (OSError, ContentLibError) as exc:
+            await self._package_failed(pkg, _reason(exc))
+            return None
+        self.trace(f"~Successfully created RDC signatures for package {pkg_id} version {version}")
         self.trace(f"Creating hash for algorithm {_HASH_ALGORITHM}")
         self.trace(f"The hash for algorithm {_HASH_ALGORITHM} is {manifest.content_hash}")
-        self.trace(f"~Adding these contents to the package {pkg_id} version {version}.")
+        self.trace(f"The RDC signature hash for algorithm {_HASH_ALGORITHM} is {signatures_hash}")
+        adding = pkg.stored_pkg_version == 0
+        if adding:
+            self.trace(f"~Adding these contents to the package {pkg_id} version {version}.")
         await self._report(2376, (pkg_id,), pkg_id)
+        if not adding:
+            self.trace(
+                f"~The source for package {pkg_id} has changed or the package source needs"
+                " to be refreshed"
+            )
+            self.trace(f"~Adding these contents to the package {pkg_id} version {version}.")
+            # the snapshot took the refreshed source: that request is done
+            self._action_line(pkg, pkg.update_mask_ex & ~UpdateMaskEx.REFRESH_SOURCE)
         return manifest
+
+    def _action_line(self, pkg: PackageRow, update_mask_ex: int | None = None) -> None:
+        mask_ex = pkg.update_mask_ex if update_mask_ex is None else update_mask_ex
+        self.trace(
+            f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
+            f" and UpdateMaskEx is {mask_ex}."
+        )
 
     async def _commit_version(self, pkg: PackageRow, manifest: Manifest) -> None:
         """The version, its DPs marked for update and the package's action reset (compare
@@ -548,6 +597,14 @@ class DistMgr(Component):
         limiter = anyio.CapacityLimiter(self.settings.threads_per_package)
 
         async def dp_thread(server: PkgServerRow, dp: DistributionPointRow, tid: int) -> None:
+            with as_thread(tid):
+                await one_dp(server, dp)
+            self.trace(
+                f"~DP thread for package {pkg.pkg_id} with thread handle {tid:016X} and"
+                f" thread ID {tid} ended."
+            )
+
+        async def one_dp(server: PkgServerRow, dp: DistributionPointRow) -> None:
             async with limiter:
                 try:
                     if server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE:
@@ -561,14 +618,10 @@ class DistMgr(Component):
                         f" {_reason(exc)}",
                         severity="E",
                     )
-            self.trace(
-                f"~DP thread for package {pkg.pkg_id} with thread handle {tid:016X} and"
-                f" thread ID {tid} ended."
-            )
 
         async with anyio.create_task_group() as tg:
             for server, dp in work:
-                tid = next(self._thread_ids)  # the DP thread's ID, as the product logs one
+                tid = new_thread_id()
                 self.trace(_start_line(pkg.pkg_id, server, dp.nal_path))
                 self.trace(
                     f"~Created DP processing thread {tid} for addition or update of package"
@@ -667,12 +720,31 @@ class DistMgr(Component):
     # -- STA: status from PkgXferMgr -----------------------------------------------------
 
     @handler
-    async def transfer_status(self, msg: TransferStatus) -> None:
+    async def status_file(self, msg: StatusFile) -> None:
+        await self._process_status_file(Path(msg.path))
+
+    async def _process_status_file(self, path: Path) -> None:
+        """One STA file, on the replication processing thread: the status stored, then the
+        file deleted (a crash in between processes it again, which changes nothing)."""
+        with as_thread(self._replication_thread):
+            self.trace(f"~Processing incoming file {path}.")
+            sta = await self.inbox.read(path)
+            changed = sta is not None and await self._transfer_status(sta)
+            await self.inbox.remove(path)
+            self.trace(f"~Successfully delete package status file {path}")
+        if sta is not None and changed:
+            # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.
+            # (At shutdown nobody listens any more: the status is stored all the same.)
+            with suppress(BusClosed):
+                await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(sta.pkg_id))
+
+    async def _transfer_status(self, msg: TransferStatus) -> bool:
+        """Store one STA's status; False when it changed nothing."""
         self.trace(f"~Processing STA for regular DP {msg.nal_path}")
         self.trace(f"~Processing status update for package {msg.pkg_id}")
         dp = await self.db.distribution_point(msg.nal_path)
         if dp is None:
-            return
+            return False
         status = PkgStatusValue(msg.status)
         store_status = self._status_op(msg.pkg_id, dp, status, msg.version)
         final = status in (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED)
@@ -685,12 +757,14 @@ class DistMgr(Component):
             if action is None:
                 raise _PackageGone(msg.pkg_id)  # deleted while the job ran: store nothing
             deleting = action == PackageAction.DELETE
+            if final and ops.dp_status_is(conn, msg.pkg_id, msg.nal_path, status, msg.version):
+                raise _Repeated  # processed before a crash kept its file: nothing to do
             store_status(conn)
             if status == PkgStatusValue.NONE:  # a sending thread started the job
                 ops.set_job_state(conn, msg.job_id, JobState.SENDING, now)
             if final:
-                # The job is done once its final status is stored: whoever sees the
-                # status sees no job left.
+                # The sending thread deleted its job after dropping this file; a crash in
+                # between left it, and it goes here: whoever sees the status sees no job.
                 ops.delete_job(conn, msg.job_id)
             if status == PkgStatusValue.INSTALLED:
                 ops.record_transfer_bytes(
@@ -715,8 +789,8 @@ class DistMgr(Component):
                 raised = await self._report(
                     message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op, log=False
                 )
-        except _PackageGone:
-            return
+        except (_PackageGone, _Repeated):
+            return False
         crash_point("distmgr.status_stored")
         self.trace(
             f"~Successfully updated the package server status for {msg.nal_path} for package"
@@ -728,8 +802,7 @@ class DistMgr(Component):
             pkg = await self.db.package(msg.pkg_id)
             if pkg is not None:
                 await self._finish_delete(pkg)
-        # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.
-        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(msg.pkg_id))
+        return True
 
     def _status_op(
         self, pkg_id: str, dp: DistributionPointRow, status: PkgStatusValue, version: int
@@ -766,6 +839,10 @@ class _PackageGone(Exception):
     """Raised inside a write to roll it back: the package no longer exists."""
 
 
+class _Repeated(Exception):
+    """Raised inside a write to roll it back: the DP's row already holds this status."""
+
+
 def _start_line(pkg_id: str, server: PkgServerRow, nal_path: str) -> str:
     """The DP thread's first line, in the reference's words for each action."""
     if server.action == ServerAction.REMOVE:
@@ -777,11 +854,6 @@ def _start_line(pkg_id: str, server: PkgServerRow, nal_path: str) -> str:
 
 def _unlink(path: Path) -> None:
     path.unlink(missing_ok=True)
-
-
-def _thread_id(tid: int) -> str:
-    """``0x16A8 (5800)``, as the reference prints a thread ID."""
-    return f"0x{tid:X} ({tid})"
 
 
 def _reason(exc: BaseException) -> str:

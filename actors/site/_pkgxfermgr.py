@@ -20,7 +20,6 @@ a send within one chunk; see :meth:`PkgXferMgr.cancel_transfer` for what it leav
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 from collections import Counter, defaultdict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
@@ -50,6 +49,7 @@ from actors.dp import (
 )
 from actors.errors import TransferError
 from actors.network import NetworkLink
+from actors.site._inbox import StatusInbox
 from actors.site._sending import Send, transmit
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
@@ -57,6 +57,7 @@ from actors.site.messages import (
     CancelTransfer,
     DistributionJobNotification,
     PackageChanged,
+    StatusFile,
     TransferProgress,
     TransferStatus,
 )
@@ -79,6 +80,8 @@ from actors.status import (
     Component,
     StatusMessage,
     StatusReporter,
+    as_thread,
+    new_thread_id,
 )
 from bus import BusClosed, BusError, RemoteError, handler
 from contentlib import (
@@ -105,6 +108,8 @@ CANCELLED_REASON = "cancelled by the administrator"
 # Workers beyond the sending threads: a cancel, a removal or a job parked while every
 # sending thread is busy always finds one, so none of them waits for a send to end.
 _CONTROL_WORKERS = 4
+# The statuses that end a job: their STA is synced, then the sending thread deletes the job.
+_FINAL = (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED)
 
 _Key = tuple[int, str]  # (DPID, PkgID): the jobs of one package on one DP run in order
 
@@ -140,9 +145,11 @@ class PkgXferMgr(Component):
         settings: Settings,
         links: Mapping[str, NetworkLink],
         dp_root: Callable[[DistributionPointRow], Path],
+        inbox: StatusInbox,
         log: CMTraceLog | None = None,
     ) -> None:
         self.site = site
+        self.inbox = inbox
         self.db = db
         self.library = library
         self.reporter = reporter
@@ -162,7 +169,6 @@ class PkgXferMgr(Component):
         self._parked: deque[int] = deque()  # jobs waiting for a sending thread
         self._sends: dict[_Key, Send] = {}  # the send running for a DP and package
         self._cancelling: Counter[_Key] = Counter()  # keys an administrator's cancel ends
-        self._thread_ids = itertools.count(0x1200)  # sending threads, numbered as the product's
 
     async def on_start(self) -> None:
         # Jobs a previous run accepted but did not finish are taken up again; a job that
@@ -272,6 +278,11 @@ class PkgXferMgr(Component):
             if idle and self._order.get(key) is lock:
                 del self._order[key]  # one lock per DP and package in flight, not forever
 
+    def _outcome_dropped(self, job: DistributionJobRow) -> bool:
+        """The job's final STA is in DistMgr's inbox: a crash came after the sending thread
+        dropped it and before it deleted the job. The job is done; DistMgr stores it."""
+        return any(self.inbox.file_for(job.job_id, s).exists() for s in _FINAL)
+
     def _stop_for_removal(self, key: _Key, job: DistributionJobRow) -> None:
         """A removal of the package from the DP stops its older send there first, instead
         of waiting for it to finish only to remove what it sent."""
@@ -287,7 +298,7 @@ class PkgXferMgr(Component):
             await self._end_superseded(job, "a newer job")
             return
         dp = await self.db.distribution_point(job.dp_id)
-        if dp is None:
+        if dp is None or self._outcome_dropped(job):
             await self.db.write(partial(ops.delete_job, job_id=job.job_id))
             return
         if dp.server_name not in self.links:
@@ -305,17 +316,19 @@ class PkgXferMgr(Component):
             return
         self.trace(
             f"Found send request with ID: {job.job_id}, Package: {job.pkg_id},"
-            f" Version:{job.package_version}, Priority: 2, Destination: {dp.server_name},"
-            " DPPriority: 200"
+            f" Version:{job.package_version}, Priority: {pkg.priority},"
+            f" Destination: {dp.server_name}, DPPriority: {dp.priority}"
         )
-        self.trace(f"~Created sending thread (Thread ID = 0x{next(self._thread_ids):X})")
+        tid = new_thread_id()
+        self.trace(f"~Created sending thread (Thread ID = 0x{tid:X})")
         key = (job.dp_id, job.pkg_id)
         if key in self._cancelling:
             return  # cancelled before it began: the cancel ends it (no await since this check)
         send = Send(job, dp, self._publish_progress, self.clock.now, self.progress_interval)
         self._sends[key] = send
         try:
-            await self._attempt(job, dp, pkg, send)
+            with as_thread(tid):
+                await self._attempt(job, dp, pkg, send)
         finally:
             del self._sends[key]
 
@@ -357,8 +370,8 @@ class PkgXferMgr(Component):
             raise _Superseded(f"version {inventory.previous.version} on the DP")
         self.trace(
             f"Sending thread starting for Job: {job.job_id}, package: {job.pkg_id},"
-            f" Version: {job.package_version}, Priority: 2, server: {dp.server_name},"
-            " DPPriority: 200"
+            f" Version: {job.package_version}, Priority: {pkg.priority},"
+            f" server: {dp.server_name}, DPPriority: {dp.priority}"
         )
         # DistMgr marks the job SENDING; shielded: a cancel never lets it land after the
         # cancel's own status.
@@ -379,17 +392,19 @@ class PkgXferMgr(Component):
         # stored. Their lines go where the reference's log has them: 8200, the status-3
         # line, then 8210.
         begun, sent = self._message(8200, job, dp), self._message(8210, job, dp)
-        await self.reporter.raise_messages([begun, sent], log=False)
-        self.reporter.log(begun)
-        # DistMgr deletes the job with its final status and the bytes every try of it
-        # sent (one commit): nothing left here.
-        await self._status(
+        path = await self._drop_status(
             job,
             dp,
             PkgStatusValue.INSTALLED,
             bytes_full=job.bytes_full + send.bytes_full,
             bytes_delta=job.bytes_delta + send.bytes_delta,
         )
+        crash_point("pkgxfermgr.status_dropped")
+        # The STA out, the sending thread deletes its job (with 8200 and 8210, one commit).
+        end_job = partial(ops.delete_job, job_id=job.job_id)
+        await self.reporter.raise_messages([begun, sent], op=end_job, log=False)
+        self.reporter.log(begun)
+        await self._deliver_status(job, dp, PkgStatusValue.INSTALLED, path)
         self.reporter.log(sent)
         self.trace("Sending thread complete~")
 
@@ -563,7 +578,9 @@ class PkgXferMgr(Component):
         except BusError as exc:
             await self._failed(job, dp, exc)
             return
-        await self._status(job, dp, PkgStatusValue.REMOVED)  # DistMgr ends the job
+        path = await self._drop_status(job, dp, PkgStatusValue.REMOVED)
+        await self.db.write(partial(ops.delete_job, job_id=job.job_id))
+        await self._deliver_status(job, dp, PkgStatusValue.REMOVED, path)
 
     async def _failed(
         self,
@@ -682,25 +699,43 @@ class PkgXferMgr(Component):
         dp: DistributionPointRow,
         status: PkgStatusValue,
         detail: str = "",
+    ) -> None:
+        """A status of a job that goes on (started, retrying, failed): the STA dropped and
+        processed."""
+        path = await self._drop_status(job, dp, status, detail)
+        await self._deliver_status(job, dp, status, path)
+
+    async def _drop_status(
+        self,
+        job: DistributionJobRow,
+        dp: DistributionPointRow,
+        status: PkgStatusValue,
+        detail: str = "",
         *,
         bytes_full: int = 0,
         bytes_delta: int = 0,
-    ) -> None:
-        """The STA to DistMgr; awaited, so the job ends only after the status is stored."""
-        await self.request(
-            self.distmgr,
-            TransferStatus(
-                job.job_id,
-                job.pkg_id,
-                job.package_version,
-                dp.server_name,
-                dp.nal_path,
-                int(status),
-                detail,
-                bytes_full,
-                bytes_delta,
-            ),
+    ) -> Path:
+        """The STA file in ``distmgr.box\\incoming``. A final status is synced before this
+        returns: the sending thread deletes its job next, and the file then remembers how
+        the job ended until DistMgr has stored it."""
+        sta = TransferStatus(
+            job.job_id,
+            job.pkg_id,
+            job.package_version,
+            dp.server_name,
+            dp.nal_path,
+            int(status),
+            detail,
+            bytes_full,
+            bytes_delta,
         )
+        return await self.inbox.drop(sta, durable=status in _FINAL)
+
+    async def _deliver_status(
+        self, job: DistributionJobRow, dp: DistributionPointRow, status: PkgStatusValue, path: Path
+    ) -> None:
+        """Tell DistMgr of the file; awaited, so the status is stored when this returns."""
+        await self.request(self.distmgr, StatusFile(str(path)))
         self.trace(
             f"Sent status to the distribution manager for pkg {job.pkg_id}, version"
             f" {job.package_version}, status {int(status)} and distribution point"

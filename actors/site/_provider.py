@@ -29,7 +29,14 @@ from actors.errors import (
     UnknownPackage,
     UnknownSite,
 )
-from actors.sitedb import PackageAction, ServerAction, SiteDatabase, ops
+from actors.sitedb import (
+    PackageAction,
+    ServerAction,
+    SiteDatabase,
+    UpdateMask,
+    UpdateMaskEx,
+    ops,
+)
 from actors.sitedb.schema import SMSPACKAGES_COLUMNS
 from actors.status import CMTraceLog
 
@@ -37,8 +44,6 @@ __all__ = ["DEFAULT_LAST_REFRESH", "SmsProvider"]
 
 DEFAULT_LAST_REFRESH = "04/10/1970 06:35:00"  # the product's "never refreshed"
 _MAX_PACKAGE_NUMBER = 0xFFFFF
-_UPDATE_MASK_REFRESH = 32  # "UpdateMask = 32, UpdateMaskEx = 8388608" on RefreshPkgSource
-_UPDATE_MASK_EX_REFRESH = 8388608
 
 
 class SmsProvider:
@@ -137,7 +142,7 @@ class SmsProvider:
             if pkg.source_site != site:
                 raise NotSourceSite(pkg_id, site, pkg.source_site)
             _check_source(pkg.source)
-            ops.request_refresh(conn, pkg, pkg_id, _UPDATE_MASK_REFRESH, _UPDATE_MASK_EX_REFRESH)
+            ops.request_refresh(conn, pkg, pkg_id, UpdateMask.SOURCE, UpdateMaskEx.REFRESH_SOURCE)
 
         await self.db.write(op)
         self._audit_method(pkg_id, "RefreshPkgSource")

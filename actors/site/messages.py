@@ -21,6 +21,7 @@ __all__ = [
     "SendRequest",
     "SendResult",
     "SmsDbMonNotification",
+    "StatusFile",
     "TransferProgress",
     "TransferStatus",
 ]
@@ -73,11 +74,11 @@ SmsDbMonNotification = PackageNotification | DistributionJobNotification | PullR
 
 
 class TransferStatus(msgspec.Struct, frozen=True):
-    """An ``.STA`` file in ``distmgr.box\\incoming``: PkgXferMgr's status of a job on a DP.
+    """The content of an ``.STA`` file in ``distmgr.box\\incoming``: PkgXferMgr's status of
+    a job on a DP (see ``StatusFile``).
 
     ``status`` is a :class:`~actors.sitedb.PkgStatusValue`: 0 when a sending thread starts,
-    3 installed, 4 retrying, 5 failed, 6 removed. Sent as a request: the job is finished
-    only once DistMgr has stored the status, so a crash in between repeats, never loses, it.
+    3 installed, 4 retrying, 5 failed, 6 removed.
 
     ``bytes_full`` / ``bytes_delta`` (with an installed status): the bytes that crossed the
     DP's link for the job, whole files and deltas apart, over every try of it (a resumed
@@ -94,6 +95,14 @@ class TransferStatus(msgspec.Struct, frozen=True):
     detail: str = ""
     bytes_full: int = 0
     bytes_delta: int = 0
+
+
+class StatusFile(msgspec.Struct, frozen=True):
+    """An ``.STA`` file dropped in ``distmgr.box\\incoming`` (the file's path): a request,
+    answered once DistMgr has stored the status and deleted the file. A file a crash left
+    unprocessed is taken at DistMgr's next start."""
+
+    path: str
 
 
 PACKAGE_CHANGED_TOPIC = "package_changed"

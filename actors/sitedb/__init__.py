@@ -14,6 +14,8 @@ from actors.sitedb.enums import (
     PkgStatusValue,
     ServerAction,
     SiteType,
+    UpdateMask,
+    UpdateMaskEx,
 )
 from actors.sitedb.rows import (
     ChangeNotification,
@@ -61,6 +63,8 @@ __all__ = [
     "SiteType",
     "StatusMessageRow",
     "TableScope",
+    "UpdateMask",
+    "UpdateMaskEx",
     "WriteOp",
     "ops",
     "product_time",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -56,7 +57,7 @@ _PACKAGE_COLS = (
     " Hash, NewHash, Priority, PkgFlags, ShareType, PackageType, UpdateMask, UpdateMaskEx,"
     " Action, SourceSize, SourceCompSize, ActionSeq"
 )
-_DP_COLS = "DPID, NALPath, ServerName, SiteCode, IsPullDP, IsSiteServer, MaxActiveJobs"
+_DP_COLS = "DPID, NALPath, ServerName, SiteCode, IsPullDP, IsSiteServer, MaxActiveJobs, Priority"
 _SERVER_COLS = (
     "PkgID, NALPath, SiteCode, SiteName, SourceSite, LastRefresh, RefreshTrigger, UpdateMask,"
     " Action"
@@ -306,6 +307,7 @@ def _seed_op(hierarchy: HierarchyConfig) -> WriteOp[None]:
             d.max_active_jobs
             if d.max_active_jobs is not None
             else (hierarchy.settings.pulldp_max_active_jobs if d.pull else None),
+            d.priority,
         )
         for d in hierarchy.dps
     ]
@@ -344,13 +346,13 @@ def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
     if found is None:
         conn.execute(
             f"INSERT INTO DistributionPoints ({_DP_COLS}) VALUES"
-            " ((SELECT COALESCE(MAX(DPID), 0) + 1 FROM DistributionPoints), ?, ?, ?, ?, ?, ?)",
+            " ((SELECT COALESCE(MAX(DPID), 0) + 1 FROM DistributionPoints), ?, ?, ?, ?, ?, ?, ?)",
             values,
         )
     else:
         conn.execute(
             "UPDATE DistributionPoints SET NALPath = ?, ServerName = ?, SiteCode = ?,"
-            " IsPullDP = ?, IsSiteServer = ?, MaxActiveJobs = ? WHERE DPID = ?",
+            " IsPullDP = ?, IsSiteServer = ?, MaxActiveJobs = ?, Priority = ? WHERE DPID = ?",
             (*values, found[0]),
         )
 
@@ -386,6 +388,7 @@ class SiteDatabase:
         hierarchy: HierarchyConfig | None = None,
         max_batch: int = 1000,
         read_only: bool = False,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> AsyncIterator[SiteDatabase]:
         """Open (creating, migrating and seeding with ``hierarchy``) a site database.
 
@@ -394,7 +397,10 @@ class SiteDatabase:
         :class:`~actors.errors.SiteDatabaseError`. A file that cannot be used (missing or
         empty when read-only, a folder, not a database, damaged, a schema this code cannot
         use) raises :class:`~actors.errors.SiteDatabaseError` naming it, the SQLite error
-        chained, and nothing is written to it."""
+        chained, and nothing is written to it.
+
+        ``clock``: the hierarchy's wall clock, which stamps what triggers write
+        (``PkgNotification.TimeKey``); the system's UTC time without one."""
         path = Path(path)
         if read_only:
             uri = _read_only_uri(path, quiet=_unused(path))
@@ -412,7 +418,7 @@ class SiteDatabase:
                     db = cls(path, _ReadOnlyWriter(conn, path), reader)
                     yield db
                 else:
-                    writer = Writer(conn, max_batch=max_batch)
+                    writer = Writer(conn, max_batch=max_batch, clock=clock)
                     async with _running(writer):
                         db = cls(path, writer, reader)
                         yield db
@@ -845,5 +851,7 @@ def _pkg_server(row: tuple[Any, ...]) -> PkgServerRow:
 
 
 def _dp(row: tuple[Any, ...]) -> DistributionPointRow:
-    dp_id, nal, server, site, pull, site_server, max_jobs = row
-    return DistributionPointRow(dp_id, nal, server, site, bool(pull), bool(site_server), max_jobs)
+    dp_id, nal, server, site, pull, site_server, max_jobs, priority = row
+    return DistributionPointRow(
+        dp_id, nal, server, site, bool(pull), bool(site_server), max_jobs, priority
+    )

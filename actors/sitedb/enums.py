@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, IntFlag
 
 __all__ = [
     "ContentAccessType",
@@ -14,6 +14,8 @@ __all__ = [
     "PkgStatusValue",
     "ServerAction",
     "SiteType",
+    "UpdateMask",
+    "UpdateMaskEx",
 ]
 
 
@@ -95,3 +97,19 @@ class ContentAccessType(IntEnum):
 
     UNAVAILABLE = 0
     AVAILABLE = 1
+
+
+class UpdateMask(IntFlag):
+    """``SMSPackages.UpdateMask``: what changed in a package."""
+
+    NONE = 0
+    SOURCE = 32  # RefreshPkgSource: the source changed ("UpdateMask = 32")
+    CONTENT_ARRIVED = 128  # the despooler stored new content (with SOURCE: "UpdateMask = 160")
+
+
+class UpdateMaskEx(IntFlag):
+    """``SMSPackages.UpdateMaskEx``: the extended mask; DistMgr consumes REFRESH_SOURCE
+    when it snapshots the source, so it logs "UpdateMaskEx is 0" after 2376."""
+
+    NONE = 0
+    REFRESH_SOURCE = 0x800000  # RefreshPkgSource ("UpdateMaskEx = 8388608")

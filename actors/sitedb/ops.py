@@ -321,6 +321,19 @@ def targeted_version(conn: sqlite3.Connection, pkg_id: str, nal_path: str) -> in
     return None if row is None else int(row[0])
 
 
+def dp_status_is(
+    conn: sqlite3.Connection, pkg_id: str, nal_path: str, status: PkgStatusValue, version: int
+) -> bool:
+    """Whether the DP's PkgStatus row already says ``status`` for ``version``, read inside
+    a write (an STA processed again after a crash changes nothing)."""
+    row = conn.execute(
+        "select 1 from PkgStatus where ID = ? and Type = ? and PkgServer = ? and Status = ?"
+        " and SourceVersion = ?",
+        (pkg_id, int(PkgStatusType.DP), nal_path, int(status), version),
+    ).fetchone()
+    return row is not None
+
+
 def delete_job(conn: sqlite3.Connection, job_id: int) -> None:
     conn.execute("delete from DistributionJobs where JobID = ?", (job_id,))
 

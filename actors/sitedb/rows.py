@@ -47,6 +47,7 @@ class DistributionPointRow(msgspec.Struct, frozen=True):
     is_pull_dp: bool
     is_site_server: bool
     max_active_jobs: int | None
+    priority: int = 200
 
 
 class PackageRow(msgspec.Struct, frozen=True):

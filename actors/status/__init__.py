@@ -28,6 +28,7 @@ from actors.status._cmtrace import CMTraceLog, ComponentLogs, format_statmsg
 from actors.status._component import Component
 from actors.status._message import StatusMessage, describe, message_dp
 from actors.status._reporter import StatusReporter, last_message, last_message_id, stored_messages
+from actors.status._threads import as_thread, format_thread_id, new_thread_id, site_pid
 
 __all__ = [
     "ATTR_DP_NAL_PATH",
@@ -56,10 +57,14 @@ __all__ = [
     "Severity",
     "StatusMessage",
     "StatusReporter",
+    "as_thread",
     "describe",
     "format_statmsg",
+    "format_thread_id",
     "last_message",
     "last_message_id",
     "message_dp",
+    "new_thread_id",
+    "site_pid",
     "stored_messages",
 ]

@@ -12,6 +12,7 @@ from typing import IO
 
 from actors.status._catalog import LOG_FILES
 from actors.status._message import StatusMessage
+from actors.status._threads import current_thread_id
 
 __all__ = [
     "CMTraceLog",
@@ -84,7 +85,7 @@ class CMTraceLog:
             self._stamp = (time.strftime("%H:%M:%S", t), time.strftime("%m-%d-%Y", t))
             self._second = second
         hms, date = self._stamp
-        tid = thread if thread is not None else threading.get_native_id()
+        tid = thread if thread is not None else current_thread_id()
         tail = (
             f']LOG]!><time="{hms}.{int((ts - second) * 1000):03d}+000" date="{date}"'
             f' component="{self.component}" context="" type="{_CMTRACE_TYPE.get(severity, 1)}"'

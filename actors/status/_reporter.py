@@ -4,9 +4,7 @@ published, in that order; and the stored ones read back."""
 from __future__ import annotations
 
 import datetime as dt
-import os
 import sqlite3
-import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -16,6 +14,7 @@ from actors.sitedb import SiteDatabase, StatusMessageRow, WriteOp, ops
 from actors.status._catalog import MESSAGES, STATUS_TOPIC, Severity
 from actors.status._cmtrace import ComponentLogs, format_statmsg
 from actors.status._message import StatusMessage, message_dp
+from actors.status._threads import current_thread_id, site_pid
 
 __all__ = [
     "StatusReporter",
@@ -47,7 +46,7 @@ class StatusReporter:
         self.system = system
         self.publish = publish
         self._now = now or (lambda: dt.datetime.now(dt.UTC))
-        self._pid = os.getpid()
+        self._pid = site_pid(site)
 
     def message(
         self,
@@ -104,7 +103,7 @@ class StatusReporter:
     def log(self, msg: StatusMessage, *, thread: int | None = None) -> None:
         """The message's STATMSG line in its component's log (buffered: it reaches the file
         within the log's flush delay, not per message)."""
-        tid = thread if thread is not None else threading.get_native_id()
+        tid = thread if thread is not None else current_thread_id()
         line = format_statmsg(msg, pid=self._pid, tid=tid)
         self.logs[msg.component].write(line, severity=msg.severity, when=msg.time, thread=tid)
 

@@ -75,16 +75,27 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
             site_rows = [r for r in await cs1.db.pkg_status(pkg.pkg_id) if r.site_code == code]
             assert {(r.type, r.status) for r in site_rows} == {(1, 2), (2, 3)}, code
         pkg_id = pkg.pkg_id
+        distmgr = _log(h, "CS1", "distmgr.log")
         _in_order(
-            _log(h, "CS1", "distmgr.log"),
+            distmgr,
             [
-                f"Needs to send the compressed package for package {pkg_id} to site PS1",
-                "The reporting site of site PS1 is this site.",
+                f"Needs to send the compressed package for package {pkg_id} to site PS2",
+                "The reporting site of site PS2 is this site.",
                 f"Setting CMiniJob transfer root to {smspkg(cs1.root) / f'{pkg_id}.PCK.1'}",
-                f"Created minijob to send compressed copy of package {pkg_id} to site PS1.",
-                "Parent site of PS1 is CS1",
+                f"Created minijob to send compressed copy of package {pkg_id} to site PS2.",
+                "Parent site of PS2 is CS1",
             ],
         )
+        # SS1's copy goes through PS1, which stores it too: one send over CS1 -> PS1
+        _in_order(
+            distmgr,
+            [
+                f"Needs to send the compressed package for package {pkg_id} to site SS1",
+                f"Created minijob to send compressed copy of package {pkg_id} to site SS1.",
+                "Parent site of SS1 is PS1",
+            ],
+        )
+        assert f"package {pkg_id} to site PS1" not in distmgr
         _in_order(
             _log(h, "CS1", "sched.log"),
             [
@@ -98,9 +109,7 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
         )
         sender = _log(h, "CS1", "sender.log")
         _in_order(sender, ["Checking for site-specific sending capacity.  Used 0 out of 3.~"])
-        _in_order(
-            sender, ["SMS_SITE\\001SQCS1.TMP to \\\\PS1SITE", "Sending completed successfully"]
-        )
+        _in_order(sender, ["SQCS1.TMP to \\\\PS1SITE", "Sending completed successfully"])
         _in_order(
             _log(h, "PS1", "despool.log"),
             [
@@ -168,7 +177,8 @@ async def test_content_before_its_package_row_is_retried_after_the_delay(tmp_pat
     despooler fails with error 12, retries after despooler_retry_delay, then stores it."""
     await _keys_everywhere(tmp_path)
     src = write_tree(tmp_path / "src", {"a.txt": b"alpha\n" * 100})
-    cfg = _slow_replication(tmp_path, 1_000.0, 3_000.0)  # the retry comes after the row
+    # The row takes 0.5 s of real time (the send, a few ms); the retry comes after it.
+    cfg = _slow_replication(tmp_path, 5_000.0, 6_000.0)
     async with Hierarchy.open(cfg, time_scale=TIME_SCALE) as h:
         pkg = await h.create_package("Race", src, site="CS1")
         await h.distribute(pkg, [PS1DP1])

@@ -63,6 +63,7 @@ CRASH_POINTS = (
     "distmgr.status_stored",
     "pkgxfermgr.file_sent",
     "pkgxfermgr.content_added",
+    "pkgxfermgr.status_dropped",
 )
 POLL = 0.002  # seconds between looks at the journal and the driver's exit
 RUN_TIMEOUT = 240.0  # real seconds one driver run may take before the trial fails

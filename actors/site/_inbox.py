@@ -1,0 +1,61 @@
+"""``distmgr.box\\incoming``: the STA files PkgXferMgr's sending threads drop and DistMgr's
+replication processing thread processes and deletes.
+
+A file's name is the job's ID and the status in hex (job 0x241, status 3:
+``00002413.STA``), so names sort in the order a job's statuses were sent. The final status
+of a job (installed, removed) is written durably before the sending thread deletes its
+job: from then on the file remembers how the job ended until DistMgr has stored it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio.to_thread
+import msgspec
+
+from actors.site.messages import TransferStatus
+from contentlib import atomic_write
+
+__all__ = ["StatusInbox"]
+
+_decoder = msgspec.msgpack.Decoder(TransferStatus)
+
+
+class StatusInbox:
+    """A site server's ``inboxes/distmgr.box/incoming`` folder."""
+
+    def __init__(self, server_root: Path) -> None:
+        self.path = server_root / "inboxes" / "distmgr.box" / "incoming"
+
+    def file_for(self, job_id: int, status: int) -> Path:
+        return self.path / f"{job_id:07X}{status:X}.STA"
+
+    async def drop(self, sta: TransferStatus, *, durable: bool) -> Path:
+        """Write the STA file whole (``durable``: synced before this returns)."""
+        path = self.file_for(sta.job_id, sta.status)
+        data = msgspec.msgpack.encode(sta)
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, data, durable=durable)
+
+        await anyio.to_thread.run_sync(write)
+        return path
+
+    def pending(self) -> list[Path]:
+        """STA files not yet processed, in the order they were sent."""
+        if not self.path.is_dir():
+            return []
+        return sorted(p for p in self.path.iterdir() if p.suffix == ".STA")
+
+    async def read(self, path: Path) -> TransferStatus | None:
+        """The file's status; None for a file that is gone or unreadable (a torn
+        non-durable STA after a crash: its job is still there and sends it again)."""
+        try:
+            return _decoder.decode(await anyio.to_thread.run_sync(path.read_bytes))
+        except (FileNotFoundError, msgspec.DecodeError):
+            return None
+
+    async def remove(self, path: Path) -> None:
+        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
