@@ -20,6 +20,7 @@ from pathlib import Path
 import aiofiles
 import anyio
 
+from actors._crashpoints import crash_point
 from actors.config import Settings
 from actors.errors import TransferError
 from actors.network import NetworkLink
@@ -147,6 +148,7 @@ class Sender(Component):
                 self.trace(f"~Wrote {allowed} bytes to {share}.PCK at position {offset - allowed}")
             await out.flush()
             os.fsync(out.fileno())
+        crash_point("sender.package_written")  # the PCK is there, the instruction is not
         self.trace(f"~Sending completed [{msg.package_file}]")
         self.trace(
             f"~Finished sending SWD package {msg.pkg_id} version {msg.version} to site {dest}"
