@@ -149,7 +149,7 @@ class Despooler(Component):
     async def _execute_locked(self, sni: Path, pck: Path, ins: Instruction) -> None:
         pkg_id, version = ins.pkg_id, ins.version
         self.trace(f"~Executing instruction of type {ins.type}")
-        stored = package_file(self.server_root, pkg_id, version)
+        stored = package_file(self.server_root, pkg_id, version, ins.base_version)
         self.trace(
             f"~Received package {pkg_id} version {version}. Compressed file -  {stored} as {pck}"
         )
@@ -163,7 +163,10 @@ class Despooler(Component):
             self.trace(f"Content Library: {self.library.root}")
             self.trace(f"Extracting package {pkg_id}")
             try:
-                manifest = await self.library.add_from_pck(pck)
+                if ins.base_version:  # the changes from the version this site holds
+                    manifest = await self.library.add_from_dlt(pck)
+                else:
+                    manifest = await self.library.add_from_pck(pck)
             except ContentLibError as exc:
                 await self._refuse(sni, pck, f"package file {pck.name}: {exc}")
                 return

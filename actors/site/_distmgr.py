@@ -72,6 +72,7 @@ __all__ = ["PACKAGE_CHANGED_TOPIC", "DistMgr"]
 
 _HASH_ALGORITHM = 32780  # CALG_SHA_256, as the reference logs it
 CONTENT_ARRIVED_MASK = 160  # the despooler's UpdateMask: a version arrived from another site
+_MAX_DELTA_VERSIONS = 5  # a site further behind gets the whole package (PCK)
 
 
 class DistMgr(Component):
@@ -359,11 +360,28 @@ class DistMgr(Component):
             if site in on_the_way:
                 continue
             if await self.db.minijob_for(pkg_id, version, site) is None:  # not on its way
-                await self._minijob(pkg, site)
+                await self._minijob(pkg, site, await self._delta_base(pkg, site))
 
-    async def _minijob(self, pkg: PackageRow, site: str) -> None:
+    async def _delta_base(self, pkg: PackageRow, site: str) -> int:
+        """The version a site's DLT starts from: the one it holds, if the library still
+        has it and it is at most 5 versions behind (0: the site gets the PCK)."""
+        held = await self.db.site_version(pkg.pkg_id, site)
+        version = pkg.stored_pkg_version
+        if held == 0 or version - held > _MAX_DELTA_VERSIONS:
+            return 0
+        if make_content_id(pkg.pkg_id, held) not in self.library.content_ids(pkg.pkg_id):
+            return 0
+        # every site on the way stores the copy it forwards: each must hold the base too
+        for hop in self.hierarchy.tree_path(self.site, site)[1:-1]:
+            if await self.db.site_version(pkg.pkg_id, hop) != held:
+                return 0
+        return held
+
+    async def _minijob(self, pkg: PackageRow, site: str, base: int) -> None:
         pkg_id, version = pkg.pkg_id, pkg.stored_pkg_version
         self.trace(f"~Package {pkg_id} does not have a preferred sender.")
+        if base:  # an update: the compressed changes (2333, with the site)
+            await self._report(2333, (pkg_id, site), pkg_id)
         self.trace(f"~Needs to send the compressed package for package {pkg_id} to site {site}")
         self.trace(f"~Sending a copy of package {pkg_id} to site {site}")
         path = self.hierarchy.tree_path(self.site, site)
@@ -371,7 +389,7 @@ class DistMgr(Component):
         if hop == site:
             self.trace(f"~The reporting site of site {site} is this site.")
         self.trace("~Use drive E for storing the compressed package.")
-        pck = package_file(self.server_root, pkg_id, version)
+        pck = package_file(self.server_root, pkg_id, version, base)
         self.trace(f"~Setting CMiniJob transfer root to {pck}")
         root = str(pck)
         # DistMgr's own reference while it builds and hands over the file: a send request
@@ -380,7 +398,11 @@ class DistMgr(Component):
         try:
             if not await anyio.to_thread.run_sync(pck.exists):  # built once per version
                 await anyio.Path(pck.parent).mkdir(parents=True, exist_ok=True)
-                await self.library.write_pck(make_content_id(pkg_id, version), pck)
+                new = make_content_id(pkg_id, version)
+                if base:
+                    await self.library.write_dlt(make_content_id(pkg_id, base), new, pck)
+                else:
+                    await self.library.write_pck(new, pck)
             size = (await anyio.Path(pck).stat()).st_size
             now = product_time(self.clock.wall())
             job_id = await self.db.write(
@@ -394,6 +416,7 @@ class DistMgr(Component):
                     priority=pkg.priority,
                     size=size,
                     now=now,
+                    base_version=base,
                 )
             )
             refs = await self.db.package_file_refs(root)

@@ -44,6 +44,7 @@ class Instruction(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     final_site: str
     package_sha256: str
     package_size: int
+    base_version: int = 0  # the package file is a DLT from this version (0: a PCK)
     type: str = INSTRUCTION_TYPE
 
 

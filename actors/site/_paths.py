@@ -22,6 +22,9 @@ def smspkg(server_root: Path) -> Path:
     return server_root / "SMSPKG"
 
 
-def package_file(server_root: Path, pkg_id: str, version: int) -> Path:
-    """``SMSPKG/<PkgID>.PCK.<version>``, as the reference names a PCK."""
+def package_file(server_root: Path, pkg_id: str, version: int, base: int = 0) -> Path:
+    """``SMSPKG/<PkgID>.PCK.<version>``, or ``<PkgID>.DLT.<base>.<version>`` for the changes
+    from ``base``, as the reference names them."""
+    if base:
+        return smspkg(server_root) / f"{pkg_id}.DLT.{base}.{version}"
     return smspkg(server_root) / f"{pkg_id}.PCK.{version}"

@@ -90,6 +90,7 @@ class Scheduler(Component):
             final_site=job.final_site,
             package_sha256=await anyio.to_thread.run_sync(_sha256, job.transfer_root),
             package_size=job.size,
+            base_version=job.base_version,
         )
         self.trace(f"Instruction type:  {instruction.type}~")
         self.trace(f"Creating instruction file: {icl}~")

@@ -41,13 +41,14 @@ def insert_minijob(
     priority: int,
     size: int,
     now: str,
+    base_version: int = 0,
 ) -> int | None:
     """A mini-job, unless one exists for that version and final site (None then); the
     package file's reference count goes up with it."""
     cur = conn.execute(
-        "INSERT OR IGNORE INTO MiniJobs (PkgID, Version, DestSite, FinalSite, TransferRoot,"
-        " Priority, Size, CreationTime) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (pkg_id, version, dest_site, final_site, transfer_root, priority, size, now),
+        "INSERT OR IGNORE INTO MiniJobs (PkgID, Version, BaseVersion, DestSite, FinalSite,"
+        " TransferRoot, Priority, Size, CreationTime) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (pkg_id, version, base_version, dest_site, final_site, transfer_root, priority, size, now),
     )
     if cur.rowcount != 1:
         return None

@@ -359,7 +359,7 @@ def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
 
 _MINIJOB_COLS = (
     "JobID, PkgID, Version, DestSite, FinalSite, TransferRoot, Priority, State,"
-    " SendRequestID, Size, Attempts"
+    " SendRequestID, Size, Attempts, BaseVersion"
 )
 
 

@@ -201,3 +201,4 @@ class MiniJobRow(msgspec.Struct, frozen=True):
     send_request_id: str
     size: int
     attempts: int
+    base_version: int  # a DLT from this version (0: a PCK)

@@ -523,6 +523,7 @@ CREATE TABLE MiniJobs (
     JobID INTEGER PRIMARY KEY AUTOINCREMENT,
     PkgID TEXT NOT NULL,
     Version INTEGER NOT NULL,
+    BaseVersion INTEGER NOT NULL DEFAULT 0, -- a DLT from this version (0: a PCK)
     DestSite TEXT NOT NULL,
     FinalSite TEXT NOT NULL,
     TransferRoot TEXT NOT NULL,            -- the package file in SMSPKG

@@ -25,6 +25,7 @@ from tests.actors.flow_helpers import (
     TIMEOUT,
     assert_extracts_identical,
     message_ids,
+    messages,
     open_hierarchy,
     replicated,
     until,
@@ -143,6 +144,14 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
             row = await h.servers[code].db.package(pkg_id)
             assert row is not None
             assert (row.stored_pkg_version, row.action) == (2, 0), code
+        # the changes travelled (a DLT from version 1), with 2333 naming each site sent to
+        cs1_ids = [m for m in await messages(cs1.db) if m.message_id == 2333]
+        assert sorted(m.strings[1] for m in cs1_ids) == ["PS2", "SS1"]  # PS1: on SS1's way
+        distmgr = _log(h, "CS1", "distmgr.log")
+        assert (
+            f"Setting CMiniJob transfer root to {smspkg(cs1.root) / f'{pkg_id}.DLT.1.2'}" in distmgr
+        )
+        _in_order(_log(h, "SS1", "despool.log"), [f"Extracting content {pkg_id}.2"])
 
 
 async def _stored(h: Hierarchy, pkg_id: str, version: int) -> bool:
