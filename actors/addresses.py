@@ -13,9 +13,11 @@ __all__ = [
     "dp_provider",
     "drs",
     "pkgxfermgr",
+    "pulldp",
     "scheduler",
     "sender",
     "smsdbmon",
+    "statesys",
 ]
 
 
@@ -53,3 +55,12 @@ def sender(site: str) -> str:
 
 def despooler(site: str) -> str:
     return f"{site}/Despooler"
+
+
+def pulldp(dp: str) -> str:
+    """The PullDP component on a pull DP's machine."""
+    return f"{dp}/PullDP"
+
+
+def statesys(site: str) -> str:
+    return f"{site}/StateSys"

@@ -238,10 +238,10 @@ class Hierarchy:
         names = _names(dps)
         for name in names:
             dp = self.config.dp(name)
-            if dp.pull:
+            if dp.pull and dp.site != server.code:
                 raise NotSupported(
-                    f"{dp.name} is a pull DP: pull distribution points are not supported"
-                    " yet (issue #7)"
+                    f"{dp.name} is a pull DP of site {dp.site}, package {pkg_id} belongs to site"
+                    f" {server.code}: pull DPs of another site are not supported yet"
                 )
         with anyio.CancelScope(shield=True):
             await self._guard(server.provider.add_distribution_points(pkg_id, names))

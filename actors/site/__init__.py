@@ -1,4 +1,5 @@
-"""Site-server components: SMS Provider, DistMgr, PkgXferMgr, SMSDBMON, content validation."""
+"""Site-server components: SMS Provider, DistMgr, PkgXferMgr, SMSDBMON, content validation,
+the MP relay and the State System."""
 
 from actors.site._contentvalidator import ContentValidator, ValidateAll, ValidateContent
 from actors.site._despooler import Despooler
@@ -10,6 +11,7 @@ from actors.site._provider import DEFAULT_LAST_REFRESH, SmsProvider
 from actors.site._scheduler import Scheduler
 from actors.site._sender import Sender
 from actors.site._smsdbmon import SmsDbMon
+from actors.site._statesys import MpRelay, StateMessageFile, StateSystem
 
 __all__ = [
     "CANCELLED_REASON",
@@ -19,6 +21,7 @@ __all__ = [
     "ContentValidator",
     "Despooler",
     "DistMgr",
+    "MpRelay",
     "PkgXferMgr",
     "RetryJob",
     "Scheduler",
@@ -26,6 +29,8 @@ __all__ = [
     "SiteKey",
     "SmsDbMon",
     "SmsProvider",
+    "StateMessageFile",
+    "StateSystem",
     "StatusInbox",
     "ValidateAll",
     "ValidateContent",

@@ -38,6 +38,7 @@ from actors.sitedb.rows import (
     PkgServerRow,
     PkgStatusRow,
     PullDPResponseRow,
+    PullResponseDetail,
     ReplicationRecord,
     SiteRow,
     StatusMessageRow,
@@ -615,6 +616,26 @@ class SiteDatabase:
             (pkg_status_id,),
         )
         return [PullDPResponseRow(*r) for r in rows]
+
+    async def pull_response_detail(self, pkg_status_id: int) -> list[PullResponseDetail]:
+        """The reference's query for a ``<PkgStatusID>.PUL``, oldest message first."""
+        rows = await self.fetchall(
+            "select s.ID, s.PkgServer, s.SiteCode, p.StoredPkgVersion, s.Status, r.PkgVersion,"
+            " r.ActionState, r.ActionData, p.PkgFlags, p.ShareType, r.MessageTime"
+            " from PullDPResponse r join PkgStatus s on r.PkgStatusID = s.PKID"
+            " AND r.PkgStatusID = ? join SMSPackages p on s.ID = p.PkgID ORDER BY r.MessageTime",
+            (pkg_status_id,),
+        )
+        return [PullResponseDetail(*r) for r in rows]
+
+    async def dp_status_id(self, pkg_id: str, nal_path: str) -> int | None:
+        """The PKID of the DP's PkgStatus row for the package (a pull DP's state message
+        is keyed by it)."""
+        found = await self.scalar(
+            "SELECT PKID FROM PkgStatus WHERE ID = ? AND Type = 2 AND PkgServer = ?",
+            (pkg_id, nal_path),
+        )
+        return None if found is None else int(found)
 
     async def pull_dp_sources(self, pull_dp: str, content_id: str, version: int) -> list[str]:
         """The reference's phase 1 query: source DPs (best rank first) that hold the content."""

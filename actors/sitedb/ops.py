@@ -30,6 +30,13 @@ from actors.sitedb._provider_ops import (
     server_action,
     set_server_actions,
 )
+from actors.sitedb._pull_ops import (
+    delete_content_dp_map,
+    delete_pull_dp_response,
+    insert_pull_dp_response,
+    set_content_dp_map,
+    set_pull_notified,
+)
 from actors.sitedb._sending_ops import (
     MINIJOB_COMPLETE,
     MINIJOB_FAILED,
@@ -64,8 +71,10 @@ __all__ = [
     "add_package_file_ref",
     "apply_replication",
     "cancel_jobs",
+    "delete_content_dp_map",
     "delete_job",
     "delete_package_rows",
+    "delete_pull_dp_response",
     "delete_removed_server",
     "delete_transfer_bytes",
     "despooled",
@@ -75,6 +84,7 @@ __all__ = [
     "insert_minijob",
     "insert_package",
     "insert_pkg_server",
+    "insert_pull_dp_response",
     "insert_removal_job",
     "insert_status_message",
     "mark_stale_servers",
@@ -91,8 +101,10 @@ __all__ = [
     "save_drs_sent",
     "save_site_key",
     "server_action",
+    "set_content_dp_map",
     "set_job_state",
     "set_minijob_state",
+    "set_pull_notified",
     "set_server_actions",
     "store_package_version",
     "take_arrived_version",
@@ -483,6 +495,7 @@ def package_action(conn: sqlite3.Connection, pkg_id: str) -> PackageAction | Non
 def delete_package_rows(conn: sqlite3.Connection, pkg_id: str) -> None:
     """The last step of a delete: every row of the package at this site."""
     for table, column in (
+        ("ContentDPMap", "ContentID"),
         ("DistributionJobs", "PkgID"),
         ("DPTransferBytes", "PkgID"),
         ("PkgStatus", "ID"),
