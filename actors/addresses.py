@@ -11,7 +11,9 @@ __all__ = [
     "distmgr",
     "dp_provider",
     "pkgxfermgr",
+    "pulldp",
     "smsdbmon",
+    "statesys",
 ]
 
 
@@ -33,3 +35,12 @@ def content_validator(site: str) -> str:
 
 def dp_provider(dp: str) -> str:
     return f"{dp}/DPProvider"
+
+
+def pulldp(dp: str) -> str:
+    """The PullDP component on a pull DP's machine."""
+    return f"{dp}/PullDP"
+
+
+def statesys(site: str) -> str:
+    return f"{site}/StateSys"

@@ -19,9 +19,11 @@ The tree (catch a branch to catch what is under it)::
     ├── SourceUnavailable          a package source that does not exist or cannot be read
     ├── PackageIdsExhausted        a site has used all 1,048,576 package IDs
     ├── WaitTimeout                ``wait``/``delete`` ran out of time: names what is pending
+    ├── BadNotification            a pull DP notification or .TZ bundle that cannot be used
     └── TransferError              moving content failed (retried on the schedule)
         ├── LinkDown
-        └── LinkCut
+        ├── LinkCut
+        └── DownloadFailed         a pull DP found no source that gave a file whole
 
 The content library's own errors (``contentlib.ContentLibError``: ``HashMismatch``,
 ``TargetNotEmpty``, ``UnsafePath``, ...) reach callers of ``extract`` as they are.
@@ -30,9 +32,11 @@ The content library's own errors (``contentlib.ContentLibError``: ``HashMismatch
 from __future__ import annotations
 
 __all__ = [
+    "BadNotification",
     "CmdistError",
     "DataRootError",
     "DataRootLocked",
+    "DownloadFailed",
     "DuplicateDistribution",
     "HierarchyClosed",
     "HierarchyConfigError",
@@ -148,6 +152,16 @@ class LinkCut(TransferError):
         self.link = link
         self.sent = sent
         super().__init__(f"link {link} was cut after {sent} bytes of this transfer")
+
+
+class DownloadFailed(TransferError):
+    """A pull DP's download of a file failed from every source it may use (each reason
+    named); the content job is retried."""
+
+
+class BadNotification(CmdistError):
+    """A pull DP notification or package info bundle (``.TZ``) that cannot be used
+    (malformed, or its hash does not match): the job is refused, nothing is downloaded."""
 
 
 class NotSupported(CmdistError):

@@ -34,12 +34,12 @@ FLOWS: Mapping[str, str] = {
     "distribute": "Distribute a package to standard DP",
     "update": "Update a package",
     "redistribute": "Redistribute a package",
+    "distribute_pull_dp": "Distribute a package to pull DP",
 }
 
 # The reference's other flows: reported as not implemented yet, never skipped silently.
 NOT_IMPLEMENTED: Mapping[str, str] = {
     "distribute_across_sites": "Distribute a package to DP across sites",
-    "distribute_pull_dp": "Distribute a package to pull DP",
 }
 
 

@@ -1,7 +1,8 @@
 """``python -m bench conformance [--json]``: cmdist's logs against the reference's, line by line.
 
 Each one-site flow of ``../shared/reference/package-actions.md`` (create; distribute to a
-standard DP; update; redistribute) runs on a fresh data root through the public API. The
+standard DP; update; redistribute; distribute to the pull DP P01PDP1, the package on its
+source DP first) runs on a fresh data root through the public API. The
 log lines the reference quotes for that flow are compared, normalised (see
 :func:`bench._reference.normalise`), with what cmdist wrote to the same component's log
 (on every server) during the flow. Reported per flow: ``reference`` (quoted lines, minus
@@ -37,6 +38,7 @@ SITE = "PS1"
 DP1 = "PS1DP1.CONTOSO.COM"
 DP2 = "PS1DP2.CONTOSO.COM"
 # The reference's update flow updates a package held by these four DPs of PS1.
+PULL_SITE, PULL_SOURCE, PULL_DP = "P01", "P01DP1.CONTOSO.COM", "P01PDP1.CONTOSO.COM"
 ALL_DPS = ("PS1SITE.CONTOSO.COM", "PS1SYS.CONTOSO.COM", DP1, DP2)
 TIME_SCALE = 0.001
 _TIMEOUT = 30.0
@@ -57,6 +59,7 @@ _NO_ADMIN_SHARE = (
     " does all the DP's I/O"
 )
 _ACROSS = "needs a child site holding the package: flows across sites are not implemented yet"
+_POLL = "the status poll (the backup path) finds the job already ended by the state message"
 EXCEPTIONS: tuple[Exception_, ...] = (
     Exception_(
         "create",
@@ -90,6 +93,37 @@ EXCEPTIONS: tuple[Exception_, ...] = (
     Exception_("update", "~Sending a copy of package", _ACROSS),
     Exception_("update", "~Setting CMiniJob transfer root", _ACROSS),
     Exception_("update", "~Created minijob to send compressed copy", _ACROSS),
+    Exception_(
+        "distribute_pull_dp",
+        "",
+        "a first distribution has no changed file: the signature download ('If applicable')"
+        " runs on an update to a pull DP (tests/actors/test_flow_pulldp_faults.py)",
+        step="Step 10",
+    ),
+    Exception_(
+        "distribute_pull_dp",
+        "ContentExecuteJob {C10457F9-DE3A-4B45-878C-345919AFF97E} (state: 5-Signature",
+        "the signature step's end, on an update only (see Step 10)",
+        step="Step 11",
+    ),
+    *(
+        Exception_(
+            "distribute_pull_dp",
+            f"ContentExecuteJob {{{guid}",
+            "the reference's second example, an application with two content items:"
+            " cmdist packages are classic packages with one content each",
+            step="Step 9",
+        )
+        for guid in ("55692006", "7175CD81")
+    ),
+    *(
+        Exception_("distribute_pull_dp", starts, _POLL)
+        for starts in (
+            "Pull DP Sending thread starting for Job: 194",
+            "~Finished sending SWD package P010000F",
+            "Sent status to the distribution manager for pkg P010000F",
+        )
+    ),
     Exception_(
         "redistribute",
         "Content_",
@@ -183,10 +217,10 @@ async def _run_flow(work: Path, setup: Sequence[Step], flow: Step) -> Logs:
     return _read_logs(data, before)
 
 
-def _create_step(src: Path) -> Step:
+def _create_step(src: Path, site: str = SITE) -> Step:
     async def create(h: Hierarchy, _: str) -> str:
         async def call() -> str:
-            return (await h.create_package("Dummy1", src, site=SITE)).pkg_id
+            return (await h.create_package("Dummy1", src, site=site)).pkg_id
 
         return await _processed(h, call)
 
@@ -231,6 +265,9 @@ def _plan(flow: str, src: Path) -> tuple[list[Step], Step]:
         return [create, _distribute_step(ALL_DPS)], _update_step(src)
     if flow == "redistribute":
         return [create, _distribute_step((DP1, DP2))], _redistribute_step(DP1)
+    if flow == "distribute_pull_dp":  # P01's package, on its source DP first
+        setup = [_create_step(src, PULL_SITE), _distribute_step((PULL_SOURCE,))]
+        return setup, _distribute_step((PULL_DP,))
     raise ValueError(f"unknown flow {flow!r}")
 
 

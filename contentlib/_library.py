@@ -520,33 +520,37 @@ class ContentLibrary:
 
     async def signature(self, sha256: str) -> FileSignature:
         """The FastCDC chunk signature of a stored file (computed once, then cached)."""
-        from contentlib import _signature
-
-        path = self.file_path(sha256)
-        sig_path = self._sig_path(sha256)
-        try:
-            return _sig_decoder.decode(await self._thread(sig_path.read_bytes))
-        except (FileNotFoundError, msgspec.DecodeError):
-            pass
-        if not path.exists():
-            raise ContentNotFound(f"file {sha256} is not in {self.root}")
-        sig = await self._thread(_signature.compute, path, sha256)
-
-        def save() -> None:  # a cache, rebuilt when unreadable: no fsync
-            sig_path.parent.mkdir(exist_ok=True)
-            _fs.atomic_write(sig_path, msgspec.msgpack.encode(sig), durable=False)
-
-        await self._thread(save)
-        return sig
+        return await self._thread(self._signature, sha256)
 
     async def sign_content(self, content_id: str) -> str:
         """Compute (or find cached) the signature of every file of a content, as the
-        product creates RDC signatures when it stores a version; returns their hash: the
-        SHA-256 over each file's signature hash, in the manifest's order."""
-        digest = hashlib.sha256()
-        for entry in self.manifest(content_id).files:
-            digest.update((await self.signature(entry.sha256)).sig_hash.encode())
-        return digest.hexdigest().upper()
+        product creates RDC signatures when it stores a version, in one worker call;
+        returns their hash: the SHA-256 over each file's signature hash, in order."""
+        files = self.manifest(content_id).files
+
+        def sign_all() -> str:
+            digest = hashlib.sha256()
+            for entry in files:
+                digest.update(self._signature(entry.sha256).sig_hash.encode())
+            return digest.hexdigest().upper()
+
+        return await self._thread(sign_all)
+
+    def _signature(self, sha256: str) -> FileSignature:
+        from contentlib import _signature
+
+        sig_path = self._sig_path(sha256)
+        try:
+            return _sig_decoder.decode(sig_path.read_bytes())
+        except (FileNotFoundError, msgspec.DecodeError):
+            pass
+        path = self.file_path(sha256)
+        if not path.exists():
+            raise ContentNotFound(f"file {sha256} is not in {self.root}")
+        sig = _signature.compute(path, sha256)
+        sig_path.parent.mkdir(exist_ok=True)  # a cache, rebuilt when unreadable: no fsync
+        _fs.atomic_write(sig_path, msgspec.msgpack.encode(sig), durable=False)
+        return sig
 
     # ----------------------------------------------------------------- deltas
 

@@ -271,8 +271,8 @@ class _SiteCheck:
             self.problems += [Problem(self.where, "integrity", r) for r in found[:20]]
 
     async def _dps(self) -> list[_DP]:
-        """The site's standard DPs (the database's rows: a DP dropped from the file still
-        holds what it held). Pull DPs keep no library of this kind yet."""
+        """The site's DPs, standard and pull (the database's rows: a DP dropped from the
+        file still holds what it held)."""
         return [
             _DP(
                 dp.server_name,
@@ -280,7 +280,6 @@ class _SiteCheck:
                 content_library(dp_root(self.config, dp.server_name, dp.is_site_server)),
             )
             for dp in await self.db.distribution_points(self.site.code)
-            if not dp.is_pull_dp
         ]
 
     async def _installed(self, packages: dict[str, int], libs: dict[str, _Library]) -> int:

@@ -238,11 +238,6 @@ class Hierarchy:
         names = _names(dps)
         for name in names:
             dp = self.config.dp(name)
-            if dp.pull:
-                raise NotSupported(
-                    f"{dp.name} is a pull DP: pull distribution points are not supported"
-                    " yet (issue #7)"
-                )
             if dp.site != server.code:
                 raise NotSupported(
                     f"{dp.name} is a DP of site {dp.site}, package {pkg_id} belongs to site"

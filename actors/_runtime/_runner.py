@@ -17,6 +17,7 @@ import anyio
 
 from actors._runtime._site import SiteServer
 from actors.config import HierarchyConfig
+from actors.dp import ContentServer
 from actors.errors import HierarchyFailed
 from bus import Bus
 
@@ -63,8 +64,10 @@ class Runner:
     async def _run(self) -> None:
         try:
             async with AsyncExitStack() as stack:
+                # The web server of every DP and MP: up before the sites, down after them.
+                content = await stack.enter_async_context(ContentServer.open())
                 sites = [
-                    await SiteServer.open(stack, self.config, site, self.bus)
+                    await SiteServer.open(stack, self.config, site, self.bus, content)
                     for site in self.config.sites
                 ]
                 async with self.bus:

@@ -6,25 +6,33 @@ from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
 from actors import addresses
-from actors.config import HierarchyConfig, Site
-from actors.dp import DPProvider, content_library, dp_root
+from actors.config import DistributionPoint, HierarchyConfig, Site
+from actors.dp import ContentServer, DPProvider, content_library, dp_root
 from actors.errors import SiteDatabaseLost
 from actors.network import NetworkLink
+from actors.pulldp import PullDPAgent
 from actors.site import (
     ContentValidator,
     DistMgr,
+    MpRelay,
     PkgXferMgr,
     SmsDbMon,
     SmsProvider,
+    StateSystem,
     StatusInbox,
 )
+from actors.site.messages import TRANSFER_PROGRESS_TOPIC, TransferProgress
 from actors.sitedb import DistributionPointRow, SiteDatabase
 from actors.status import (
+    DATA_TRANSFER_SERVICE,
     DISTMGR,
     DP_PROVIDER,
+    MP_RELAY,
     PKGXFERMGR,
     PROVIDER,
+    PULLDP,
     SMSDBMON,
+    STATE_SYSTEM,
     ComponentLogs,
     StatusReporter,
 )
@@ -35,7 +43,7 @@ __all__ = ["SiteServer"]
 
 
 class _Libraries:
-    """The content libraries of a site: its own and those of its standard DPs, opened before
+    """The content libraries of a site: its own and those of its DPs, opened before
     its database so that a lost database can be told from a new site."""
 
     def __init__(self, site: ContentLibrary, dps: dict[str, ContentLibrary]) -> None:
@@ -50,7 +58,6 @@ class _Libraries:
                 content_library(dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper()))
             )
             for dp in hierarchy.dps_of(site.code)
-            if not dp.pull
         }
         own = await ContentLibrary.open(content_library(hierarchy.server_root(site.server)))
         return cls(own, dps)
@@ -83,7 +90,9 @@ class SiteServer:
         db: SiteDatabase,
         bus: Bus,
         libraries: _Libraries,
+        content: ContentServer,
     ) -> None:
+        self.content = content
         self.hierarchy = hierarchy
         self.site = site
         self.code = site.code
@@ -107,12 +116,18 @@ class SiteServer:
         self.provider.id_floor = libraries.highest_package_number(site.code)
         self._dp_libraries = libraries.dps
         self.dps: dict[str, DPProvider] = {}
+        self.pull_dps: dict[str, PullDPAgent] = {}
         self._dp_logs: list[ComponentLogs] = []
         self.links: dict[str, NetworkLink] = {}
 
     @classmethod
     async def open(
-        cls, stack: AsyncExitStack, hierarchy: HierarchyConfig, site: Site, bus: Bus
+        cls,
+        stack: AsyncExitStack,
+        hierarchy: HierarchyConfig,
+        site: Site,
+        bus: Bus,
+        content: ContentServer,
     ) -> SiteServer:
         root = hierarchy.server_root(site.server)
         libraries = await _Libraries.open(hierarchy, site)
@@ -127,8 +142,10 @@ class SiteServer:
                 f"{', ...' if len(held) > 5 else ''}); restore the database from a backup"
                 " instead of starting the site as a new one",
             )
-        db = await stack.enter_async_context(SiteDatabase.open(path, hierarchy=hierarchy))
-        server = cls(hierarchy, site, db, bus, libraries)
+        db = await stack.enter_async_context(
+            SiteDatabase.open(path, hierarchy=hierarchy, clock=bus.clock.wall)
+        )
+        server = cls(hierarchy, site, db, bus, libraries, content)
         stack.callback(server.close_logs)
         return server
 
@@ -138,9 +155,51 @@ class SiteServer:
         nothing received but not yet committed is lost."""
         await self.library.collect_garbage()
         for dp in self.hierarchy.dps_of(self.code):
-            if not dp.pull:  # pull DPs arrive with their own component
+            if not dp.pull:
                 await self._start_dp(dp.name)
         self._start_components()
+        for dp in self.hierarchy.dps_of(self.code):
+            if dp.pull:  # last: a job it resumes reports to the State System
+                await self._start_pull_dp(dp)
+
+    async def _start_pull_dp(self, dp: DistributionPoint) -> None:
+        """A pull DP: its PullDP component on its own library and logs; the links from
+        its sources on the way of its downloads."""
+        h, bus = self.hierarchy, self.bus
+        root = dp_root(h, dp.name, False)
+        logs = ComponentLogs(root / "logs")
+        self._dp_logs.append(logs)
+        library = self._dp_libraries[dp.name.upper()]
+        await library.collect_garbage()
+        links = {
+            src: NetworkLink(f"{src}->{dp.name}", bus.clock, h.link(src, dp.name))
+            for src in dp.sources
+        }
+        name = dp.name
+
+        async def progress(pkg_id: str, version: int, done: int, total: int) -> None:
+            event = TransferProgress(pkg_id, version, name, done, total, False)
+            with suppress(BusClosed):
+                await bus.publish(TRANSFER_PROGRESS_TOPIC, event)
+
+        agent = PullDPAgent(
+            name=dp.name,
+            nal_path=dp.nal_path,
+            root=root,
+            library=library,
+            links=links,
+            clock=bus.clock,
+            mp_url=self.content.mp_url(self.site.server),
+            locate=self.content.locate,
+            max_active_jobs=dp.max_active_jobs or h.settings.pulldp_max_active_jobs,
+            retry_delay=h.settings.pulldp_retry_delay,
+            log=logs[PULLDP],
+            dts_log=logs[DATA_TRANSFER_SERVICE],
+            provider_log=logs[DP_PROVIDER],
+            progress=progress,
+        )
+        self.pull_dps[dp.name.upper()] = bus.spawn(agent, addresses.pulldp(dp.name))
+        self.content.serve(dp.name, library)  # a pull DP can be another's source
 
     async def _start_dp(self, name: str) -> None:
         """A standard DP: its provider (on its own library and logs) and the site's link."""
@@ -154,6 +213,7 @@ class SiteServer:
         provider = DPProvider(name, root, self._dp_libraries[name.upper()], log=logs[DP_PROVIDER])
         await provider.library.collect_garbage()
         self.dps[name.upper()] = bus.spawn(provider, addresses.dp_provider(name))
+        self.content.serve(name, provider.library)  # its SMS_DP_SMSPKG$ / SMS_DP_SMSSIG$
         self.links[name] = NetworkLink(f"{code}->{name}", bus.clock, h.link(code, name))
 
     def _start_components(self) -> None:
@@ -184,6 +244,7 @@ class SiteServer:
                 dp_root=self._dp_root,
                 inbox=self.inbox,
                 log=self.logs[PKGXFERMGR],
+                content_url=self.content.content_url,
             ),
             addresses.pkgxfermgr(code),
         )
@@ -197,6 +258,12 @@ class SiteServer:
             ),
             addresses.content_validator(code),
         )
+        bus.spawn(
+            StateSystem(self.db, self.root, self.logs[STATE_SYSTEM]),
+            addresses.statesys(code),
+        )
+        relay = MpRelay(code, self.root, bus, bus.clock, self.logs[MP_RELAY])
+        self.content.endpoint(self.site.server, relay.receive)
         bus.spawn(
             SmsDbMon(
                 self.db,
@@ -229,4 +296,7 @@ class SiteServer:
 
     def dp_library(self, name: str) -> ContentLibrary | None:
         provider = self.dps.get(name.upper())
-        return provider.library if provider is not None else None
+        if provider is not None:
+            return provider.library
+        agent = self.pull_dps.get(name.upper())
+        return agent.library if agent is not None else None

@@ -2,7 +2,8 @@
 
 ``cmdist demo``: the default hierarchy in a fresh data root; generated packages of mixed
 sizes are distributed to the standard DPs of site PS1, one is updated and one redistributed,
-with live progress fed by the status messages, then the content status and measured figures.
+and one package of site P01 goes to its source DP and then to the pull DP P01PDP1, with live
+progress fed by the status messages, then the content status and measured figures.
 ``cmdist status --root DIR``: the content status a run left in DIR, read from the site
 databases without starting anything.
 ``cmdist check --root DIR``: the site databases against the content libraries, read-only;
@@ -57,6 +58,7 @@ from bus import run
 __all__ = ["main"]
 
 DEMO_SITE = "PS1"
+PULL_SITE = "P01"  # the site whose pull DP the demo serves too
 INSTALLED_MESSAGE = 8210  # PkgXferMgr: package sent to the DP and installed there
 MiB = 1 << 20
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
@@ -252,6 +254,7 @@ class DemoResult(msgspec.Struct, frozen=True):
     update_ms: float
     redistribute_ms: float
     per_package: list[PackageFigures]
+    pull_dp_ms: float  # P01's package: distributed to the pull DP until Installed there
     status: list[PackageStatus]
     ok: bool  # every package Installed at its current version on every DP
 
@@ -273,6 +276,7 @@ class _Run(NamedTuple):
     update: _Phase
     redistribute: _Phase
     seconds: float  # the distributes, from the first create to the last install
+    pull: _Phase  # P01's package to the pull DP P01PDP1
 
 
 async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
@@ -293,7 +297,7 @@ async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
         await anyio.lowlevel.checkpoint()
         with view:
             run = await _run_phases(h, view, opts, sources, dps)
-        status = [await _package_status(h, pkg) for pkg in run.pkgs]
+        status = [await _package_status(h, pkg) for pkg in (*run.pkgs, run.pull.pkg)]
         tg.cancel_scope.cancel()
     return _result(opts, dps, sources, run, status)
 
@@ -327,7 +331,25 @@ async def _run_phases(
     redist = view.watch(pkgs[0], f"redist {again.name.split('.')[0]}", [again.nal_path])
     await h.redistribute(pkgs[0], again.name)
     await _settle(h, [redist], opts.timeout)
-    return _Run(pkgs, phases, update, redist, seconds)
+    return _Run(pkgs, phases, update, redist, seconds, await _pull_phase(h, view, opts, sources))
+
+
+async def _pull_phase(
+    h: Hierarchy, view: _Progress, opts: _DemoOptions, sources: list[_Source]
+) -> _Phase:
+    """The smallest package again, created at P01: its source DP first, then the pull DP,
+    which downloads it over HTTP and reports back through the MP and the State System."""
+    smallest = min(sources, key=lambda s: s.size)
+    pkg = await h.create_package(f"{smallest.name}-pull", smallest.path, site=PULL_SITE)
+    pull = next(d for d in opts.config.dps_of(PULL_SITE) if d.pull)
+    sources_of = [opts.config.dp(name) for name in pull.sources]
+    first = view.watch(pkg, "source DP", [d.nal_path for d in sources_of])
+    await h.distribute(pkg, [d.name for d in sources_of])
+    await _settle(h, [first], opts.timeout)
+    phase = view.watch(pkg, "pull DP", [pull.nal_path])
+    await h.distribute(pkg, [pull.name])
+    await _settle(h, [phase], opts.timeout)
+    return phase
 
 
 async def _package_status(h: Hierarchy, pkg: Package) -> PackageStatus:
@@ -362,6 +384,7 @@ def _result(
         lat_max_ms=round(latencies[-1], 1),
         update_ms=round(run.update.seconds * 1000, 1),
         redistribute_ms=round(run.redistribute.seconds * 1000, 1),
+        pull_dp_ms=round(run.pull.seconds * 1000, 1),
         per_package=[
             PackageFigures(p.pkg_id, s.name, s.files, s.size, round(ph.seconds * 1000, 1))
             for p, s, ph in zip(run.pkgs, sources, run.phases, strict=True)
@@ -406,7 +429,8 @@ def _print_demo(console: Console, result: DemoResult) -> None:
     )
     console.print(
         f"update to Installed on every DP: {result.update_ms:,.0f} ms;"
-        f" redistribute to Installed: {result.redistribute_ms:,.0f} ms"
+        f" redistribute to Installed: {result.redistribute_ms:,.0f} ms;"
+        f" {PULL_SITE}'s package to its pull DP: {result.pull_dp_ms:,.0f} ms"
     )
     verdict = "every package Installed on every DP" if result.ok else "NOT every package Installed"
     console.print(f"{verdict}.  Data root: {result.root}", soft_wrap=True)

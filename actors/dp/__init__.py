@@ -1,6 +1,7 @@
 """The distribution point side: the DP provider, what it is asked, and the on-disk layout
 both sides of a transfer use."""
 
+from actors.dp._http import PKG_SHARE, SIG_SHARE, ContentServer, StateMessageEndpoint
 from actors.dp._layout import (
     CONTENT_LIBRARY,
     STAGING_SHARE,
@@ -26,10 +27,44 @@ from actors.dp._provider import (
     DPValidate,
     DPValidation,
 )
+from actors.dp._pull import (
+    HASH_ALGORITHM,
+    PackageInfoBundle,
+    PullAction,
+    PullContent,
+    PullDPHolds,
+    PullDPNotify,
+    PullLocation,
+    PullNotification,
+    bundle_bytes,
+    bundle_name,
+    notification_xml,
+    parse_notification,
+    read_bundle,
+)
+from actors.dp._rdcsig import ChunkSlice, SuperSignature, chunk_slices, super_signature
+from actors.dp._statemsg import (
+    PULLDP_TOPIC_TYPE,
+    STATE_FAILED,
+    STATE_IN_PROGRESS,
+    STATE_SUCCESS,
+    PullDPStateMessage,
+    parse_report,
+    report_xml,
+)
 
 __all__ = [
     "CONTENT_LIBRARY",
+    "HASH_ALGORITHM",
+    "PKG_SHARE",
+    "PULLDP_TOPIC_TYPE",
+    "SIG_SHARE",
     "STAGING_SHARE",
+    "STATE_FAILED",
+    "STATE_IN_PROGRESS",
+    "STATE_SUCCESS",
+    "ChunkSlice",
+    "ContentServer",
     "DPAbandon",
     "DPAddContent",
     "DPAddFile",
@@ -43,10 +78,29 @@ __all__ = [
     "DPSignature",
     "DPValidate",
     "DPValidation",
+    "PackageInfoBundle",
+    "PullAction",
+    "PullContent",
+    "PullDPHolds",
+    "PullDPNotify",
+    "PullDPStateMessage",
+    "PullLocation",
+    "PullNotification",
+    "StateMessageEndpoint",
+    "SuperSignature",
+    "bundle_bytes",
+    "bundle_name",
+    "chunk_slices",
     "content_library",
     "discard_staged",
     "dp_root",
+    "notification_xml",
+    "parse_notification",
+    "parse_report",
+    "read_bundle",
+    "report_xml",
     "staged_package",
     "staging_folder",
     "staging_name",
+    "super_signature",
 ]

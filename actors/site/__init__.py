@@ -1,4 +1,5 @@
-"""Site-server components: SMS Provider, DistMgr, PkgXferMgr, SMSDBMON, content validation."""
+"""Site-server components: SMS Provider, DistMgr, PkgXferMgr, SMSDBMON, content validation,
+the MP relay and the State System."""
 
 from actors.site._contentvalidator import ContentValidator, ValidateAll, ValidateContent
 from actors.site._distmgr import PACKAGE_CHANGED_TOPIC, DistMgr
@@ -6,6 +7,7 @@ from actors.site._inbox import StatusInbox
 from actors.site._pkgxfermgr import CANCELLED_REASON, PROGRESS_INTERVAL, PkgXferMgr, RetryJob
 from actors.site._provider import DEFAULT_LAST_REFRESH, SmsProvider
 from actors.site._smsdbmon import SmsDbMon
+from actors.site._statesys import MpRelay, StateMessageFile, StateSystem
 
 __all__ = [
     "CANCELLED_REASON",
@@ -14,10 +16,13 @@ __all__ = [
     "PROGRESS_INTERVAL",
     "ContentValidator",
     "DistMgr",
+    "MpRelay",
     "PkgXferMgr",
     "RetryJob",
     "SmsDbMon",
     "SmsProvider",
+    "StateMessageFile",
+    "StateSystem",
     "StatusInbox",
     "ValidateAll",
     "ValidateContent",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections import deque
 from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,12 @@ from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
 from actors.site._inbox import StatusInbox
+from actors.site._pullresponse import process_pull_response
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
     PackageChanged,
     PackageNotification,
+    PullResponseNotification,
     StatusFile,
     TransferStatus,
 )
@@ -59,7 +62,7 @@ from actors.status import (
     format_thread_id,
     new_thread_id,
 )
-from bus import handler
+from bus import BusClosed, handler
 from contentlib import ContentLibError, ContentLibrary, Manifest, parse_content_id
 from contentlib import content_id as make_content_id
 
@@ -92,6 +95,9 @@ class DistMgr(Component):
         self.inbox = inbox
         self._replication_thread = new_thread_id()
         self.hierarchy = hierarchy
+        # Where SMSDBMON drops the .PUL files this DistMgr processes (named in its log).
+        server = hierarchy.server_root(hierarchy.site(site).server)
+        self.pul_box = server / "inboxes" / "distmgr.box" / "incoming"
         self.settings = hierarchy.settings
         self.db = db
         self.library = library
@@ -467,6 +473,8 @@ class DistMgr(Component):
         self.trace(
             f"DP Thread: Attempting to add or update package {pkg.pkg_id} on DP {dp.nal_path}"
         )
+        if dp.is_pull_dp:
+            self.trace(f"Package Server {dp.nal_path} is a PullDP.")
         if pkg.source_site != self.site:
             await self._report(2342, (pkg.name, dp.nal_path), pkg.pkg_id, dp.nal_path)
         action = JobAction.REDISTRIBUTE if server.refresh_trigger else JobAction.ADD_OR_UPDATE
@@ -544,7 +552,9 @@ class DistMgr(Component):
             self.trace(f"~Successfully delete package status file {path}")
         if sta is not None and changed:
             # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.
-            await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(sta.pkg_id))
+            # (At shutdown nobody listens any more: the status is stored all the same.)
+            with suppress(BusClosed):
+                await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(sta.pkg_id))
 
     async def _transfer_status(self, msg: TransferStatus) -> bool:
         """Store one STA's status; False when it changed nothing."""
@@ -583,7 +593,12 @@ class DistMgr(Component):
                     bytes_full=msg.bytes_full,
                     bytes_delta=msg.bytes_delta,
                 )
+            if status == PkgStatusValue.INSTALLED:  # a source for pull DPs from now on
+                ops.set_content_dp_map(
+                    conn, content_id=msg.pkg_id, version=msg.version, server_name=dp.server_name
+                )
             if status == PkgStatusValue.REMOVED:
+                ops.delete_content_dp_map(conn, content_id=msg.pkg_id, server_name=dp.server_name)
                 ops.delete_transfer_bytes(conn, msg.pkg_id, msg.nal_path)
                 ops.delete_removed_server(conn, msg.pkg_id, msg.nal_path)
 
@@ -611,6 +626,11 @@ class DistMgr(Component):
             if pkg is not None:
                 await self._finish_delete(pkg)
         return True
+
+    @handler
+    async def pull_response(self, msg: PullResponseNotification) -> None:
+        """A ``.PUL``: a pull DP's state message (see :mod:`actors.site._pullresponse`)."""
+        await process_pull_response(self, msg)
 
     def _status_op(
         self, pkg_id: str, dp: DistributionPointRow, status: PkgStatusValue, version: int

@@ -29,7 +29,6 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-import msgspec
 
 from actors import addresses
 from actors._crashpoints import crash_point
@@ -50,7 +49,8 @@ from actors.dp import (
 from actors.errors import TransferError
 from actors.network import NetworkLink
 from actors.site._inbox import StatusInbox
-from actors.site._sending import Send, transmit
+from actors.site._pullsend import PollPullJob, PullSending
+from actors.site._sending import RetryJob, Send, transmit
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
     TRANSFER_PROGRESS_TOPIC,
@@ -114,14 +114,6 @@ _FINAL = (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED)
 _Key = tuple[int, str]  # (DPID, PkgID): the jobs of one package on one DP run in order
 
 
-class RetryJob(msgspec.Struct, frozen=True):
-    """Scheduled by PkgXferMgr itself when a job failed and its retry delay has passed
-    (and at start for the jobs a previous run left). ``action`` is the job's JobAction."""
-
-    job_id: int
-    action: int = 0
-
-
 class PkgXferMgr(Component):
     """``<SITE>/PkgXferMgr``: sending threads for standard-DP jobs.
 
@@ -147,6 +139,7 @@ class PkgXferMgr(Component):
         dp_root: Callable[[DistributionPointRow], Path],
         inbox: StatusInbox,
         log: CMTraceLog | None = None,
+        content_url: Callable[[str, str], str] | None = None,
     ) -> None:
         self.site = site
         self.inbox = inbox
@@ -169,6 +162,8 @@ class PkgXferMgr(Component):
         self._parked: deque[int] = deque()  # jobs waiting for a sending thread
         self._sends: dict[_Key, Send] = {}  # the send running for a DP and package
         self._cancelling: Counter[_Key] = Counter()  # keys an administrator's cancel ends
+        # Pull DPs: their sources' DPUrls (the site's content server knows the address).
+        self.pull = PullSending(self, content_url or (lambda dp, cid: f"http://{dp}/{cid}"))
 
     async def on_start(self) -> None:
         # Jobs a previous run accepted but did not finish are taken up again; a job that
@@ -187,6 +182,10 @@ class PkgXferMgr(Component):
     @handler
     async def retry(self, msg: RetryJob) -> None:
         await self._dispatch(msg.job_id, msg.action)
+
+    @handler
+    async def poll_pull(self, msg: PollPullJob) -> None:
+        await self.pull.poll(msg)
 
     @handler
     async def cancel_transfer(self, msg: CancelTransfer) -> bool:
@@ -301,7 +300,10 @@ class PkgXferMgr(Component):
         if dp is None or self._outcome_dropped(job):
             await self.db.write(partial(ops.delete_job, job_id=job.job_id))
             return
-        if dp.server_name not in self.links:
+        if dp.is_pull_dp and job.action != JobAction.REMOVE:
+            await self._run_pull(job, dp)
+            return
+        if dp.server_name not in self.links and not dp.is_pull_dp:
             reason = f"distribution point {dp.server_name} is not in the hierarchy file"
             await self._failed(job, dp, _GiveUp(reason), give_up=True)
             return
@@ -331,6 +333,31 @@ class PkgXferMgr(Component):
                 await self._attempt(job, dp, pkg, send)
         finally:
             del self._sends[key]
+
+    async def _run_pull(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
+        pkg = await self.db.package(job.pkg_id)
+        if pkg is None or pkg.stored_pkg_version > job.package_version:
+            await self._end_superseded(job, "a newer version of the package")
+            return
+        if job.state == JobState.NOTIFIED:  # told before a restart: its state message ends it
+            self.send_later(
+                self.settings.pulldp_polling_delay, self.address, PollPullJob(job.job_id)
+            )
+            return
+        self.trace(
+            f"Found send request with ID: {job.job_id}, Package: {job.pkg_id},"
+            f" Version:{job.package_version}, Priority: {pkg.priority},"
+            f" Destination: {dp.server_name}, DPPriority: {dp.priority}"
+        )
+        tid = new_thread_id()
+        self.trace(f"~Created sending thread (Thread ID = 0x{tid:X})")
+        with as_thread(tid):
+            await self.pull.run(job, dp, pkg.priority)
+
+    async def changed(self, pkg_id: str) -> None:
+        """A DP status of the package changed: ``Hierarchy.wait`` reads it again."""
+        with suppress(BusClosed):
+            await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
 
     async def _attempt(
         self, job: DistributionJobRow, dp: DistributionPointRow, pkg: PackageRow, send: Send
@@ -812,6 +839,8 @@ def _content_id(job: DistributionJobRow) -> str:
 
 
 def _provider(dp: DistributionPointRow) -> str:
+    if dp.is_pull_dp:  # its PullDP component takes the removal
+        return addresses.pulldp(dp.server_name)
     return addresses.dp_provider(dp.server_name)
 
 

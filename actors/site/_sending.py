@@ -10,6 +10,7 @@ from pathlib import Path
 
 import anyio
 import anyio.lowlevel
+import msgspec
 
 from actors.errors import TransferError
 from actors.network import NetworkLink
@@ -21,12 +22,20 @@ from actors.sitedb import (
     DistributionPointRow,
 )
 
-__all__ = ["Send", "transmit"]
+__all__ = ["RetryJob", "Send", "transmit"]
 
 # Chunk sizes: the reference writes 983040-byte blocks to a throttled share; a local,
 # unthrottled copy goes in large blocks, one worker-thread hop each.
 _LINK_CHUNK = 983040
 _LOCAL_CHUNK = 64 << 20
+
+
+class RetryJob(msgspec.Struct, frozen=True):
+    """Scheduled by PkgXferMgr itself when a job failed and its retry delay has passed
+    (and at start for the jobs a previous run left). ``action`` is the job's JobAction."""
+
+    job_id: int
+    action: int = 0
 
 
 class Send:

@@ -27,6 +27,7 @@ from actors.sitedb.rows import (
     PkgServerRow,
     PkgStatusRow,
     PullDPResponseRow,
+    PullResponseDetail,
     SiteRow,
     StatusMessageRow,
 )
@@ -52,6 +53,7 @@ __all__ = [
     "PkgStatusType",
     "PkgStatusValue",
     "PullDPResponseRow",
+    "PullResponseDetail",
     "ServerAction",
     "SiteDatabase",
     "SiteDatabaseClosed",

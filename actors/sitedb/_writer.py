@@ -24,6 +24,7 @@ the waiting primitive matters.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sqlite3
 from collections import deque
 from collections.abc import Callable
@@ -54,10 +55,17 @@ class _Pending(Generic[T]):
 
 
 class Writer:
-    def __init__(self, conn: sqlite3.Connection, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        max_batch: int = 1000,
+        clock: Callable[[], dt.datetime] | None = None,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._conn = conn
+        self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.max_batch = max_batch
         # Unbounded, but every caller awaits its own result, so its depth is bounded by the
         # number of concurrent callers.
@@ -141,16 +149,23 @@ class Writer:
         else:
             future.set_result(p.result)
 
+    def _begin(self) -> None:
+        """A transaction whose triggers stamp rows with the clock's time (``SiteClock``:
+        SQLite's own ``'now'`` would be a second clock beside the hierarchy's)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        now = self._clock().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        self._conn.execute("UPDATE SiteClock SET Now = ?", (now,))
+
     def _run_batch(self, batch: list[_Pending[Any]]) -> None:
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin()
             try:
                 for p in batch:  # optimistic: no savepoints
                     p.result = p.fn(conn)
             except Exception:
                 conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
+                self._begin()
                 for p in batch:  # again, each in a savepoint, to undo a failure alone
                     p.result, p.error = None, None
                     conn.execute("SAVEPOINT op")
@@ -160,7 +175,8 @@ class Writer:
                         conn.execute("ROLLBACK TO op")
                         p.error = e
                     conn.execute("RELEASE op")
-            conn.execute("COMMIT")
+            # Every operation failed: not even the clock's time is kept.
+            conn.execute("ROLLBACK" if all(p.error is not None for p in batch) else "COMMIT")
         except Exception as e:  # the transaction itself failed (disk full, I/O error, ...)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
@@ -36,6 +37,7 @@ from actors.sitedb.rows import (
     PkgServerRow,
     PkgStatusRow,
     PullDPResponseRow,
+    PullResponseDetail,
     SiteRow,
     StatusMessageRow,
 )
@@ -379,6 +381,7 @@ class SiteDatabase:
         hierarchy: HierarchyConfig | None = None,
         max_batch: int = 1000,
         read_only: bool = False,
+        clock: Callable[[], dt.datetime] | None = None,
     ) -> AsyncIterator[SiteDatabase]:
         """Open (creating, migrating and seeding with ``hierarchy``) a site database.
 
@@ -387,7 +390,10 @@ class SiteDatabase:
         :class:`~actors.errors.SiteDatabaseError`. A file that cannot be used (missing or
         empty when read-only, a folder, not a database, damaged, a schema this code cannot
         use) raises :class:`~actors.errors.SiteDatabaseError` naming it, the SQLite error
-        chained, and nothing is written to it."""
+        chained, and nothing is written to it.
+
+        ``clock``: the hierarchy's wall clock, which stamps what triggers write
+        (``PkgNotification.TimeKey``); the system's UTC time without one."""
         path = Path(path)
         if read_only:
             uri = _read_only_uri(path, quiet=_unused(path))
@@ -405,7 +411,7 @@ class SiteDatabase:
                     db = cls(path, _ReadOnlyWriter(conn, path), reader)
                     yield db
                 else:
-                    writer = Writer(conn, max_batch=max_batch)
+                    writer = Writer(conn, max_batch=max_batch, clock=clock)
                     async with _running(writer):
                         db = cls(path, writer, reader)
                         yield db
@@ -602,6 +608,26 @@ class SiteDatabase:
             (pkg_status_id,),
         )
         return [PullDPResponseRow(*r) for r in rows]
+
+    async def pull_response_detail(self, pkg_status_id: int) -> list[PullResponseDetail]:
+        """The reference's query for a ``<PkgStatusID>.PUL``, oldest message first."""
+        rows = await self.fetchall(
+            "select s.ID, s.PkgServer, s.SiteCode, p.StoredPkgVersion, s.Status, r.PkgVersion,"
+            " r.ActionState, r.ActionData, p.PkgFlags, p.ShareType, r.MessageTime"
+            " from PullDPResponse r join PkgStatus s on r.PkgStatusID = s.PKID"
+            " AND r.PkgStatusID = ? join SMSPackages p on s.ID = p.PkgID ORDER BY r.MessageTime",
+            (pkg_status_id,),
+        )
+        return [PullResponseDetail(*r) for r in rows]
+
+    async def dp_status_id(self, pkg_id: str, nal_path: str) -> int | None:
+        """The PKID of the DP's PkgStatus row for the package (a pull DP's state message
+        is keyed by it)."""
+        found = await self.scalar(
+            "SELECT PKID FROM PkgStatus WHERE ID = ? AND Type = 2 AND PkgServer = ?",
+            (pkg_id, nal_path),
+        )
+        return None if found is None else int(found)
 
     async def pull_dp_sources(self, pull_dp: str, content_id: str, version: int) -> list[str]:
         """The reference's phase 1 query: source DPs (best rank first) that hold the content."""

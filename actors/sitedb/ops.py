@@ -25,6 +25,13 @@ from actors.sitedb._provider_ops import (
     server_action,
     set_server_actions,
 )
+from actors.sitedb._pull_ops import (
+    delete_content_dp_map,
+    delete_pull_dp_response,
+    insert_pull_dp_response,
+    set_content_dp_map,
+    set_pull_notified,
+)
 from actors.sitedb._times import product_time, refresh_time
 from actors.sitedb.enums import (
     JobAction,
@@ -39,8 +46,10 @@ from actors.sitedb.rows import DistributionPointRow, PkgServerRow, StatusMessage
 __all__ = [
     "ProviderPackage",
     "cancel_jobs",
+    "delete_content_dp_map",
     "delete_job",
     "delete_package_rows",
+    "delete_pull_dp_response",
     "delete_removed_server",
     "delete_transfer_bytes",
     "end_older_jobs",
@@ -48,6 +57,7 @@ __all__ = [
     "insert_distribution_job",
     "insert_package",
     "insert_pkg_server",
+    "insert_pull_dp_response",
     "insert_removal_job",
     "insert_status_message",
     "mark_stale_servers",
@@ -61,7 +71,9 @@ __all__ = [
     "request_refresh",
     "reset_server_actions",
     "server_action",
+    "set_content_dp_map",
     "set_job_state",
+    "set_pull_notified",
     "set_server_actions",
     "store_package_version",
     "targeted_version",
@@ -451,6 +463,7 @@ def package_action(conn: sqlite3.Connection, pkg_id: str) -> PackageAction | Non
 def delete_package_rows(conn: sqlite3.Connection, pkg_id: str) -> None:
     """The last step of a delete: every row of the package at this site."""
     for table, column in (
+        ("ContentDPMap", "ContentID"),
         ("DistributionJobs", "PkgID"),
         ("DPTransferBytes", "PkgID"),
         ("PkgStatus", "ID"),

@@ -24,6 +24,7 @@ __all__ = [
     "PkgServerRow",
     "PkgStatusRow",
     "PullDPResponseRow",
+    "PullResponseDetail",
     "SiteRow",
     "StatusMessageRow",
 ]
@@ -133,6 +134,23 @@ class PullDPResponseRow(msgspec.Struct, frozen=True):
     pkg_version: int
     action_state: int
     action_data: str
+
+
+class PullResponseDetail(msgspec.Struct, frozen=True):
+    """The reference's ``.PUL`` query: a ``PullDPResponse`` row with its DP's status row
+    and the package."""
+
+    pkg_id: str
+    pkg_server: str  # the pull DP's NAL path
+    site_code: str
+    stored_pkg_version: int
+    status: int  # PkgStatus.Status before this response
+    pkg_version: int
+    action_state: int
+    action_data: str
+    pkg_flags: int
+    share_type: int
+    message_time: str
 
 
 class DPTransferBytesRow(msgspec.Struct, frozen=True):

@@ -81,7 +81,44 @@ SMSPACKAGES_COLUMNS: tuple[str, ...] = (
     "TransformAnalysisDate", "UpdateMask", "UpdateMaskEx", "Action", "DefaultImage",
 )  # fmt: skip
 
-_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"
+_NOW = "strftime('%Y-%m-%d %H:%M:%f', 'now')"  # version 1's; SiteClock since version 5
+
+# The triggers that turn admin requests into PkgNotification rows (``{now}``: TimeKey).
+_PKG_NOTIFICATION_TRIGGERS = """
+-- SMSPackages: a new package (created here or replicated in) -> PkgNotification Type 2
+CREATE TRIGGER SMSPackages_Ins_PkgNotification AFTER INSERT ON SMSPackages
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    VALUES (NEW.PkgID, NEW.Priority, 2, {now});
+END;
+
+-- SMSPackages: an action for DistMgr (refresh, content stored, delete) -> Type 1.
+-- DistMgr resetting Action to 0 notifies nobody.
+CREATE TRIGGER SMSPackages_Upd_PkgNotification
+AFTER UPDATE OF Action, UpdateMask, UpdateMaskEx, Source ON SMSPackages
+WHEN NEW.Action <> 0
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    VALUES (NEW.PkgID, NEW.Priority, 1, {now});
+END;
+
+-- PkgServers: a DP added, or an action / redistribute requested on it -> Type 4
+CREATE TRIGGER PkgServers_Ins_PkgNotification AFTER INSERT ON PkgServers
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    VALUES (NEW.PkgID,
+            COALESCE((SELECT Priority FROM SMSPackages WHERE PkgID = NEW.PkgID), 2), 4, {now});
+END;
+
+CREATE TRIGGER PkgServers_Upd_PkgNotification
+AFTER UPDATE OF Action, RefreshTrigger ON PkgServers
+WHEN NEW.Action <> 0 OR NEW.RefreshTrigger <> 0
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    VALUES (NEW.PkgID,
+            COALESCE((SELECT Priority FROM SMSPackages WHERE PkgID = NEW.PkgID), 2), 4, {now});
+END;
+"""
 
 _V1 = f"""
 CREATE TABLE Sites (
@@ -282,41 +319,7 @@ CREATE TABLE PackageIDCounters (
     SiteCode TEXT PRIMARY KEY,
     LastID INTEGER NOT NULL
 );
-
--- SMSPackages: a new package (created here or replicated in) -> PkgNotification Type 2
-CREATE TRIGGER SMSPackages_Ins_PkgNotification AFTER INSERT ON SMSPackages
-BEGIN
-    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
-    VALUES (NEW.PkgID, NEW.Priority, 2, {_NOW});
-END;
-
--- SMSPackages: an action for DistMgr (refresh, content stored, delete) -> Type 1.
--- DistMgr resetting Action to 0 notifies nobody.
-CREATE TRIGGER SMSPackages_Upd_PkgNotification
-AFTER UPDATE OF Action, UpdateMask, UpdateMaskEx, Source ON SMSPackages
-WHEN NEW.Action <> 0
-BEGIN
-    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
-    VALUES (NEW.PkgID, NEW.Priority, 1, {_NOW});
-END;
-
--- PkgServers: a DP added, or an action / redistribute requested on it -> Type 4
-CREATE TRIGGER PkgServers_Ins_PkgNotification AFTER INSERT ON PkgServers
-BEGIN
-    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
-    VALUES (NEW.PkgID,
-            COALESCE((SELECT Priority FROM SMSPackages WHERE PkgID = NEW.PkgID), 2), 4, {_NOW});
-END;
-
-CREATE TRIGGER PkgServers_Upd_PkgNotification
-AFTER UPDATE OF Action, RefreshTrigger ON PkgServers
-WHEN NEW.Action <> 0 OR NEW.RefreshTrigger <> 0
-BEGIN
-    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
-    VALUES (NEW.PkgID,
-            COALESCE((SELECT Priority FROM SMSPackages WHERE PkgID = NEW.PkgID), 2), 4, {_NOW});
-END;
-
+{_PKG_NOTIFICATION_TRIGGERS.format(now=_NOW)}
 -- SMSDBMON rules: "RCV: INSERT on PkgNotification for PkgNotify_Add [PkgID][RowID]"
 CREATE TRIGGER PkgNotification_PkgNotify_Add AFTER INSERT ON PkgNotification
 BEGIN
@@ -400,6 +403,19 @@ _V4 = """
 ALTER TABLE DistributionPoints ADD COLUMN Priority INTEGER NOT NULL DEFAULT 200;
 """
 
+# Version 5: one clock. ``SiteClock.Now`` is the hierarchy's clock time, set by the writer
+# at the start of every transaction; the PkgNotification triggers stamp TimeKey with it
+# instead of SQLite's own time.
+_V5 = f"""
+CREATE TABLE SiteClock (Now TEXT NOT NULL);
+INSERT INTO SiteClock (Now) VALUES ({_NOW});
+DROP TRIGGER SMSPackages_Ins_PkgNotification;
+DROP TRIGGER SMSPackages_Upd_PkgNotification;
+DROP TRIGGER PkgServers_Ins_PkgNotification;
+DROP TRIGGER PkgServers_Upd_PkgNotification;
+{_PKG_NOTIFICATION_TRIGGERS.format(now="(SELECT Now FROM SiteClock)")}
+"""
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -10,6 +10,7 @@ __all__ = [
     "ATTR_DP_NAL_PATH",
     "ATTR_PACKAGE_ID",
     "ATTR_PACKAGE_VERSION",
+    "DATA_TRANSFER_SERVICE",
     "DESPOOLER",
     "DISTMGR",
     "DP_MONITOR",
@@ -70,6 +71,9 @@ STATE_SYSTEM = "SMS_STATE_SYSTEM"
 MP_RELAY = "MP_RelayEndpoint"
 
 
+DATA_TRANSFER_SERVICE = "DataTransferService"  # the pull DP's downloads
+
+
 DP_MONITOR = "SMS_DISTRIBUTION_POINT_MONITOR"  # content validation (smsdpmon.log)
 
 
@@ -85,6 +89,7 @@ LOG_FILES: Mapping[str, str] = {
     PULLDP: "PullDP.log",
     STATE_SYSTEM: "statesys.log",
     MP_RELAY: "MP_Relay.log",
+    DATA_TRANSFER_SERVICE: "DataTransferService.log",
     DP_MONITOR: "smsdpmon.log",
 }
 

@@ -32,6 +32,7 @@ from tests.actors.flow_helpers import (
     SITE,
     TIME_SCALE,
     TIMEOUT,
+    dp_library_root,
     open_hierarchy,
     write_tree,
 )
@@ -270,8 +271,13 @@ async def test_close_with_a_transfer_in_flight_is_bounded_and_it_resumes(tmp_pat
     pkg = await h.create_package("Big", src, site=SITE)
     await h.distribute(pkg, [DP1])
 
+    staging = dp_library_root(h, DP1).parent / "SMS_DP$"
+
     async def sending() -> bool:
-        return [j.state for j in await site.db.distribution_jobs()] == [JobState.SENDING]
+        """The send has begun moving bytes (not only been marked SENDING)."""
+        jobs = [j.state for j in await site.db.distribution_jobs()]
+        staged = staging.is_dir() and any(p.stat().st_size for p in staging.rglob("*"))
+        return jobs == [JobState.SENDING] and staged
 
     with anyio.fail_after(TIMEOUT):
         while not await sending():

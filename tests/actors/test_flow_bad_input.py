@@ -89,7 +89,6 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
             (lambda: h.redistribute(pkg, NOPE), UnknownDistributionPoint, "NOPE"),
             (lambda: h.remove(pkg, [NOPE]), UnknownDistributionPoint, "NOPE"),
             (lambda: h.distribute(pkg, ["PS2DP1.CONTOSO.COM"]), NotSupported, "PS2DP1"),
-            (lambda: h.distribute(pkg, ["P01PDP1.CONTOSO.COM"]), NotSupported, "pull"),
             # one bad DP in the list: the good one is not added either
             (lambda: h.distribute(pkg, [DP2, "PS2DP1.CONTOSO.COM"]), NotSupported, "PS2DP1"),
             (

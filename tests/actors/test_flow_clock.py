@@ -55,3 +55,6 @@ async def test_rows_messages_and_logs_carry_the_bus_clock_time(tmp_path: Path) -
             text = log_text(h, log)
             assert 'date="05-16-2016"' in text, log
             assert 'time="19:26:58.000+000"' in text, log
+        # and what the triggers write: PkgNotification.TimeKey (SiteClock, set per commit)
+        keys = await db.fetchall("SELECT DISTINCT TimeKey FROM PkgNotification")
+        assert keys == [("2016-05-16 19:26:58.000",)]

@@ -37,13 +37,17 @@ def test_demo_installs_every_package_everywhere_and_status_reads_the_same(
 
     assert demo["ok"] is True
     assert demo["root"] == str(root.resolve())
-    assert [p["name"] for p in demo["status"]] == ["Docs01", "Tool02", "Image03"]
+    names = [p["name"] for p in demo["status"]]
+    assert names[:3] == ["Docs01", "Tool02", "Image03"]
+    assert names[3] in {f"{n}-pull" for n in names[:3]}  # the smallest again, at P01
     for pkg in demo["status"]:
-        assert {d["dp"] for d in pkg["dps"]} == PS1_DPS
+        want = {"P01DP1.CONTOSO.COM", "P01PDP1.CONTOSO.COM"} if pkg["site"] == "P01" else PS1_DPS
+        assert {d["dp"] for d in pkg["dps"]} == want
         for dp in pkg["dps"]:
             assert (dp["state"], dp["version"]) == ("Installed", pkg["version"]), (pkg, dp)
     # the largest package was updated (version 2), the others were not
-    assert [p["version"] for p in demo["status"]] == [1, 1, 2]
+    assert [p["version"] for p in demo["status"]] == [1, 1, 2, 1]
+    assert demo["pull_dp_ms"] > 0
     assert demo["packages"] == 3
     assert demo["bytes_delivered"] == demo["bytes"] * 4
     assert len(demo["per_package"]) == 3
@@ -53,7 +57,8 @@ def test_demo_installs_every_package_everywhere_and_status_reads_the_same(
     assert main(["status", "--root", str(root), "--json"]) == 0
     status = _json(capsys)
     assert status["installed"] is True
-    assert status["packages"] == demo["status"]
+    by_id = sorted(demo["status"], key=lambda p: p["pkg_id"])  # (status: sites in its order)
+    assert sorted(status["packages"], key=lambda p: p["pkg_id"]) == by_id
 
 
 def test_demo_and_status_print_readable_tables_without_a_terminal(
@@ -64,6 +69,7 @@ def test_demo_and_status_print_readable_tables_without_a_terminal(
     out = capsys.readouterr().out
     assert "\x1b[" not in out  # no terminal: no escape codes, no live display
     assert "Docs01   distribute   installed on 4/4 DPs" in out
+    assert "pull DP      installed on 1/1 DPs" in out
     assert "Content status" in out
     assert "every package Installed on every DP" in out
     assert f"{root.resolve() / 'PS1SITE.CONTOSO.COM' / 'logs'}: " in out
@@ -71,8 +77,8 @@ def test_demo_and_status_print_readable_tables_without_a_terminal(
 
     assert main(["status", "--root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert out.count("│ Installed ") == 4
-    assert f"1 packages, 1 Installed on every DP they target; data root {root.resolve()}" in out
+    assert out.count("│ Installed ") == 4 + 2  # PS1's 4 DPs; P01's source and pull DP
+    assert f"2 packages, 2 Installed on every DP they target; data root {root.resolve()}" in out
 
 
 def test_status_of_a_missing_root_is_a_usage_error(

@@ -1,0 +1,234 @@
+"""Pull DPs when things go wrong, and their updates: no source yet (8212, retries), a full
+pull DP (8211), a source that is cut or serves corrupt bytes (fallback to the next source,
+resume from the offset, nothing corrupt kept), an update fetching only the missing chunks
+(RDC, bytes counted on the HTTP path), a redistribute downloading everything again, and a
+kill during a download."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+from actors import Hierarchy, addresses
+from actors.pulldp import PullDPAgent
+from actors.site._statesys import statesys_incoming
+from tests.actors.flow_helpers import HIERARCHY, TIMEOUT, until, write_tree
+from tests.actors.test_flow_pulldp import DP, PULL, SCALE, SITE, _ids, _log, _rows
+
+DP2 = "P01DP2.CONTOSO.COM"
+
+
+def _two_sources(tmp_path: Path) -> Path:
+    """The default hierarchy with a second source for P01PDP1 (no link to it: local)."""
+    text = HIERARCHY.read_text()
+    one = 'sources = ["P01DP1.CONTOSO.COM"]'
+    assert one in text
+    text = text.replace(one, 'sources = ["P01DP1.CONTOSO.COM", "P01DP2.CONTOSO.COM"]')
+    text += '\n[[dp]]\nname = "P01DP2.CONTOSO.COM"\nsite = "P01"\n'
+    path = tmp_path / "hierarchy.toml"
+    path.write_text(text)
+    return path
+
+
+def _open(tmp_path: Path, config: Path = HIERARCHY) -> Hierarchy:
+    return Hierarchy.open(config, root=tmp_path / "data", time_scale=SCALE)  # type: ignore[return-value]
+
+
+def _agent(h: Hierarchy) -> PullDPAgent:
+    return h.servers[SITE].pull_dps[PULL]
+
+
+async def _state(h: Hierarchy, pkg: object, dp: str) -> str:
+    return {s.dp: s.state for s in await h.content_status(pkg)}[dp]  # type: ignore[arg-type]
+
+
+async def test_no_source_yet_retries_with_8212_then_succeeds(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a.txt": b"a" * 3000})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("NoSource", source=src, site=SITE)
+        await h.distribute(pkg, [PULL])
+        await until(lambda: _has(h, pkg.pkg_id, 8212, 2))
+        assert await _state(h, pkg, PULL) in ("Retrying", "InProgress")
+        await h.distribute(pkg, [DP])  # the source gets it: the next try finds it
+        status = {s.dp: s.state for s in await h.wait(pkg, timeout=TIMEOUT)}
+        assert status == {DP: "Installed", PULL: "Installed"}
+        ids = await _ids(h, pkg.pkg_id, PULL)
+        assert ids[-1] == 8210
+        assert "Unable to find any source locations" in _log(
+            h, h.config.site(SITE).server, "PkgXferMgr.log"
+        )
+
+
+async def _has(h: Hierarchy, pkg_id: str, message_id: int, count: int = 1) -> bool:
+    return (await _ids(h, pkg_id, PULL)).count(message_id) >= count
+
+
+async def test_full_pull_dp_retries_with_8211_until_a_job_ends(tmp_path: Path) -> None:
+    text = HIERARCHY.read_text().replace("max_active_jobs = 50", "max_active_jobs = 1")
+    config = tmp_path / "hierarchy.toml"
+    config.write_text(text)
+    a = write_tree(tmp_path / "a", {"a.txt": b"a" * 3000})
+    b = write_tree(tmp_path / "b", {"b.txt": b"b" * 3000})
+    async with _open(tmp_path, config) as h:
+        one = await h.create_package("One", source=a, site=SITE)
+        two = await h.create_package("Two", source=b, site=SITE)
+        for pkg in (one, two):
+            await h.distribute(pkg, [DP])
+            await h.wait(pkg, timeout=TIMEOUT)
+        link = _agent(h).links[DP]
+        link.down = True  # One's download fails and retries: its job holds the capacity
+        await h.distribute(one, [PULL])
+        await until(lambda: _notified(h))
+        await h.distribute(two, [PULL])
+        await until(lambda: _has(h, two.pkg_id, 8211))
+        link.down = False
+        for pkg in (one, two):
+            status = {s.dp: s.state for s in await h.wait(pkg, timeout=TIMEOUT)}
+            assert status[PULL] == "Installed"
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+
+
+async def _notified(h: Hierarchy) -> bool:
+    return _rows(h, "SELECT COUNT(*) FROM DistributionJobs WHERE SendAction <> ''") == [(1,)]
+
+
+async def test_cut_source_falls_back_and_resumes_from_the_offset(tmp_path: Path) -> None:
+    data = random.Random(1).randbytes(300_000)
+    src = write_tree(tmp_path / "src", {"big.bin": data})
+    async with _open(tmp_path, _two_sources(tmp_path)) as h:
+        pkg = await h.create_package("Cut", source=src, site=SITE)
+        await h.distribute(pkg, [DP, DP2])
+        await h.wait(pkg, timeout=TIMEOUT)
+        agent = _agent(h)
+        agent.links[DP].inject_cut(100_000)
+        await h.distribute(pkg, [PULL])
+        status = {s.dp: s.state for s in await h.wait(pkg, timeout=TIMEOUT)}
+        assert status[PULL] == "Installed"
+        assert agent.links[DP].cuts == 1
+        assert "was cut after 100000 bytes" in _log(h, PULL, "DataTransferService.log")
+        assert agent.bytes_downloaded == len(data)  # resumed: no byte fetched twice
+        out = tmp_path / "out"
+        await h.extract(pkg, PULL, out)
+        assert (out / "big.bin").read_bytes() == data
+
+
+async def test_corrupt_source_file_is_not_kept_and_the_next_source_serves(tmp_path: Path) -> None:
+    data = random.Random(2).randbytes(50_000)
+    src = write_tree(tmp_path / "src", {"f.bin": data})
+    async with _open(tmp_path, _two_sources(tmp_path)) as h:
+        pkg = await h.create_package("Corrupt", source=src, site=SITE)
+        await h.distribute(pkg, [DP, DP2])
+        await h.wait(pkg, timeout=TIMEOUT)
+        library = h.servers[SITE].dp_library(DP)
+        assert library is not None
+        sha = library.manifest(f"{pkg.pkg_id}.1").files[0].sha256
+        stored = library.file_path(sha)
+        os.chmod(stored, 0o644)
+        stored.write_bytes(b"X" * len(data))  # the first source now serves other bytes
+        await h.distribute(pkg, [PULL])
+        status = {s.dp: s.state for s in await h.wait(pkg, timeout=TIMEOUT)}
+        assert status[PULL] == "Installed"
+        pulled = _agent(h).library
+        assert (await pulled.verify(f"{pkg.pkg_id}.1")).corrupt == ()
+        assert pulled.file_path(sha).read_bytes() == data
+        assert "did not match its hash" in _log(h, PULL, "DataTransferService.log")
+
+
+async def test_update_fetches_only_missing_chunks_and_redistribute_fetches_all(
+    tmp_path: Path,
+) -> None:
+    rng = random.Random(3)
+    data = bytearray(rng.randbytes(400_000))
+    src = write_tree(tmp_path / "src", {"big.bin": bytes(data), "same.txt": b"s" * 5000})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Rdc", source=src, site=SITE)
+        await h.distribute(pkg, [DP, PULL])
+        await h.wait(pkg, timeout=TIMEOUT)
+        agent = _agent(h)
+        first = agent.bytes_downloaded
+        assert first == len(data) + 5000
+        data[200_000:201_000] = rng.randbytes(1000)
+        (src / "big.bin").write_bytes(bytes(data))
+        await h.update(pkg)
+        status = {s.dp: (s.state, s.version) for s in await h.wait(pkg, timeout=TIMEOUT)}
+        assert status[PULL] == ("Installed", 2)
+        update = agent.bytes_downloaded - first
+        assert 0 < update < len(data) // 10  # the signature and the changed chunks only
+        assert "Created SignatureDownload DTS job" in _log(h, PULL, "PullDP.log")
+        out = tmp_path / "out"
+        await h.extract(pkg, PULL, out)
+        assert (out / "big.bin").read_bytes() == bytes(data)
+        before = agent.bytes_downloaded
+        await h.redistribute(pkg, PULL)
+        await until(lambda: _redistributed(h, agent, before))
+        await h.wait(pkg, timeout=TIMEOUT)
+        assert agent.bytes_downloaded - before == len(data) + 5000
+        assert "redistribute/redownload all files" in _log(h, PULL, "PullDP.log")
+
+
+async def _redistributed(h: Hierarchy, agent: PullDPAgent, before: int) -> bool:
+    return agent.bytes_downloaded > before and _rows(
+        h, "SELECT COUNT(*) FROM DistributionJobs"
+    ) == [(0,)]
+
+
+async def test_kill_during_a_download_then_reopen_installs_once(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a.bin": random.Random(4).randbytes(20_000)})
+    pkg_id = ""
+    try:
+        async with _open(tmp_path) as h:
+            pkg = await h.create_package("Kill", source=src, site=SITE)
+            pkg_id = pkg.pkg_id
+            await h.distribute(pkg, [DP])
+            await h.wait(pkg, timeout=TIMEOUT)
+            _agent(h).links[DP].down = True
+            await h.distribute(pkg, [PULL])
+            await until(lambda: _notified(h))
+            raise KeyboardInterrupt  # a kill: nothing drains
+    except KeyboardInterrupt:
+        pass
+    async with _open(tmp_path) as h:
+        status = {s.dp: s.state for s in await h.wait(pkg_id, timeout=TIMEOUT)}
+        assert status[PULL] == "Installed"
+        assert (await _ids(h, pkg_id, PULL)).count(8210) == 1
+        assert _rows(h, "SELECT COUNT(*) FROM PullDPResponse") == [(0,)]
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+
+
+async def test_state_message_left_in_the_relay_is_processed_after_a_kill(tmp_path: Path) -> None:
+    """The State System is down when the state message arrives: the MP relay's .SMX waits
+    in statesys.box\\incoming; after a kill and a reopen it is processed, the pull DP ends
+    Installed once and no PullDPResponse row is left."""
+    src = write_tree(tmp_path / "src", {"a.bin": random.Random(6).randbytes(10_000)})
+    pkg_id = ""
+    incoming = Path()
+    try:
+        async with _open(tmp_path) as h:
+            pkg = await h.create_package("Relay", source=src, site=SITE)
+            pkg_id = pkg.pkg_id
+            await h.distribute(pkg, [DP])
+            await h.wait(pkg, timeout=TIMEOUT)
+            await h.bus.stop_actor(addresses.statesys(SITE))
+            incoming = statesys_incoming(h.servers[SITE].root)
+            await h.distribute(pkg, [PULL])
+            await until(lambda: _smx_waiting(incoming, 2))  # in progress, then success
+            raise KeyboardInterrupt  # a kill
+    except KeyboardInterrupt:
+        pass
+    async with _open(tmp_path) as h:
+        status = {s.dp: s.state for s in await h.wait(pkg_id, timeout=TIMEOUT)}
+        assert status[PULL] == "Installed"
+        await until(lambda: _smx_waiting(incoming, 0, at_most=True))
+        assert (await _ids(h, pkg_id, PULL)).count(8210) == 1
+        assert _rows(h, "SELECT COUNT(*) FROM PullDPResponse") == [(0,)]
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+
+
+async def _smx_waiting(folder: Path, count: int, *, at_most: bool = False) -> bool:
+    found = _smx_count(folder)
+    return found <= count if at_most else found >= count
+
+
+def _smx_count(folder: Path) -> int:
+    return len(list(folder.glob("*.SMX"))) if folder.is_dir() else 0
