@@ -66,13 +66,15 @@ __all__ = [
 T = TypeVar("T")
 KiB = 1 << 10
 MiB = 1 << 20
-DP_STATUS_STORED = 2330  # DistMgr stored a DP's final status for the package
+# A DP's job ended Installed: 8210 (a pull DP's status is stored in the same commit; a
+# standard DP's STA follows), then 2330 when DistMgr stores a standard DP's status.
+DP_DONE_MESSAGES = frozenset({8210, 2330})
 
 WHOLE_HIERARCHY = False
 """The switch the lead flips once cross-site distribution (issue 12) and pull DPs (issue 13)
 are on main: packages created at the CAS and every primary, sent to every DP of the
 hierarchy (standard DPs of every site, the secondary's, the pull DP). False: what main
-supports today, each primary's packages to its own standard DPs."""
+supports today, each primary's packages to its own DPs (P01's include its pull DP)."""
 
 
 def plan(
@@ -82,9 +84,10 @@ def plan(
     if whole_hierarchy:
         creators = [s.code for s in sites if s.type in ("cas", "primary")]
         return {code: tuple(d.name for d in dps) for code in creators}
-    # Hierarchy.distribute today: a package goes to standard DPs of its own site only.
+    # Hierarchy.distribute today: a package goes to DPs of its own site only (standard and
+    # pull), and the CAS has none.
     creators = [s.code for s in sites if s.type == "primary"]
-    return {code: tuple(d.name for d in dps if d.site == code and not d.pull) for code in creators}
+    return {code: tuple(d.name for d in dps if d.site == code) for code in creators}
 
 
 # -- the result --------------------------------------------------------------------------
@@ -202,7 +205,7 @@ def _edit(src: Path, version: int) -> None:
 
 
 class _Watcher:
-    """Wakes an operation's waiter when DistMgr stores a DP's status for its package, so
+    """Wakes an operation's waiter when a DP's job for its package ends Installed, so
     that each waiter reads the package's status once per change that concerns it (polling
     every package at every change of any would cost N reads per change)."""
 
@@ -214,7 +217,7 @@ class _Watcher:
         async with h.subscribe(buffer=10_000) as sub:
             task_status.started()
             async for event in sub:
-                if isinstance(event, StatusMessage) and event.message_id == DP_STATUS_STORED:
+                if isinstance(event, StatusMessage) and event.message_id in DP_DONE_MESSAGES:
                     self._on_stored(event)
 
     def _on_stored(self, msg: StatusMessage) -> None:
@@ -341,7 +344,7 @@ class _Faults:
             step = self._next
             self._next += 1
             site, dp = self.rng.choice(self.links)
-            cut_link(self.h, site, dp, after_bytes=self.rng.randrange(1, 64 * KiB))
+            cut_link(self.h, site, dp, after_bytes=self.rng.randrange(1, 16 * KiB))
             self.cuts += 1
             if step == 3:
                 site, dp = self.rng.choice(self.links)
