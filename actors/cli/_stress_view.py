@@ -3,6 +3,8 @@ otherwise (CI, pipes), nothing with ``--json``; and the closing tables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
@@ -96,7 +98,8 @@ def print_stress(console: Console, result: StressResult) -> None:
             )
         console.print(checks)
     verdict = "every check passed" if result.ok else "SOME CHECKS FAILED"
-    console.print(f"{verdict}; data roots under {result.root}", soft_wrap=True, markup=False)
+    roots = Path(result.root).parent
+    console.print(f"{verdict}; data roots under {roots}", soft_wrap=True, markup=False)
 
 
 def _plain(text: str) -> str:
