@@ -178,14 +178,14 @@ def _source(work: Path) -> Path:
     return src
 
 
-async def _processed(h: Hierarchy, create: Callable[[], Awaitable[str]]) -> str:
-    """Run ``create`` and return its package ID once DistMgr raised 2301 for it."""
+async def _processed(h: Hierarchy, create: Callable[[], Awaitable[str]], site: str) -> str:
+    """Run ``create`` and return its package ID once ``site``'s DistMgr raised 2301."""
     seen: set[str] = set()
     async with h.bus.subscribe(STATUS_TOPIC, buffer=10_000) as sub:
         pkg_id = await create()
         with anyio.fail_after(_TIMEOUT):
             async for msg in sub:
-                if isinstance(msg, StatusMessage) and msg.message_id == 2301:
+                if isinstance(msg, StatusMessage) and (msg.message_id, msg.site) == (2301, site):
                     seen.add(msg.attributes.get(400, ""))
                 if pkg_id in seen:
                     return pkg_id
@@ -217,12 +217,12 @@ async def _run_flow(work: Path, setup: Sequence[Step], flow: Step) -> Logs:
     return _read_logs(data, before)
 
 
-def _create_step(src: Path, site: str = SITE) -> Step:
+def _create_step(src: Path, site: str = SITE, known_at: str | None = None) -> Step:
     async def create(h: Hierarchy, _: str) -> str:
         async def call() -> str:
             return (await h.create_package("Dummy1", src, site=site)).pkg_id
 
-        return await _processed(h, call)
+        return await _processed(h, call, known_at or site)
 
     return create
 
@@ -265,6 +265,8 @@ def _plan(flow: str, src: Path) -> tuple[list[Step], Step]:
         return [create, _distribute_step(ALL_DPS)], _update_step(src)
     if flow == "redistribute":
         return [create, _distribute_step((DP1, DP2))], _redistribute_step(DP1)
+    if flow == "distribute_across_sites":  # created at the CAS, known at PS1 (DRS)
+        return [_create_step(src, site="CS1", known_at="PS1")], _distribute_step((DP1,))
     if flow == "distribute_pull_dp":  # P01's package, on its source DP first
         setup = [_create_step(src, PULL_SITE), _distribute_step((PULL_SOURCE,))]
         return setup, _distribute_step((PULL_DP,))

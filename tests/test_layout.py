@@ -26,6 +26,7 @@ EXTERNAL = {"bus", "contentlib"}
 ALLOWED: dict[str, set[str]] = {
     "actors.site": EXTERNAL | INFRA | LEAVES | {"actors.site", "actors.dp"},
     "actors.dp": EXTERNAL | INFRA | LEAVES | {"actors.dp"},
+    "actors.drs": EXTERNAL | INFRA | LEAVES | {"actors.drs"},
     "actors.pulldp": EXTERNAL | INFRA | LEAVES | {"actors.pulldp", "actors.dp"},
     "actors.network": {"bus"} | LEAVES | {"actors.network"},
     "actors.status": {"bus"} | LEAVES | {"actors.sitedb", "actors.status"},

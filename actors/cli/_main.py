@@ -1,9 +1,10 @@
 """The ``cmdist`` command line.
 
 ``cmdist demo``: the default hierarchy in a fresh data root; generated packages of mixed
-sizes are distributed to the standard DPs of site PS1, one is updated and one redistributed,
-and one package of site P01 goes to its source DP and then to the pull DP P01PDP1, with live
-progress fed by the status messages, then the content status and measured figures.
+sizes are created at the CAS (CS1) and distributed to a standard DP of each other site (PS1,
+PS2, SS1 through PS1, P01), one is updated and one redistributed, and one package of site
+P01 goes to its source DP and then to the pull DP P01PDP1, with live progress fed by the
+status messages, then the content status and measured figures.
 ``cmdist status --root DIR``: the content status a run left in DIR, read from the site
 databases without starting anything.
 ``cmdist check --root DIR``: the site databases against the content libraries, read-only;
@@ -57,7 +58,7 @@ from bus import run
 
 __all__ = ["main"]
 
-DEMO_SITE = "PS1"
+DEMO_SITE = "CS1"  # the packages' site: the CAS, as the reference's walk-through has it
 PULL_SITE = "P01"  # the site whose pull DP the demo serves too
 INSTALLED_MESSAGE = 8210  # PkgXferMgr: package sent to the DP and installed there
 MiB = 1 << 20
@@ -281,12 +282,13 @@ class _Run(NamedTuple):
 
 async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
     cfg = opts.config
-    dps = [d for d in cfg.dps_of(DEMO_SITE) if not d.pull]
+    dps = _demo_dps(cfg)
     sources = [_make_package(opts.root / "sources", i, opts.scale) for i in range(opts.packages)]
     total = sum(s.size for s in sources)
     view.say(
-        f"cmdist demo: {len(sources)} packages ({total / MiB:,.1f} MiB) to the {len(dps)} DPs"
-        f" of {DEMO_SITE}, time scale {opts.time_scale:g}, data root {opts.root}"
+        f"cmdist demo: {len(sources)} packages ({total / MiB:,.1f} MiB) created at {DEMO_SITE}"
+        f" to {len(dps)} DPs ({', '.join(d.name for d in dps)}), time scale"
+        f" {opts.time_scale:g}, data root {opts.root}"
     )
     async with (
         Hierarchy.open(cfg, time_scale=opts.time_scale) as h,
@@ -300,6 +302,20 @@ async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
         status = [await _package_status(h, pkg) for pkg in (*run.pkgs, run.pull.pkg)]
         tg.cancel_scope.cancel()
     return _result(opts, dps, sources, run, status)
+
+
+def _demo_dps(cfg: HierarchyConfig) -> list[DistributionPoint]:
+    """One standard DP at each site below the CAS (not a site server's own): the package
+    travels to every site of the hierarchy."""
+    servers = {s.server.upper() for s in cfg.sites}
+    out: list[DistributionPoint] = []
+    for site in cfg.sites:
+        if site.code == DEMO_SITE:
+            continue
+        own = [d for d in cfg.dps_of(site.code) if not d.pull and d.name.upper() not in servers]
+        if own:
+            out.append(own[0])
+    return out
 
 
 async def _run_phases(
@@ -567,7 +583,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmdist", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="distribute generated packages to the DPs of PS1, with live progress"
+        "demo",
+        help="distribute generated packages from CS1 to DPs of every site, with live progress",
     )
     demo.add_argument("--root", help="data root to create (default: a new temporary folder)")
     demo.add_argument("--packages", type=int, default=5, help="packages to generate (default 5)")

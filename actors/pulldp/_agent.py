@@ -25,6 +25,7 @@ from actors.dp import (
     STATE_FAILED,
     STATE_IN_PROGRESS,
     STATE_SUCCESS,
+    DPAbandon,
     DPRemovePackage,
     PullContent,
     PullDPHolds,
@@ -107,6 +108,7 @@ class PullDPAgent(Component):
         self.session: aiohttp.ClientSession | None = None
         self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self._queued: set[str] = set()
+        self._running: dict[str, anyio.CancelScope] = {}  # a package's job, to abandon it
 
     async def on_start(self) -> None:
         await anyio.to_thread.run_sync(self._make_folders)
@@ -162,6 +164,23 @@ class PullDPAgent(Component):
                 )
 
     @handler
+    async def abandon(self, msg: DPAbandon) -> None:
+        """The site will not have this version here (an administrator's cancel, a job
+        failed for good): its stored job goes and a download of it stops."""
+        pkg_id, _, version = msg.content_id.rpartition(".")
+        path = self.jobs / f"{pkg_id}.xml"
+        try:
+            stored = parse_notification(await anyio.Path(path).read_text())
+        except (FileNotFoundError, BadNotification):
+            return
+        if str(stored.version) != version:
+            return  # a newer job is stored: it goes on
+        await anyio.Path(path).unlink(missing_ok=True)
+        scope = self._running.get(pkg_id)
+        if scope is not None:
+            scope.cancel()
+
+    @handler
     async def run_again(self, msg: RunPullJob) -> None:
         self._start(msg.pkg_id)
 
@@ -184,9 +203,15 @@ class PullDPAgent(Component):
             n: PullNotification | None = None
             try:
                 n = parse_notification(text)
-                async with self.limiter:
-                    state = await self._execute(n)
-                await self._report(n, state)
+                scope = self._running[pkg_id] = anyio.CancelScope()
+                with scope:
+                    async with self.limiter:
+                        state = await self._execute(n)
+                    await self._report(n, state)
+                if scope.cancelled_caught:  # abandoned by the site: nothing to report
+                    self.trace(f"Pull DP job for package {n.pkg_id}.{n.version} abandoned")
+                    await anyio.to_thread.run_sync(remove_tree, self.staging / pkg_id)
+                    return
             except BadNotification as exc:
                 self.trace(f"Pull DP job for package {pkg_id} refused: {exc}", severity="E")
                 if n is not None:  # the site learns it failed (the .TZ did not verify)
@@ -202,6 +227,8 @@ class PullDPAgent(Component):
                 )
                 self.send_later(self.retry_delay, self.address, RunPullJob(pkg_id))
                 return
+            finally:
+                self._running.pop(pkg_id, None)
             await self._clear(n)
             await anyio.to_thread.run_sync(_unlink_if_same, path, text)
 
@@ -325,11 +352,12 @@ class PullDPAgent(Component):
             f"ContentExecuteJob {guid} (state: 9-Downloaded) for package {tag} content {cid}."
         )
         self.trace("CPullDPPkgContJob::ApplySingleInstancing(): JobState = Downloaded")
-        for entry in todo:
-            await self.library.add_file_from_path(
-                entry.sha256, entry.size, folder / entry.sha256, move=True, replace=redist
-            )
-        await self.library.add_content(manifest)
+        with anyio.CancelScope(shield=True):  # an abandon lands before or after, not inside
+            for entry in todo:
+                await self.library.add_file_from_path(
+                    entry.sha256, entry.size, folder / entry.sha256, move=True, replace=redist
+                )
+            await self.library.add_content(manifest)
         self._provider(
             f"Content '{cid}' for package '{n.pkg_id}' has been added to content library"
             " successfully"

@@ -69,9 +69,10 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
         else []
     )
     now = product_time(mgr.clock.wall())
+    final = current and status in (PkgStatusValue.INSTALLED, PkgStatusValue.FAILED)
 
     def op(conn: sqlite3.Connection) -> None:
-        if dp is not None and current:
+        if dp is not None and final:  # (an in-progress message rewrites nothing it read)
             ops.upsert_dp_status(
                 conn, pkg_id=r.pkg_id, dp=dp, status=status, version=r.pkg_version, now=now
             )

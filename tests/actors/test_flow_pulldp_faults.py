@@ -220,9 +220,15 @@ async def test_state_message_left_in_the_relay_is_processed_after_a_kill(tmp_pat
         status = {s.dp: s.state for s in await h.wait(pkg_id, timeout=TIMEOUT)}
         assert status[PULL] == "Installed"
         await until(lambda: _smx_waiting(incoming, 0, at_most=True))
+        # The in-progress message may be stored after the success (the State System
+        # takes both at the start): it changes nothing and its row goes too.
+        await until(lambda: _no_pull_response(h))
         assert (await _ids(h, pkg_id, PULL)).count(8210) == 1
-        assert _rows(h, "SELECT COUNT(*) FROM PullDPResponse") == [(0,)]
         assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+
+
+async def _no_pull_response(h: Hierarchy) -> bool:
+    return _rows(h, "SELECT COUNT(*) FROM PullDPResponse") == [(0,)]
 
 
 async def _smx_waiting(folder: Path, count: int, *, at_most: bool = False) -> bool:
@@ -232,3 +238,27 @@ async def _smx_waiting(folder: Path, count: int, *, at_most: bool = False) -> bo
 
 def _smx_count(folder: Path) -> int:
     return len(list(folder.glob("*.SMX"))) if folder.is_dir() else 0
+
+
+async def test_cancel_stops_a_pull_dp_download(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a.bin": random.Random(7).randbytes(10_000)})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Cancel", source=src, site=SITE)
+        await h.distribute(pkg, [DP])
+        await h.wait(pkg, timeout=TIMEOUT)
+        agent = _agent(h)
+        agent.links[DP].down = True  # the download fails and retries: in flight
+        await h.distribute(pkg, [PULL])
+        await until(lambda: _notified(h))
+        assert await h.cancel(pkg, PULL)
+        status = {s.dp: s for s in await h.content_status(pkg)}
+        assert status[PULL].state == "Failed"
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+        # the stored job is gone: a retry of the download finds nothing to run
+        await until(lambda: _no_stored_job(agent))
+        assert agent.library.content_ids(pkg.pkg_id) == []
+        assert {s.dp: s.state for s in await h.content_status(pkg)}[PULL] == "Failed"
+
+
+async def _no_stored_job(agent: PullDPAgent) -> bool:
+    return not list(agent.jobs.glob("*.xml"))
