@@ -9,6 +9,8 @@ status messages, then the content status and measured figures.
 databases without starting anything.
 ``cmdist check --root DIR``: the site databases against the content libraries, read-only;
 every problem named, exit 1 when there is any.
+``cmdist stress --packages N``: N small packages across the hierarchy with faults injected,
+then every check that must hold and the figures, at N/2 and N (exit 1 if a check failed).
 
 Exit codes: 0 done (check: clean), 1 failed (check: problems), 2 bad arguments or data root,
 130 interrupted (Ctrl-C), 141 stdout closed early (``| head``).
@@ -48,6 +50,8 @@ from actors import (
     read_status,
     report_lines,
 )
+from actors.cli._stress import StressOptions, stress
+from actors.cli._stress_view import StressProgress, print_stress
 from actors.cli._table import status_table
 from actors.errors import CmdistError, DataRootError, HierarchyConfigError
 from bus import run
@@ -474,14 +478,19 @@ def _load(path: str | None, root: Path) -> HierarchyConfig:
     return load_hierarchy(path, root=root)
 
 
+def _new_root(given: str | None, prefix: str) -> Path:
+    """``--root``, which must be new or empty; without it, a new temporary folder."""
+    if not given:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    root = Path(given).resolve()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UsageError(f"--root {root} is not an empty folder: give a new or empty one")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def _demo_command(args: argparse.Namespace, console: Console) -> int:
-    if args.root:
-        root = Path(args.root).resolve()
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise UsageError(f"--root {root} is not an empty folder: give a new or empty one")
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        root = Path(tempfile.mkdtemp(prefix="cmdist-demo-"))
+    root = _new_root(args.root, "cmdist-demo-")
     opts = _DemoOptions(
         _load(args.hierarchy, root), root, args.packages, args.scale, args.time_scale, args.timeout
     )
@@ -495,6 +504,29 @@ def _demo_command(args: argparse.Namespace, console: Console) -> int:
         print(msgspec.json.encode(result).decode())
     else:
         _print_demo(console, result)
+    return 0 if result.ok else 1
+
+
+def _stress_command(args: argparse.Namespace, console: Console) -> int:
+    root = _new_root(args.root, "cmdist-stress-")
+    opts = StressOptions(
+        root,
+        args.packages,
+        seed=args.seed,
+        time_scale=args.time_scale,
+        concurrency=args.concurrency,
+        faults=not args.no_faults,
+        timeout=args.timeout,
+    )
+    try:
+        with StressProgress(console, quiet=args.json) as view:
+            result = run(stress, opts, view)
+    except KeyboardInterrupt:
+        raise Interrupted(f"data root kept at {root}") from None
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+    else:
+        print_stress(console, result)
     return 0 if result.ok else 1
 
 
@@ -543,6 +575,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "demo": _demo_command,
     "status": _status_command,
     "check": _check_command,
+    "stress": _stress_command,
 }
 
 
@@ -574,6 +607,26 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--root", required=True, help="the data root of a run")
     _hierarchy_option(check)
     check.add_argument("--json", action="store_true", help="one JSON object: ok, problems, checked")
+    stress = commands.add_parser(
+        "stress",
+        help="many small packages across the hierarchy with faults injected, then checks",
+    )
+    stress.add_argument(
+        "--packages", type=int, default=10_000, help="packages (default 10000; N/2 runs first)"
+    )
+    stress.add_argument("--root", help="data root to create (default: a new temporary folder)")
+    stress.add_argument("--seed", type=int, default=1, help="seed of sources and faults")
+    stress.add_argument(
+        "--time-scale", type=float, default=0.001, help="multiply every interval (default 0.001)"
+    )
+    stress.add_argument(
+        "--concurrency", type=int, default=64, help="packages in flight at once (default 64)"
+    )
+    stress.add_argument("--no-faults", action="store_true", help="inject no fault")
+    stress.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds one operation may take"
+    )
+    stress.add_argument("--json", action="store_true", help="one JSON object, no progress")
     return parser
 
 
@@ -591,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "demo" and (args.packages < 1 or args.scale <= 0 or args.time_scale <= 0):
         parser.error("--packages must be >= 1, --scale and --time-scale > 0")
+    if args.command == "stress" and (
+        args.packages < 1 or args.concurrency < 1 or args.time_scale <= 0 or args.timeout <= 0
+    ):
+        parser.error("--packages and --concurrency must be >= 1, --time-scale and --timeout > 0")
     # no terminal (CI, a pipe): rich prints plain text; 120 columns keep the tables whole
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:
