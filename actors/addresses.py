@@ -8,10 +8,14 @@ from __future__ import annotations
 
 __all__ = [
     "content_validator",
+    "despooler",
     "distmgr",
     "dp_provider",
+    "drs",
     "pkgxfermgr",
     "pulldp",
+    "scheduler",
+    "sender",
     "smsdbmon",
     "statesys",
 ]
@@ -19,6 +23,10 @@ __all__ = [
 
 def distmgr(site: str) -> str:
     return f"{site}/DistMgr"
+
+
+def drs(site: str) -> str:
+    return f"{site}/DRS"
 
 
 def pkgxfermgr(site: str) -> str:
@@ -35,6 +43,18 @@ def content_validator(site: str) -> str:
 
 def dp_provider(dp: str) -> str:
     return f"{dp}/DPProvider"
+
+
+def scheduler(site: str) -> str:
+    return f"{site}/Scheduler"
+
+
+def sender(site: str) -> str:
+    return f"{site}/Sender"
+
+
+def despooler(site: str) -> str:
+    return f"{site}/Despooler"
 
 
 def pulldp(dp: str) -> str:

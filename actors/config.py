@@ -88,6 +88,7 @@ class Settings(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     sender_retry_delay: Seconds = 60.0
     despooling_threads: Threads = 3
     despooler_retry_delay: Seconds = 300.0
+    despooler_poll_interval: Annotated[float, Meta(gt=0)] = 5.0
     pulldp_max_active_jobs: Jobs = 50
     pulldp_notification_attempts: Count = 30
     pulldp_retry_delay: Seconds = 1200.0
@@ -95,7 +96,7 @@ class Settings(_Strict, frozen=True, forbid_unknown_fields=True, kw_only=True):
     pulldp_polling_delay: Seconds = 3600.0
     smsdbmon_poll_interval: Annotated[float, Meta(gt=0)] = 60.0
     scheduler_poll_interval: Annotated[float, Meta(gt=0)] = 60.0
-    replication_delay: Seconds = 5.0
+    replication_delay: Seconds = 120.0
     content_validation_interval: Seconds | None = None
     """Validate every DP's installed content this often (the product's content validation
     schedule, weekly by default there); None (the default here): only on demand."""

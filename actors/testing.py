@@ -1,6 +1,7 @@
-"""What tests and embedders need to drive a hierarchy: source trees, link settings, probes.
+"""What tests and embedders need to drive a hierarchy: source trees, link settings, faults
+(link cuts, a link down, a component crashed for its supervisor to restart), probes.
 
-Nothing here is used by the product itself.
+Nothing here is used by the product itself; ``cmdist stress`` uses it to inject its faults.
 """
 
 from __future__ import annotations
@@ -8,10 +9,30 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
+from actors import addresses
 from actors._runtime import Hierarchy
+from actors.config import HierarchyConfig
+from actors.dp import CONTENT_LIBRARY
+from actors.errors import UnknownDistributionPoint
+from actors.network import NetworkLink
 
-__all__ = ["instant_links", "read_tree", "write_tree"]
+__all__ = [
+    "DiskUsage",
+    "crash_component",
+    "cut_link",
+    "disk_usage",
+    "dp_links",
+    "instant_links",
+    "link_cuts",
+    "link_down_for",
+    "pending_jobs",
+    "read_tree",
+    "restarts",
+    "set_link_down",
+    "write_tree",
+]
 
 
 def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
@@ -40,3 +61,103 @@ def instant_links(h: Hierarchy, site: str, *, except_dp: str | None = None) -> N
     for name, link in h.servers[site].links.items():
         if name != except_dp:
             link.latency, link.bandwidth = 0.0, None
+
+
+# -- faults, injected into a running hierarchy ---------------------------------------------
+
+
+def _link(h: Hierarchy, site: str, dp: str) -> NetworkLink:
+    link = h.servers[site].links.get(dp)
+    if link is None:
+        raise UnknownDistributionPoint(f"{dp} (no link from site {site} to it)")
+    return link
+
+
+def dp_links(h: Hierarchy) -> list[tuple[str, str]]:
+    """Every (site, DP) link a site server sends content over, as the faults here name it."""
+    return [(code, dp) for code, site in h.servers.items() for dp in site.links]
+
+
+async def link_down_for(h: Hierarchy, site: str, dp: str, seconds: float) -> int:
+    """Take the link from ``site`` to ``dp`` down for ``seconds`` of simulated time (the
+    bus clock: ``time_scale`` applies), then up again, even if cancelled meanwhile.
+    Returns how many transfers it refused meanwhile."""
+    link = _link(h, site, dp)
+    before = link.transfers
+    link.down = True
+    try:
+        await h.bus.clock.sleep(seconds)
+    finally:
+        link.down = False
+    return link.transfers - before
+
+
+def cut_link(h: Hierarchy, site: str, dp: str, after_bytes: int) -> None:
+    """Cut the next transfer from ``site`` to ``dp`` once ``after_bytes`` more bytes have
+    crossed its link, as a dropped connection would."""
+    _link(h, site, dp).inject_cut(after_bytes)
+
+
+def link_cuts(h: Hierarchy, site: str, dp: str) -> int:
+    """How many cuts have fired on the link from ``site`` to ``dp``."""
+    return _link(h, site, dp).cuts
+
+
+def set_link_down(h: Hierarchy, site: str, dp: str, down: bool) -> None:
+    """Take the link from ``site`` to ``dp`` down (every transfer refused) or up again."""
+    _link(h, site, dp).down = down
+
+
+def crash_component(h: Hierarchy, site: str, component: str) -> str:
+    """Fail a site component (``"PkgXferMgr"``, ``"DistMgr"``, ``"SMSDBMON"``) as an
+    unexpected error would: its supervisor restarts it (work in its tasks is cancelled,
+    its mailbox kept). Returns its bus address."""
+    address = _component_address(site, component)
+    h.bus.inject_failure(address, RuntimeError(f"{address}: crash injected by a test"))
+    return address
+
+
+def restarts(h: Hierarchy, site: str, component: str) -> int:
+    """How many times the supervisor has restarted the component."""
+    return h.bus.counters(_component_address(site, component)).restarts
+
+
+def _component_address(site: str, component: str) -> str:
+    by_name = {
+        "DistMgr": addresses.distmgr,
+        "PkgXferMgr": addresses.pkgxfermgr,
+        "SMSDBMON": addresses.smsdbmon,
+    }
+    if component not in by_name:
+        raise ValueError(f"no component {component!r}: one of {', '.join(by_name)}")
+    return by_name[component](site)
+
+
+# -- probes ------------------------------------------------------------------------------
+
+
+async def pending_jobs(h: Hierarchy) -> dict[str, int]:
+    """DistributionJobs rows left, by site code (a settled hierarchy has none)."""
+    return {code: len(await site.db.distribution_jobs()) for code, site in h.servers.items()}
+
+
+class DiskUsage(NamedTuple):
+    databases: int  # bytes of the site databases (with their WAL and shared-memory files)
+    libraries: int  # bytes of every content library (site servers' and DPs')
+
+
+def disk_usage(config: HierarchyConfig) -> DiskUsage:
+    """What a data root holds on disk, walked as files (blocking: call it in a thread)."""
+    databases = libraries = 0
+    for dirpath, _, names in os.walk(config.require_data_root()):
+        in_library = CONTENT_LIBRARY in Path(dirpath).parts
+        for name in names:
+            try:
+                size = (Path(dirpath) / name).stat().st_size
+            except FileNotFoundError:
+                continue
+            if in_library:
+                libraries += size
+            elif name.startswith("site.db"):
+                databases += size
+    return DiskUsage(databases, libraries)

@@ -245,6 +245,19 @@ class Bus:
         cell.scope.cancel()
         await cell.done.wait()
 
+    def inject_failure(self, address: str, error: Exception) -> None:
+        """Fail the actor at ``address`` as if one of its background tasks had raised
+        ``error``: supervised like any failure (logged, restarted with its mailbox kept,
+        escalated past ``max_restarts``). Fault injection for tests and stress runs."""
+        cell = self._registry.get(address)
+        if cell is None:
+            raise UnknownAddress(address)
+
+        async def fail() -> None:
+            raise error
+
+        cell.start_task(fail)
+
     def counters(self, address: str) -> ActorCounters:
         """The actor's counters now (also after it stopped, until another takes its address)."""
         cell = self._cells.get(address)

@@ -67,14 +67,48 @@ def atomic_write(path: Path, data: bytes, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
+def write_file(path: Path, data: bytes) -> None:
+    """A new or replaced file holding data, not synced (the caller syncs in batches)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def open_read(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def read_regular(path: Path) -> bytes:
+def read_regular(path: str | Path) -> bytes:
     """A small file's bytes; UnsafePath for a symlink or a special file."""
-    with open(_open_regular(path), "rb") as f:
-        return f.read()
+    fd = _open_regular(path)
+    try:  # os-level reads, one for a small file: every manifest is read on every open
+        return _read_all(fd)
+    finally:
+        os.close(fd)
+
+
+def _read_all(fd: int) -> bytes:
+    want = os.fstat(fd).st_size + 1  # a short read is the end of a regular file
+    first = os.read(fd, want)
+    if len(first) < want:
+        return first
+    chunks = [first]
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_if_exists(path: str | Path) -> bytes | None:
+    """A file's bytes, or None when it cannot be read (missing, a folder, ...)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        return _read_all(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
 
 
 def hash_file(path: Path) -> tuple[str, int]:
@@ -202,7 +236,7 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def _open_regular(path: Path) -> int:
+def _open_regular(path: str | Path) -> int:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError as e:

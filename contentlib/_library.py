@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from contentlib import _delta, _fs, _package, _paths, _recovery
+from contentlib import _commit, _delta, _fs, _package, _paths, _recovery
 from contentlib._delta import Delta
 from contentlib._errors import (
     ContentLibError,
@@ -58,6 +58,13 @@ class ContentLibrary:
     - ``SigLib/<first 4 hex>/<SHA256>.sig``: chunk signatures, computed lazily and cached.
     - ``tmp/``: unique temp files; a file becomes visible only by an atomic rename.
     - ``DataLib/quarantine/``: manifests that failed their checks on open (``damaged``).
+
+    Durability: a manifest is group-committed (``_commit``): one ``syncfs`` makes its bytes
+    and every FileLib file it names durable before its name appears, and one fsync of
+    DataLib makes the name durable before the caller returns; concurrent commits share both.
+    Files are stored unsynced (a snapshot's, a received one, a rebuilt one): until a version
+    naming them is committed a power cut may lose or tear them, and nothing references them
+    yet (``collect_garbage``, run when a site starts, removes them).
 
     Reference counts are derived from the manifests on open, never stored, so a crash can
     neither leak a count nor delete a referenced file; ``collect_garbage`` removes files
@@ -103,6 +110,7 @@ class ContentLibrary:
         self._pins: Counter[str] = Counter()
         self._busy_ids: set[str] = set()
         self._pkg_locks: dict[str, anyio.Lock] = {}
+        self._committer = _commit.ManifestCommitter(self._datalib, self._thread)
 
     @property
     def damaged(self) -> tuple[DamagedManifest, ...]:
@@ -217,8 +225,8 @@ class ContentLibrary:
                     async with anyio.create_task_group() as tg:
                         for _ in range(min(self.workers, max(1, len(listing)))):
                             tg.start_soon(worker)
-                # One syncfs for all new files and their folders, before the manifest exists.
-                await self._thread(_fs.sync_filesystem, self._filelib)
+                # The files are not synced one by one: the manifest's group commit syncs
+                # the filesystem before the manifest exists.
                 manifest = make_manifest(content_id, package_id, version, entries)
                 await self._commit(manifest)
             finally:
@@ -326,17 +334,20 @@ class ContentLibrary:
             return _fs.copy_hashing(Path(path), tmp)
 
         def store() -> None:
-            # One worker-thread hop: take, check, make durable, place, sync the folder.
+            # One worker-thread hop: take, check, place. A new file is made durable by the
+            # group commit of the version that names it (see the class docstring); one that
+            # replaces a stored copy is synced here, since versions already name it.
             try:
                 got_sha, got_size = take()
                 _check(sha256, size, got_sha, got_size)
-                if move:
+                if move and replace:
                     _fs.fsync_file(tmp)
             except BaseException:
                 tmp.unlink(missing_ok=True)
                 raise
             self._place(sha256, tmp, None, replace=replace)
-            _fs.fsync_dir(self.file_path(sha256).parent)
+            if replace:
+                _fs.fsync_dir(self.file_path(sha256).parent)
 
         await self._thread(store)
 
@@ -374,18 +385,10 @@ class ContentLibrary:
         async with self._pkg_lock(pkg):
             versions = {**self._versions.get(pkg, {}), manifest.content_id: manifest.version}
             entry = PkgEntry.of(pkg, versions)
-
-            def write() -> None:  # one worker-thread hop for DataLib and PkgLib
-                _fs.atomic_write(path, data)
-                try:
-                    _fs.atomic_write(
-                        self._pkglib_path(pkg), msgspec.json.encode(entry), durable=False
-                    )
-                except BaseException:  # not committed (ENOSPC...): no manifest either
-                    self._remove_manifest_file(manifest.content_id)
-                    raise
-
-            await self._thread(write)
+            # Group-committed with every other manifest being written (_commit.py).
+            await self._committer.commit(
+                path, data, (self._pkglib_path(pkg), msgspec.json.encode(entry))
+            )
             self._index(manifest)
         self._refs.update(manifest.hashes())
         # A content id always names the same files: a damaged copy of this manifest is
@@ -449,7 +452,7 @@ class ContentLibrary:
         Deletes nothing while ``damaged`` lists a manifest: which files it referenced cannot
         be known, so any unreferenced file may be one of them (``remove_content`` keeps its
         files then too)."""
-        present = await self._thread(lambda: [p.name for p in self._filelib.glob("*/*")])
+        present = await self._thread(_stored_names, self._filelib)
         return self._drop_unreferenced(name for name in present if _paths.is_sha256(name))
 
     async def verify_file(self, sha256: str) -> FileState:
@@ -611,8 +614,7 @@ class ContentLibrary:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self._place(new_sha256, tmp, None)
-        await self._thread(_fs.fsync_dir, self.file_path(new_sha256).parent)
+        self._place(new_sha256, tmp, None)  # durable with the version that names it
         return new_sha256
 
     # ----------------------------------------------------------------- package files
@@ -754,11 +756,9 @@ class ContentLibrary:
                         f"content {manifest.content_id!r}: files not in the library: "
                         + ", ".join(missing[:20])
                     )
-                touched = {self.file_path(sha).parent for sha in staged}
                 for sha, tmp in staged.items():
                     self._place(sha, tmp, pinned)
-                await self._thread(_fs.fsync_dirs, touched)
-                await self._commit(manifest)
+                await self._commit(manifest)  # its sync covers the files placed here
             finally:
                 self._unpin(pinned)
         return manifest
@@ -841,6 +841,17 @@ def _check(sha256: str, size: int, got_sha: str, got_size: int) -> None:
         raise HashMismatch(f"file {sha256}: got {got_size} bytes, expected {size}")
     if got_sha != sha256:
         raise HashMismatch(f"file {sha256}: content hashes to {got_sha}")
+
+
+def _stored_names(filelib: Path) -> list[str]:
+    """The names in FileLib's folders (scandir: a library holds tens of thousands)."""
+    names: list[str] = []
+    with os.scandir(filelib) as folders:
+        for folder in folders:
+            if folder.is_dir(follow_symlinks=False):
+                with os.scandir(folder.path) as files:
+                    names.extend(f.name for f in files)
+    return names
 
 
 def _write_with(path: Path, encode: Callable[..., None], *args: Any) -> None:

@@ -61,13 +61,14 @@ def recover(layout: Layout) -> Opened:
     _clear_temp(layout)
     manifests: dict[str, Manifest] = {}
     bad: list[tuple[Path, str]] = []
-    for path in sorted(layout.datalib.glob("*.json")):
+    folder = f"{layout.datalib}{os.sep}"
+    for name in _json_names(layout.datalib):
         try:
-            m = load_manifest(path)
+            m = _load(folder + name, name)
         except msgspec.DecodeError as e:
-            bad.append((path, f"does not decode ({e})"))
+            bad.append((layout.datalib / name, f"does not decode ({e})"))
         except ContentLibError as e:
-            bad.append((path, str(e)))
+            bad.append((layout.datalib / name, str(e)))
         else:
             manifests[m.content_id] = m
     _quarantine(layout.quarantine, bad)
@@ -108,11 +109,22 @@ def inspect_library(root: str | os.PathLike[str]) -> LibraryState:
     return LibraryState(manifests, (*damaged, *quarantined))
 
 
+def _json_names(folder: Path) -> list[str]:
+    """The names of the ``*.json`` files of a folder, sorted (strings, not Path objects: a
+    library holds tens of thousands)."""
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.name.endswith(".json") and e.name[0] != ".")
+
+
 def load_manifest(path: Path) -> Manifest:
     """A DataLib manifest that decodes, passes ``check_manifest`` (ids, paths, and a content
     hash recomputed from its entries) and is named after its content id."""
+    return _load(str(path), path.name)
+
+
+def _load(path: str, name: str) -> Manifest:
     m = _manifest_decoder.decode(_fs.read_regular(path))
-    if path.name != f"{m.content_id}.json":
+    if name != f"{m.content_id}.json":
         raise UnsafePath(f"the file name is not its content id {m.content_id!r}")
     return _paths.check_manifest(m)
 
@@ -176,16 +188,13 @@ def _read_index(folder: Path) -> dict[str, _Record]:
 def _sync_pkglib(pkglib: Path, versions: dict[str, dict[str, int]]) -> None:
     """A kill can leave PkgLib listing a version whose manifest is gone, or a package with
     none left: rewrite or delete every file that does not match DataLib."""
-    for path in pkglib.glob("*.json"):
-        if path.stem not in versions:
-            path.unlink()
+    for name in _json_names(pkglib):
+        if name[:-5] not in versions:
+            (pkglib / name).unlink()
+    folder = f"{pkglib}{os.sep}"
     for pkg, by_id in versions.items():
-        path = pkglib / f"{pkg}.json"
         data = msgspec.json.encode(PkgEntry.of(pkg, by_id))
-        try:
-            same = path.read_bytes() == data
-        except OSError:
-            same = False
-        if not same:
+        if _fs.read_if_exists(f"{folder}{pkg}.json") != data:
+            path = pkglib / f"{pkg}.json"
             # Not synced: rebuilt from DataLib on every open.
             _fs.atomic_write(path, data, durable=False)

@@ -1,6 +1,7 @@
 """The conformance report (``python -m bench conformance``) must not lose ground: no flow's
-``found`` or ``in_order`` may drop below tests/conformance_baseline.json, and a flow at
-100 % stays at 100 %. Raise the baseline (rewrite the file from a run's ``--json`` line)
+``found`` or ``in_order`` may drop below tests/conformance_baseline.json (a flow not yet at
+100 % by at most ``_SLACK`` of its lines, for timing-dependent steps), and a flow at 100 %
+stays at 100 %. Raise the baseline (rewrite the file from a run's ``--json`` line)
 when a change brings cmdist's logs closer to the reference."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench import conformance
-from bench._reference import FLOWS, find_reference, normalise
+from bench._reference import FLOWS, NOT_IMPLEMENTED, find_reference, normalise
 
 _BASELINE = Path(__file__).resolve().parent / "conformance_baseline.json"
 
@@ -53,7 +54,7 @@ def test_conformance_does_not_regress(capsys: pytest.CaptureFixture[str]) -> Non
     result = _run(capsys)
     baseline: dict[str, dict[str, int]] = json.loads(_BASELINE.read_text())["flows"]
     assert set(result["flows"]) == set(FLOWS)
-    assert result["not_implemented"], "the flows not implemented yet are listed"
+    assert result["not_implemented"] == sorted(NOT_IMPLEMENTED.values())  # listed, never hidden
     drops: list[str] = []
     for flow, base in baseline.items():
         got = result["flows"][flow]
@@ -64,9 +65,17 @@ def test_conformance_does_not_regress(capsys: pytest.CaptureFixture[str]) -> Non
     assert not drops, "\n".join(drops)
 
 
+# A flow not yet at 100 % may lose this share of its reference lines on a loaded machine:
+# the reference's across-sites flow includes a race (the despooler's error 12 when DRS is
+# slower than the send), and its lines are only there when the race goes that way.
+_SLACK = 0.2
+
+
 def _drop(flow: str, key: str, base: dict[str, int], got: dict[str, Any]) -> str:
-    if base[key] >= base["reference"] and got[key] < got["reference"]:
-        return f"{flow}: {key} {got[key]}/{got['reference']}, was at 100 %"
-    if got[key] < base[key]:
+    if base[key] >= base["reference"]:
+        if got[key] < got["reference"]:
+            return f"{flow}: {key} {got[key]}/{got['reference']}, was at 100 %"
+        return ""
+    if got[key] < base[key] - int(_SLACK * base["reference"]):
         return f"{flow}: {key} {got[key]}/{got['reference']}, baseline {base[key]}"
     return ""

@@ -4,7 +4,10 @@ Components (``actors.site``, ``actors.dp``) import ``bus``, ``contentlib``, the
 infrastructure (``actors.sitedb``, ``actors.status``, ``actors.network``), the leaves
 (errors, config, addresses, crash points) and their own package; a site component may
 also import ``actors.dp`` (the messages a DP receives and the layout both sides share).
-Only ``actors._runtime`` knows every component; ``actors.cli`` imports only the facade.
+Only ``actors._runtime`` knows every component; ``actors.cli`` imports only the facade,
+and ``actors.testing``: ``cmdist stress`` injects faults (link cuts, a link down, a crashed
+component) and reads probes (jobs left, disk usage) that reach inside a running hierarchy,
+which the facade does not offer an admin and ``actors.testing`` offers tests and embedders.
 ``bus`` and ``contentlib`` know nothing of each other or of ``actors``.
 """
 
@@ -23,11 +26,12 @@ EXTERNAL = {"bus", "contentlib"}
 ALLOWED: dict[str, set[str]] = {
     "actors.site": EXTERNAL | INFRA | LEAVES | {"actors.site", "actors.dp"},
     "actors.dp": EXTERNAL | INFRA | LEAVES | {"actors.dp"},
+    "actors.drs": EXTERNAL | INFRA | LEAVES | {"actors.drs"},
     "actors.pulldp": EXTERNAL | INFRA | LEAVES | {"actors.pulldp", "actors.dp"},
     "actors.network": {"bus"} | LEAVES | {"actors.network"},
     "actors.status": {"bus"} | LEAVES | {"actors.sitedb", "actors.status"},
     "actors.sitedb": LEAVES | {"actors.sitedb"},
-    "actors.cli": {"actors", "actors.errors", "actors.cli", "bus"},
+    "actors.cli": {"actors", "actors.errors", "actors.cli", "actors.testing", "bus"},
     "bus": {"bus"},
     "contentlib": {"contentlib"},
 }

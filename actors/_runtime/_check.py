@@ -247,7 +247,9 @@ class _SiteCheck:
 
     async def run(self) -> tuple[list[Problem], Checked]:
         await self._integrity()
-        packages = {p.pkg_id: p.stored_pkg_version for p in await self.db.packages()}
+        rows = await self.db.packages()
+        packages = {p.pkg_id: p.stored_pkg_version for p in rows}
+        own = sum(1 for p in rows if p.source_site == self.site.code)  # DRS copies the others
         site_lib = await _scan(
             f"{self.site.server} site library",
             content_library(self.config.server_root(self.site.server)),
@@ -261,9 +263,7 @@ class _SiteCheck:
         self._unknown_site_content(site_lib, packages)
         await self._orphan_dp_content(packages, dp_libs)
         counts = sum((lib.checked for lib in libraries), Checked())
-        return self.problems, counts + Checked(
-            databases=1, packages=len(packages), installed=installed
-        )
+        return self.problems, counts + Checked(databases=1, packages=own, installed=installed)
 
     async def _integrity(self) -> None:
         found = await self.db.integrity_check()

@@ -50,7 +50,7 @@ from actors.errors import (
 )
 from actors.site import ValidateContent
 from actors.site.messages import PACKAGE_CHANGED_TOPIC, TRANSFER_PROGRESS_TOPIC, CancelTransfer
-from actors.sitedb import PackageAction, PackageRow, SiteDatabaseClosed
+from actors.sitedb import PackageAction, PackageRow, ServerAction, SiteDatabaseClosed
 from actors.status import STATUS_TOPIC, StatusMessage, stored_messages
 from bus import Bus, BusClosed, Clock, RealClock
 
@@ -238,10 +238,10 @@ class Hierarchy:
         names = _names(dps)
         for name in names:
             dp = self.config.dp(name)
-            if dp.site != server.code:
+            if dp.pull and dp.site != server.code:
                 raise NotSupported(
-                    f"{dp.name} is a DP of site {dp.site}, package {pkg_id} belongs to site"
-                    f" {server.code}: distribution across sites is not supported yet (issue #6)"
+                    f"{dp.name} is a pull DP of site {dp.site}, package {pkg_id} belongs to site"
+                    f" {server.code}: pull DPs of another site are not supported yet"
                 )
         with anyio.CancelScope(shield=True):
             await self._guard(server.provider.add_distribution_points(pkg_id, names))
@@ -311,8 +311,16 @@ class Hierarchy:
     async def content_status(self, pkg: Package | str) -> list[ContentStatus]:
         """One record per DP the package targets (or was removed from), by DP name; a
         Retrying or Failed DP's ``detail`` says why."""
-        server, pkg_id = await self._package(pkg)
-        return list(await dp_content_status(server.db, pkg_id, server.code, server.held_version))
+        _, pkg_id = await self._package(pkg)
+        return await self._every_dp(pkg_id)
+
+    async def _every_dp(self, pkg_id: str) -> list[ContentStatus]:
+        """Each site's own DPs, as its database and libraries say (the package's row is
+        at every site DRS has reached)."""
+        out: list[ContentStatus] = []
+        for site in self.servers.values():
+            out += await dp_content_status(site.db, pkg_id, site.code, site.held_version)
+        return sorted(out, key=lambda d: d.dp)
 
     async def wait(self, pkg: Package | str, timeout: float = 60.0) -> list[ContentStatus]:
         """Until every targeted DP is final for the package's current version: Installed
@@ -339,7 +347,7 @@ class Hierarchy:
         row = await server.db.package(pkg_id)
         if row is None:
             raise UnknownPackage(pkg_id)
-        status = list(await dp_content_status(server.db, pkg_id, server.code, server.held_version))
+        status = await self._every_dp(pkg_id)
         pending: dict[str, str] = {
             s.dp: s.state
             for s in status
@@ -347,6 +355,13 @@ class Hierarchy:
         }
         if row.action != PackageAction.NONE:
             pending[server.code] = "processing the package"  # DistMgr has not yet taken it
+        # A DP of another site counts once its own site has the request (DRS brings it).
+        seen = {s.nal_path for s in status}
+        names = {d.nal_path: d.name for d in self.config.dps}
+        for target in await server.db.pkg_servers(pkg_id):
+            if target.nal_path not in seen and target.action != ServerAction.REMOVE:
+                name = names.get(target.nal_path, target.nal_path)
+                pending[name] = f"waiting for site {target.site_code} to receive the request"
         return status, pending
 
     async def extract(self, pkg: Package | str, dp: str, out_dir: str | Path) -> Path:
@@ -354,8 +369,8 @@ class Hierarchy:
 
         ``out_dir`` must be absent or empty (``TargetNotEmpty``); every file is hashed as it
         is copied (``HashMismatch`` names a damaged one) and nothing partial is left."""
-        server, pkg_id = await self._package(pkg)
-        self.config.dp(dp)  # UnknownDistributionPoint
+        _, pkg_id = await self._package(pkg)
+        server = self.servers[self.config.dp(dp).site]  # (UnknownDistributionPoint)
         library = server.dp_library(dp)
         held = library.content_ids(pkg_id) if library is not None else []
         if library is None or not held:

@@ -60,7 +60,9 @@ def site_databases(config: HierarchyConfig) -> list[tuple[Site, Path]]:
 
 
 async def read_status(config: HierarchyConfig) -> list[PackageStatus]:
-    """Every package of every site database under the data root, by package ID."""
+    """Every package of every site database under the data root, by package ID: its
+    version as its source site stores it, and each site's own DPs (DRS copies a package
+    row to every site; only the source site's row says which version is current)."""
     out: dict[str, PackageStatus] = {}
     held = held_on_disk(config)
     for site, path in site_databases(config):
@@ -68,11 +70,10 @@ async def read_status(config: HierarchyConfig) -> list[PackageStatus]:
             for pkg in await db.packages():
                 dps = await dp_content_status(db, pkg.pkg_id, site.code, held)
                 seen = out.get(pkg.pkg_id)
-                if seen is None:
-                    out[pkg.pkg_id] = PackageStatus(
-                        pkg.pkg_id, pkg.name, pkg.source_site, pkg.stored_pkg_version, dps
-                    )
-                else:  # the package as another site sees it: its own DPs
-                    merged = tuple(sorted({*seen.dps, *dps}, key=lambda d: d.dp))
-                    out[pkg.pkg_id] = msgspec.structs.replace(seen, dps=merged)
+                version = pkg.stored_pkg_version
+                if seen is not None:  # the package as another site sees it: its own DPs
+                    dps = tuple(sorted({*seen.dps, *dps}, key=lambda d: d.dp))
+                    if pkg.source_site != site.code:
+                        version = seen.version
+                out[pkg.pkg_id] = PackageStatus(pkg.pkg_id, pkg.name, pkg.source_site, version, dps)
     return [out[k] for k in sorted(out)]

@@ -5,32 +5,43 @@ from __future__ import annotations
 from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 
+import anyio
+
 from actors import addresses
 from actors.config import DistributionPoint, HierarchyConfig, Site
 from actors.dp import ContentServer, DPProvider, content_library, dp_root
+from actors.drs import Drs
 from actors.errors import SiteDatabaseLost
 from actors.network import NetworkLink
 from actors.pulldp import PullDPAgent
 from actors.site import (
     ContentValidator,
+    Despooler,
     DistMgr,
     MpRelay,
     PkgXferMgr,
+    Scheduler,
+    Sender,
+    SiteKey,
     SmsDbMon,
     SmsProvider,
     StateSystem,
     StatusInbox,
 )
 from actors.site.messages import TRANSFER_PROGRESS_TOPIC, TransferProgress
-from actors.sitedb import DistributionPointRow, SiteDatabase
+from actors.sitedb import DistributionPointRow, SiteDatabase, ops
 from actors.status import (
     DATA_TRANSFER_SERVICE,
+    DESPOOLER,
     DISTMGR,
     DP_PROVIDER,
     MP_RELAY,
     PKGXFERMGR,
     PROVIDER,
     PULLDP,
+    REPLICATION,
+    SCHEDULER,
+    SENDER,
     SMSDBMON,
     STATE_SYSTEM,
     ComponentLogs,
@@ -52,15 +63,25 @@ class _Libraries:
 
     @classmethod
     async def open(cls, hierarchy: HierarchyConfig, site: Site) -> _Libraries:
-        """Each library's manifests are read and checked in a worker thread."""
-        dps = {
-            dp.name.upper(): await ContentLibrary.open(
-                content_library(dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper()))
+        """Each library's manifests are read and checked in a worker thread, the libraries
+        at once (their reads overlap)."""
+        roots = {
+            dp.name.upper(): content_library(
+                dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper())
             )
             for dp in hierarchy.dps_of(site.code)
         }
-        own = await ContentLibrary.open(content_library(hierarchy.server_root(site.server)))
-        return cls(own, dps)
+        own_root = content_library(hierarchy.server_root(site.server))
+        opened: dict[str, ContentLibrary] = {}
+
+        async def open_one(key: str, root: Path) -> None:
+            opened[key] = await ContentLibrary.open(root)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(open_one, "", own_root)
+            for name, root in roots.items():
+                tg.start_soon(open_one, name, root)
+        return cls(opened[""], {name: opened[name] for name in roots})
 
     def package_ids(self) -> set[str]:
         """Every package any of the libraries holds content of."""
@@ -119,6 +140,9 @@ class SiteServer:
         self.pull_dps: dict[str, PullDPAgent] = {}
         self._dp_logs: list[ComponentLogs] = []
         self.links: dict[str, NetworkLink] = {}
+        self.site_links: dict[str, NetworkLink] = {}
+        self.sender: Sender | None = None  # (for probes: its counters)
+        self.key = SiteKey.load_or_create(self.root / "keys" / "site.key")
 
     @classmethod
     async def open(
@@ -154,6 +178,9 @@ class SiteServer:
         Files a crash left outside every manifest go first: nothing is in flight yet, so
         nothing received but not yet committed is lost."""
         await self.library.collect_garbage()
+        # Our public key, for the other sites' despoolers (DRS carries it to them).
+        code, public = self.code, self.key.public_hex
+        await self.db.write(lambda conn: ops.save_site_key(conn, code, public))
         for dp in self.hierarchy.dps_of(self.code):
             if not dp.pull:
                 await self._start_dp(dp.name)
@@ -217,10 +244,23 @@ class SiteServer:
         self.links[name] = NetworkLink(f"{code}->{name}", bus.clock, h.link(code, name))
 
     def _start_components(self) -> None:
-        """DistMgr, PkgXferMgr, content validation and SMSDBMON (last: it delivers what
-        the others take)."""
+        """DistMgr, PkgXferMgr, content validation, DRS and SMSDBMON (last: it delivers
+        what the others take)."""
         h, code, bus = self.hierarchy, self.code, self.bus
         settings = h.settings
+        parent = self.site.parent
+        neighbours = (*((parent,) if parent else ()), *(c.code for c in h.children(code)))
+        bus.spawn(
+            Drs(
+                site=code,
+                db=self.db,
+                neighbours=neighbours,
+                delay=settings.replication_delay,
+                retry_interval=settings.smsdbmon_poll_interval,
+                log=self.logs[REPLICATION],
+            ),
+            addresses.drs(code),
+        )
         bus.spawn(
             DistMgr(
                 site=code,
@@ -258,6 +298,36 @@ class SiteServer:
             ),
             addresses.content_validator(code),
         )
+        self.sender = Sender(
+            site=code,
+            settings=settings,
+            links=self.site_link,
+            server_root=self._site_root,
+            log=self.logs[SENDER],
+        )
+        bus.spawn(self.sender, addresses.sender(code))
+        bus.spawn(
+            Scheduler(
+                site=code, db=self.db, key=self.key, server_root=self.root, log=self.logs[SCHEDULER]
+            ),
+            addresses.scheduler(code),
+        )
+        bus.spawn(
+            Despooler(
+                site=code,
+                server=self.site.server,
+                db=self.db,
+                library=self.library,
+                reporter=self.reporter,
+                server_root=self.root,
+                threads=settings.despooling_threads,
+                poll_interval=settings.despooler_poll_interval,
+                retry_delay=settings.despooler_retry_delay,
+                next_hop=lambda final: h.tree_path(code, final)[1],
+                log=self.logs[DESPOOLER],
+            ),
+            addresses.despooler(code),
+        )
         bus.spawn(
             StateSystem(self.db, self.root, self.logs[STATE_SYSTEM]),
             addresses.statesys(code),
@@ -284,6 +354,19 @@ class SiteServer:
     def close_logs(self) -> None:
         for logs in (self.logs, *self._dp_logs):
             logs.close()
+
+    def site_link(self, dest: str) -> NetworkLink:
+        """The link to a neighbouring site (one per destination, shared by its sends)."""
+        link = self.site_links.get(dest)
+        if link is None:
+            spec = self.hierarchy.link(self.code, dest)
+            link = NetworkLink(f"{self.code}->{dest}", self.bus.clock, spec)
+            self.site_links[dest] = link
+        return link
+
+    def _site_root(self, code: str) -> Path:
+        """Another site server's folder: the sender writes only into its receive share."""
+        return self.hierarchy.server_root(self.hierarchy.site(code).server)
 
     def _dp_root(self, dp: DistributionPointRow) -> Path:
         return dp_root(self.hierarchy, dp.server_name, dp.is_site_server)

@@ -1,13 +1,16 @@
 """The ``cmdist`` command line.
 
 ``cmdist demo``: the default hierarchy in a fresh data root; generated packages of mixed
-sizes are distributed to the standard DPs of site PS1, one is updated and one redistributed,
-and one package of site P01 goes to its source DP and then to the pull DP P01PDP1, with live
-progress fed by the status messages, then the content status and measured figures.
+sizes are created at the CAS (CS1) and distributed to a standard DP of each other site (PS1,
+PS2, SS1 through PS1, P01), one is updated and one redistributed, and one package of site
+P01 goes to its source DP and then to the pull DP P01PDP1, with live progress fed by the
+status messages, then the content status and measured figures.
 ``cmdist status --root DIR``: the content status a run left in DIR, read from the site
 databases without starting anything.
 ``cmdist check --root DIR``: the site databases against the content libraries, read-only;
 every problem named, exit 1 when there is any.
+``cmdist stress --packages N``: N small packages across the hierarchy with faults injected,
+then every check that must hold and the figures, at N/2 and N (exit 1 if a check failed).
 
 Exit codes: 0 done (check: clean), 1 failed (check: problems), 2 bad arguments or data root,
 130 interrupted (Ctrl-C), 141 stdout closed early (``| head``).
@@ -47,13 +50,15 @@ from actors import (
     read_status,
     report_lines,
 )
+from actors.cli._stress import StressOptions, stress
+from actors.cli._stress_view import StressProgress, print_stress
 from actors.cli._table import status_table
 from actors.errors import CmdistError, DataRootError, HierarchyConfigError
 from bus import run
 
 __all__ = ["main"]
 
-DEMO_SITE = "PS1"
+DEMO_SITE = "CS1"  # the packages' site: the CAS, as the reference's walk-through has it
 PULL_SITE = "P01"  # the site whose pull DP the demo serves too
 INSTALLED_MESSAGE = 8210  # PkgXferMgr: package sent to the DP and installed there
 MiB = 1 << 20
@@ -277,12 +282,13 @@ class _Run(NamedTuple):
 
 async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
     cfg = opts.config
-    dps = [d for d in cfg.dps_of(DEMO_SITE) if not d.pull]
+    dps = _demo_dps(cfg)
     sources = [_make_package(opts.root / "sources", i, opts.scale) for i in range(opts.packages)]
     total = sum(s.size for s in sources)
     view.say(
-        f"cmdist demo: {len(sources)} packages ({total / MiB:,.1f} MiB) to the {len(dps)} DPs"
-        f" of {DEMO_SITE}, time scale {opts.time_scale:g}, data root {opts.root}"
+        f"cmdist demo: {len(sources)} packages ({total / MiB:,.1f} MiB) created at {DEMO_SITE}"
+        f" to {len(dps)} DPs ({', '.join(d.name for d in dps)}), time scale"
+        f" {opts.time_scale:g}, data root {opts.root}"
     )
     async with (
         Hierarchy.open(cfg, time_scale=opts.time_scale) as h,
@@ -296,6 +302,20 @@ async def _demo(opts: _DemoOptions, view: _Progress) -> DemoResult:
         status = [await _package_status(h, pkg) for pkg in (*run.pkgs, run.pull.pkg)]
         tg.cancel_scope.cancel()
     return _result(opts, dps, sources, run, status)
+
+
+def _demo_dps(cfg: HierarchyConfig) -> list[DistributionPoint]:
+    """One standard DP at each site below the CAS (not a site server's own): the package
+    travels to every site of the hierarchy."""
+    servers = {s.server.upper() for s in cfg.sites}
+    out: list[DistributionPoint] = []
+    for site in cfg.sites:
+        if site.code == DEMO_SITE:
+            continue
+        own = [d for d in cfg.dps_of(site.code) if not d.pull and d.name.upper() not in servers]
+        if own:
+            out.append(own[0])
+    return out
 
 
 async def _run_phases(
@@ -458,14 +478,19 @@ def _load(path: str | None, root: Path) -> HierarchyConfig:
     return load_hierarchy(path, root=root)
 
 
+def _new_root(given: str | None, prefix: str) -> Path:
+    """``--root``, which must be new or empty; without it, a new temporary folder."""
+    if not given:
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    root = Path(given).resolve()
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UsageError(f"--root {root} is not an empty folder: give a new or empty one")
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 def _demo_command(args: argparse.Namespace, console: Console) -> int:
-    if args.root:
-        root = Path(args.root).resolve()
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise UsageError(f"--root {root} is not an empty folder: give a new or empty one")
-        root.mkdir(parents=True, exist_ok=True)
-    else:
-        root = Path(tempfile.mkdtemp(prefix="cmdist-demo-"))
+    root = _new_root(args.root, "cmdist-demo-")
     opts = _DemoOptions(
         _load(args.hierarchy, root), root, args.packages, args.scale, args.time_scale, args.timeout
     )
@@ -479,6 +504,29 @@ def _demo_command(args: argparse.Namespace, console: Console) -> int:
         print(msgspec.json.encode(result).decode())
     else:
         _print_demo(console, result)
+    return 0 if result.ok else 1
+
+
+def _stress_command(args: argparse.Namespace, console: Console) -> int:
+    root = _new_root(args.root, "cmdist-stress-")
+    opts = StressOptions(
+        root,
+        args.packages,
+        seed=args.seed,
+        time_scale=args.time_scale,
+        concurrency=args.concurrency,
+        faults=not args.no_faults,
+        timeout=args.timeout,
+    )
+    try:
+        with StressProgress(console, quiet=args.json) as view:
+            result = run(stress, opts, view)
+    except KeyboardInterrupt:
+        raise Interrupted(f"data root kept at {root}") from None
+    if args.json:
+        print(msgspec.json.encode(result).decode())
+    else:
+        print_stress(console, result)
     return 0 if result.ok else 1
 
 
@@ -527,6 +575,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "demo": _demo_command,
     "status": _status_command,
     "check": _check_command,
+    "stress": _stress_command,
 }
 
 
@@ -534,7 +583,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmdist", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
-        "demo", help="distribute generated packages to the DPs of PS1, with live progress"
+        "demo",
+        help="distribute generated packages from CS1 to DPs of every site, with live progress",
     )
     demo.add_argument("--root", help="data root to create (default: a new temporary folder)")
     demo.add_argument("--packages", type=int, default=5, help="packages to generate (default 5)")
@@ -557,6 +607,26 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--root", required=True, help="the data root of a run")
     _hierarchy_option(check)
     check.add_argument("--json", action="store_true", help="one JSON object: ok, problems, checked")
+    stress = commands.add_parser(
+        "stress",
+        help="many small packages across the hierarchy with faults injected, then checks",
+    )
+    stress.add_argument(
+        "--packages", type=int, default=10_000, help="packages (default 10000; N/2 runs first)"
+    )
+    stress.add_argument("--root", help="data root to create (default: a new temporary folder)")
+    stress.add_argument("--seed", type=int, default=1, help="seed of sources and faults")
+    stress.add_argument(
+        "--time-scale", type=float, default=0.001, help="multiply every interval (default 0.001)"
+    )
+    stress.add_argument(
+        "--concurrency", type=int, default=64, help="packages in flight at once (default 64)"
+    )
+    stress.add_argument("--no-faults", action="store_true", help="inject no fault")
+    stress.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds one operation may take"
+    )
+    stress.add_argument("--json", action="store_true", help="one JSON object, no progress")
     return parser
 
 
@@ -574,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.command == "demo" and (args.packages < 1 or args.scale <= 0 or args.time_scale <= 0):
         parser.error("--packages must be >= 1, --scale and --time-scale > 0")
+    if args.command == "stress" and (
+        args.packages < 1 or args.concurrency < 1 or args.time_scale <= 0 or args.timeout <= 0
+    ):
+        parser.error("--packages and --concurrency must be >= 1, --time-scale and --timeout > 0")
     # no terminal (CI, a pipe): rich prints plain text; 120 columns keep the tables whole
     console = Console(width=None if sys.stdout.isatty() else 120)
     try:

@@ -22,13 +22,16 @@ from typing import Any
 
 import anyio
 
+from actors import addresses
 from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
 from actors.site._inbox import StatusInbox
+from actors.site._paths import package_file
 from actors.site._pullresponse import process_pull_response
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
+    MiniJobCreated,
     PackageChanged,
     PackageNotification,
     PullResponseNotification,
@@ -70,6 +73,8 @@ __all__ = ["PACKAGE_CHANGED_TOPIC", "DistMgr"]
 
 
 _HASH_ALGORITHM = 32780  # CALG_SHA_256, as the reference logs it
+CONTENT_ARRIVED_MASK = 160  # the despooler's UpdateMask: a version arrived from another site
+_MAX_DELTA_VERSIONS = 5  # a site further behind gets the whole package (PCK)
 
 
 class DistMgr(Component):
@@ -90,8 +95,10 @@ class DistMgr(Component):
         reporter: StatusReporter,
         inbox: StatusInbox,
         log: CMTraceLog | None = None,
+        server_root: Path | None = None,
     ) -> None:
         self.site = site
+        self.server_root = server_root or hierarchy.server_root(hierarchy.site(site).server)
         self.inbox = inbox
         self._replication_thread = new_thread_id()
         self.hierarchy = hierarchy
@@ -171,8 +178,10 @@ class DistMgr(Component):
                 try:
                     await self._process(pkg_id)
                     # Not in ``finally``: a publish while the actor is cancelled at
-                    # shutdown raised BusClosed over the cancellation.
-                    await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+                    # shutdown raised BusClosed over the cancellation. A package processed
+                    # while the bus stops is stored all the same: nobody listens any more.
+                    with suppress(BusClosed):
+                        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
                 finally:
                     self._running.discard(pkg_id)
                     self.processed += 1
@@ -196,13 +205,15 @@ class DistMgr(Component):
 
     async def _process_package(self, pkg: PackageRow) -> None:
         pkg_id = pkg.pkg_id
-        if self._new_here(pkg) and pkg.stored_pkg_version == 0:
+        if self._replicated_add(pkg):
+            await self._add_replicated(pkg)
+            pkg = await self.db.package(pkg_id) or pkg
+        elif self._new_here(pkg) and pkg.stored_pkg_version == 0:
             # 2300 comes first, then the processing line (as the reference's log has it)
             await self._report(2300, (pkg.name, pkg_id), pkg_id)
-        self.trace(
-            f"~Processing package {pkg_id} (SourceVersion:{pkg.source_version};"
-            f"StoredVersion:{pkg.stored_pkg_version})"
-        )
+            self._processing_line(pkg)
+        else:
+            self._processing_line(pkg)
         new_version = False
         if self._new_here(pkg):
             stored = await self._store_new_version(pkg)
@@ -210,13 +221,17 @@ class DistMgr(Component):
                 return
             pkg, new_version = stored, True
             crash_point("distmgr.version_committed")
-        elif pkg.action == PackageAction.NONE:
+        elif pkg.action == PackageAction.NONE and pkg.source_site == self.site:
             self.trace(
                 f"No action specified for the package {pkg_id}, however there may be"
                 " package server changes for this package."
             )
+        elif self._content_arrived(pkg):
+            pkg = await self._take_arrived(pkg)
         servers = await self.db.pkg_servers(pkg_id, site_code=self.site)
         await self._dp_threads(pkg, servers)
+        if pkg.source_site == self.site and pkg.stored_pkg_version > 0:
+            await self._send_to_sites(pkg)
         if pkg.action == PackageAction.DELETE:
             await self._finish_delete(pkg)
         elif new_version:
@@ -244,6 +259,196 @@ class DistMgr(Component):
                 f"~Adding these contents to the package {pkg_id} version {pkg.stored_pkg_version}."
             )
         await self._report(2301, (pkg.name, pkg_id), pkg_id)
+
+    def _processing_line(self, pkg: PackageRow) -> None:
+        self.trace(
+            f"~Processing package {pkg.pkg_id} (SourceVersion:{pkg.source_version};"
+            f"StoredVersion:{pkg.stored_pkg_version})"
+        )
+
+    def _replicated_add(self, pkg: PackageRow) -> bool:
+        """A package of another site that DRS just brought here (Action 2, no content)."""
+        return (
+            pkg.source_site != self.site
+            and pkg.action == PackageAction.ADD
+            and pkg.stored_pkg_version == 0
+        )
+
+    async def _add_replicated(self, pkg: PackageRow) -> None:
+        """The reference's "Create a package" step 6 at a receiving site: the package is
+        known here (2300, 2311, 2301) and its action reset; no content moves until a DP of
+        this site wants it (the source site sends it then)."""
+        pkg_id = pkg.pkg_id
+        await self._report(2300, (pkg.name, pkg_id), pkg_id)
+        self._processing_line(pkg)
+        self.trace(f"Start adding package {pkg_id}...")
+        self.trace(
+            f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
+            f" and UpdateMaskEx is {pkg.update_mask_ex}."
+        )
+        self.trace(f"~Successfully created/updated the package {pkg_id}")
+        await self._report(2311, (pkg_id,), pkg_id)
+        self.trace(f"~Created policy provider trigger for ID {pkg_id}")
+        self.trace(f"~Package {pkg_id} does not have a preferred sender.")
+        self._available_version(pkg_id, pkg.source_version, 2301)
+        self.trace(
+            f"~StoredPkgVersion ({pkg.stored_pkg_version}) of package {pkg_id}."
+            f" StoredPkgVersion in database is {pkg.stored_pkg_version}."
+        )
+        self.trace(
+            f"~SourceVersion ({pkg.source_version}) of package {pkg_id}."
+            f" SourceVersion in database is {pkg.source_version}."
+        )
+        action_seq = pkg.action_seq
+        parked = False
+
+        def park(conn: sqlite3.Connection) -> None:
+            nonlocal parked
+            parked = ops.park_package(conn, pkg_id, action_seq)
+
+        # The action reset and 2301 in one commit: whoever sees 2301 sees the package done.
+        await self._report(2301, (pkg.name, pkg_id), pkg_id, op=park)
+        if not parked:
+            self._again.add(pkg_id)  # asked again meanwhile: processed once more
+
+    def _content_arrived(self, pkg: PackageRow) -> bool:
+        """The despooler stored a version of another site's package here (Action 1 with
+        the reference's Update Mask 160)."""
+        return (
+            pkg.source_site != self.site
+            and pkg.action == PackageAction.UPDATE
+            and pkg.update_mask == CONTENT_ARRIVED_MASK
+        )
+
+    async def _take_arrived(self, pkg: PackageRow) -> PackageRow:
+        """Destination site, "Distribute a package to DP across sites" step 9: the DPs of
+        this site that hold the package get the new version (targeted ones keep their
+        add), and the package's action goes back to 0 (compare and set)."""
+        pkg_id = pkg.pkg_id
+        self.trace(f"Start updating the package {pkg_id}...")
+        self.trace(
+            f"~The Package Action is {int(pkg.action)}, the Update Mask is {pkg.update_mask}"
+            f" and UpdateMaskEx is {pkg.update_mask_ex}."
+        )
+        self.trace("~Use drive E for storing the compressed package.")
+        site, action_seq = self.site, pkg.action_seq
+        if not await self.db.write(
+            lambda conn: ops.take_arrived_version(
+                conn, pkg_id=pkg_id, site_code=site, action_seq=action_seq
+            )
+        ):
+            self._again.add(pkg_id)
+        self.trace(f"~Successfully created/updated the package {pkg_id}")
+        # The previous version stays as the base of deltas to DPs; older ones go.
+        for old in self.library.content_ids(pkg_id):
+            if _version(old) < pkg.stored_pkg_version - 1:
+                await self.library.remove_content(old)
+        return await self.db.package(pkg_id) or pkg
+
+    async def _send_to_sites(self, pkg: PackageRow) -> None:
+        """Source site, step 3-3: a compressed copy to every site with a targeted DP that
+        lacks this version (its Type 1 row says what it stores), once per version and
+        site; routed along the tree, a hop at a time."""
+        pkg_id, version = pkg.pkg_id, pkg.stored_pkg_version
+        wanted = sorted(
+            {
+                s.site_code
+                for s in await self.db.pkg_servers(pkg_id)
+                if s.site_code != self.site and s.action != ServerAction.REMOVE
+            }
+        )
+        lacking = [s for s in wanted if await self.db.site_version(pkg_id, s) < version]
+        # A site on the way to another one stores the copy it forwards (SS1's through
+        # PS1): one send covers both, and the link to it carries the package once.
+        on_the_way = {
+            hop for site in lacking for hop in self.hierarchy.tree_path(self.site, site)[1:-1]
+        }
+        for site in lacking:
+            if site in on_the_way:
+                continue
+            if await self.db.minijob_for(pkg_id, version, site) is None:  # not on its way
+                await self._minijob(pkg, site, await self._delta_base(pkg, site))
+
+    async def _delta_base(self, pkg: PackageRow, site: str) -> int:
+        """The version a site's DLT starts from: the one it holds, if the library still
+        has it and it is at most 5 versions behind (0: the site gets the PCK)."""
+        held = await self.db.site_version(pkg.pkg_id, site)
+        version = pkg.stored_pkg_version
+        if held == 0 or version - held > _MAX_DELTA_VERSIONS:
+            return 0
+        if make_content_id(pkg.pkg_id, held) not in self.library.content_ids(pkg.pkg_id):
+            return 0
+        # every site on the way stores the copy it forwards: each must hold the base too
+        for hop in self.hierarchy.tree_path(self.site, site)[1:-1]:
+            if await self.db.site_version(pkg.pkg_id, hop) != held:
+                return 0
+        return held
+
+    async def _minijob(self, pkg: PackageRow, site: str, base: int) -> None:
+        pkg_id, version = pkg.pkg_id, pkg.stored_pkg_version
+        self.trace(f"~Package {pkg_id} does not have a preferred sender.")
+        if base:  # an update: the compressed changes (2333, with the site)
+            await self._report(2333, (pkg_id, site), pkg_id)
+        self.trace(f"~Needs to send the compressed package for package {pkg_id} to site {site}")
+        self.trace(f"~Sending a copy of package {pkg_id} to site {site}")
+        path = self.hierarchy.tree_path(self.site, site)
+        hop = path[1]
+        if hop == site:
+            self.trace(f"~The reporting site of site {site} is this site.")
+        self.trace("~Use drive E for storing the compressed package.")
+        pck = package_file(self.server_root, pkg_id, version, base)
+        self.trace(f"~Setting CMiniJob transfer root to {pck}")
+        root = str(pck)
+        # DistMgr's own reference while it builds and hands over the file: a send request
+        # completing meanwhile cannot delete it under us.
+        await self.db.write(lambda conn: ops.add_package_file_ref(conn, root))
+        try:
+            if not await anyio.to_thread.run_sync(pck.exists):  # built once per version
+                await anyio.Path(pck.parent).mkdir(parents=True, exist_ok=True)
+                new = make_content_id(pkg_id, version)
+                if base:
+                    await self.library.write_dlt(make_content_id(pkg_id, base), new, pck)
+                else:
+                    await self.library.write_pck(new, pck)
+            size = (await anyio.Path(pck).stat()).st_size
+            now = product_time(self.clock.wall())
+            job_id = await self.db.write(
+                lambda conn: ops.insert_minijob(
+                    conn,
+                    pkg_id=pkg_id,
+                    version=version,
+                    dest_site=hop,
+                    final_site=site,
+                    transfer_root=root,
+                    priority=pkg.priority,
+                    size=size,
+                    now=now,
+                    base_version=base,
+                )
+            )
+            refs = await self.db.package_file_refs(root)
+            self.trace(f"Incremented ref count on file {pck}, count = {refs}")
+        finally:
+            left = await self.db.write(lambda conn: ops.release_package_file_ref(conn, root))
+            self.trace(f"Decremented ref count on file {pck}, count = {left}")
+            if left == 0:
+                await anyio.to_thread.run_sync(_unlink, pck)
+        if job_id is None:
+            return
+        self.trace(
+            f"~Created minijob to send compressed copy of package {pkg_id} to site {site}."
+            f"  Transfer root = {pck}."
+        )
+        self.trace(
+            f"The package and/or program properties for package {pkg_id} have not changed, "
+            " need to determine which site(s) need updated package info."
+        )
+        self.trace(
+            f"A distribution point has been changed at this site, adding site {site} to the"
+            f" list of sites to which we are sending package {pkg_id}."
+        )
+        self.trace(f"Parent site of {site} is {self.hierarchy.site(site).parent}")
+        await self.send(addresses.scheduler(self.site), MiniJobCreated(job_id))
 
     def _available_version(self, pkg_id: str, version: int, status: int) -> None:
         """The product's line for the status of the version its DPs may take."""
@@ -394,18 +599,27 @@ class DistMgr(Component):
     async def _dp_threads(self, pkg: PackageRow, servers: list[PkgServerRow]) -> None:
         work: list[tuple[PkgServerRow, DistributionPointRow]] = []
         no_content: list[PkgServerRow] = []
+        waiting: list[PkgServerRow] = []
         for server in servers:
             wanted = server.action != ServerAction.NONE or server.refresh_trigger
             removing = server.action == ServerAction.REMOVE or pkg.action == PackageAction.DELETE
             if not wanted:
                 continue
             if pkg.stored_pkg_version == 0 and not removing:
-                if pkg.action == PackageAction.NONE:
+                if pkg.source_site != self.site:
+                    waiting.append(server)  # its content is on its way from the source site
+                elif pkg.action == PackageAction.NONE:
                     no_content.append(server)  # its processing failed: nothing to send
                 continue
             dp = await self.db.distribution_point(server.nal_path)
             if dp is not None:
                 work.append((server, dp))
+        if waiting:
+            # The DPs keep their action: the despooler's notification brings us back.
+            self.trace(
+                f"~The contents for the package {pkg.pkg_id} hasn't arrived from site"
+                f" {pkg.source_site} yet, will retry later."
+            )
         if no_content:
             await self._no_content(pkg, no_content)
         if not work:
@@ -678,6 +892,10 @@ def _start_line(pkg_id: str, server: PkgServerRow, nal_path: str) -> str:
     if server.action == ServerAction.UPDATE:
         return f"Start updating package {pkg_id} on server {nal_path}..."
     return f"Start adding package {pkg_id} to server {nal_path}..."
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -141,6 +141,10 @@ class SmsDbMon(Component):
                 if self.trace_log is not None and lines:
                     self.trace_log.write_lines(lines, when=self.clock.wall())
                 await self._save_position()
+            if len(rows) < self.batch_size:
+                # All there was at the read: a row committed since has woken ``_monitor``
+                # (its event is renewed before each drain), so no second, empty read.
+                return
 
     async def _save_position(self) -> None:
         position = self.position

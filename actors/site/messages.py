@@ -14,9 +14,12 @@ __all__ = [
     "TRANSFER_PROGRESS_TOPIC",
     "CancelTransfer",
     "DistributionJobNotification",
+    "MiniJobCreated",
     "PackageChanged",
     "PackageNotification",
     "PullResponseNotification",
+    "SendRequest",
+    "SendResult",
     "SmsDbMonNotification",
     "StatusFile",
     "TransferProgress",
@@ -151,3 +154,31 @@ class CancelTransfer(msgspec.Struct, frozen=True):
 
     pkg_id: str
     dp: str
+
+
+class MiniJobCreated(msgspec.Struct, frozen=True):
+    """To ``<SITE>/Scheduler``: a mini-job row to turn into a send request (the product
+    drops a ``.JOB`` file into ``schedule.box``)."""
+
+    job_id: int
+
+
+class SendRequest(msgspec.Struct, frozen=True):
+    """From the scheduler to ``<SITE>/Sender``: send the package file and its instruction
+    into the destination site's ``despoolr.box/receive``. The answer is a
+    :class:`SendResult`."""
+
+    send_request_id: str
+    pkg_id: str
+    version: int
+    dest_site: str
+    priority: int
+    package_file: str  # the local PCK
+    instruction_file: str  # the local .Icl
+
+
+class SendResult(msgspec.Struct, frozen=True):
+    ok: bool
+    bytes_on_link: int  # what crossed the link for this request, every try included
+    seconds: float  # clock seconds from the first try to the end
+    reason: str = ""

@@ -32,12 +32,14 @@ from actors.sitedb.rows import (
     DistributionJobRow,
     DistributionPointRow,
     DPTransferBytesRow,
+    MiniJobRow,
     PackageContentRow,
     PackageRow,
     PkgServerRow,
     PkgStatusRow,
     PullDPResponseRow,
     PullResponseDetail,
+    ReplicationRecord,
     SiteRow,
     StatusMessageRow,
 )
@@ -356,6 +358,12 @@ def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
         )
 
 
+_MINIJOB_COLS = (
+    "JobID, PkgID, Version, DestSite, FinalSite, TransferRoot, Priority, State,"
+    " SendRequestID, Size, Attempts, BaseVersion"
+)
+
+
 class SiteDatabase:
     """Open with ``async with SiteDatabase.open(path, hierarchy=h) as db``.
 
@@ -657,6 +665,67 @@ class SiteDatabase:
             (row_id, limit),
         )
         return [ChangeNotification(*r) for r in rows]
+
+    async def replication_records_after(
+        self, row_id: int, limit: int = 1000
+    ) -> list[ReplicationRecord]:
+        """This site's replication log after ``row_id``, in commit order."""
+        rows = await self.fetchall(
+            "SELECT RowID, TableName, Operation, RowJSON, Origin, Via FROM DrsLog"
+            " WHERE RowID > ? ORDER BY RowID LIMIT ?",
+            (row_id, limit),
+        )
+        return [ReplicationRecord(*r) for r in rows]
+
+    async def minijobs(self, *, unfinished: bool = True) -> list[MiniJobRow]:
+        """The site's mini-jobs (pending or sending ones), oldest first."""
+        rows = await self.fetchall(
+            f"SELECT {_MINIJOB_COLS} FROM MiniJobs"
+            + (" WHERE State IN (0, 1)" if unfinished else "")
+            + " ORDER BY Priority, JobID"
+        )
+        return [MiniJobRow(*r) for r in rows]
+
+    async def minijob(self, job_id: int) -> MiniJobRow | None:
+        row = await self.fetchone(
+            f"SELECT {_MINIJOB_COLS} FROM MiniJobs WHERE JobID = ?", (job_id,)
+        )
+        return MiniJobRow(*row) if row else None
+
+    async def minijob_for(self, pkg_id: str, version: int, final_site: str) -> MiniJobRow | None:
+        row = await self.fetchone(
+            f"SELECT {_MINIJOB_COLS} FROM MiniJobs WHERE PkgID = ? AND Version = ?"
+            " AND FinalSite = ?",
+            (pkg_id, version, final_site),
+        )
+        return MiniJobRow(*row) if row else None
+
+    async def site_key(self, site_code: str) -> str | None:
+        """A site's Ed25519 public key (hex), as DRS brought it."""
+        value = await self.scalar("SELECT PublicKey FROM SiteKeys WHERE SiteCode = ?", (site_code,))
+        return None if value is None else str(value)
+
+    async def site_version(self, pkg_id: str, site_code: str) -> int:
+        """The version of the package a site reported stored (its Type 1 row; 0: none)."""
+        value = await self.scalar(
+            "SELECT MAX(SourceVersion) FROM PkgStatus WHERE ID = ? AND Type = 1"
+            " AND SiteCode = ? AND Status = 2",
+            (pkg_id, site_code),
+        )
+        return int(value or 0)
+
+    async def package_file_refs(self, path: str) -> int:
+        value = await self.scalar("SELECT RefCount FROM PackageFileRefs WHERE Path = ?", (path,))
+        return int(value or 0)
+
+    async def replication_position(self, peer: str, direction: str) -> int:
+        """``'sent'``: how far ``peer`` acknowledged our log; ``'received'``: how far its
+        log is applied here."""
+        value = await self.scalar(
+            "SELECT LastRowID FROM DrsPosition WHERE Peer = ? AND Direction = ?",
+            (peer, direction),
+        )
+        return int(value or 0)
 
     async def position(self, consumer: str) -> int:
         value = await self.scalar(

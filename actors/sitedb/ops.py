@@ -13,6 +13,11 @@ import sqlite3
 from collections.abc import Iterable
 from functools import partial
 
+from actors.sitedb._drs_ops import (
+    ReplicationRecord,
+    apply_replication,
+    save_drs_sent,
+)
 from actors.sitedb._provider_ops import (
     ProviderPackage,
     insert_package,
@@ -32,6 +37,19 @@ from actors.sitedb._pull_ops import (
     set_content_dp_map,
     set_pull_notified,
 )
+from actors.sitedb._sending_ops import (
+    MINIJOB_COMPLETE,
+    MINIJOB_FAILED,
+    MINIJOB_PENDING,
+    MINIJOB_SENDING,
+    add_package_file_ref,
+    despooled,
+    insert_minijob,
+    release_package_file_ref,
+    save_site_key,
+    set_minijob_state,
+    take_arrived_version,
+)
 from actors.sitedb._times import product_time, refresh_time
 from actors.sitedb.enums import (
     JobAction,
@@ -44,7 +62,14 @@ from actors.sitedb.enums import (
 from actors.sitedb.rows import DistributionPointRow, PkgServerRow, StatusMessageRow
 
 __all__ = [
+    "MINIJOB_COMPLETE",
+    "MINIJOB_FAILED",
+    "MINIJOB_PENDING",
+    "MINIJOB_SENDING",
     "ProviderPackage",
+    "ReplicationRecord",
+    "add_package_file_ref",
+    "apply_replication",
     "cancel_jobs",
     "delete_content_dp_map",
     "delete_job",
@@ -52,9 +77,11 @@ __all__ = [
     "delete_pull_dp_response",
     "delete_removed_server",
     "delete_transfer_bytes",
+    "despooled",
     "end_older_jobs",
     "fail_job",
     "insert_distribution_job",
+    "insert_minijob",
     "insert_package",
     "insert_pkg_server",
     "insert_pull_dp_response",
@@ -66,16 +93,21 @@ __all__ = [
     "park_package",
     "provider_package",
     "record_transfer_bytes",
+    "release_package_file_ref",
     "request_delete",
     "request_redistribute",
     "request_refresh",
     "reset_server_actions",
+    "save_drs_sent",
+    "save_site_key",
     "server_action",
     "set_content_dp_map",
     "set_job_state",
+    "set_minijob_state",
     "set_pull_notified",
     "set_server_actions",
     "store_package_version",
+    "take_arrived_version",
     "targeted_version",
     "upsert_dp_status",
     "upsert_pkg_status",

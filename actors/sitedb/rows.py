@@ -19,12 +19,14 @@ __all__ = [
     "DPTransferBytesRow",
     "DistributionJobRow",
     "DistributionPointRow",
+    "MiniJobRow",
     "PackageContentRow",
     "PackageRow",
     "PkgServerRow",
     "PkgStatusRow",
     "PullDPResponseRow",
     "PullResponseDetail",
+    "ReplicationRecord",
     "SiteRow",
     "StatusMessageRow",
 ]
@@ -190,3 +192,31 @@ class StatusMessageRow(msgspec.Struct, frozen=True):
     time: str  # ISO 8601, UTC
     strings: tuple[str, ...]
     attributes: dict[int, str]
+
+
+class ReplicationRecord(msgspec.Struct, frozen=True):
+    """One ``DrsLog`` row as it travels to a neighbouring site."""
+
+    row_id: int  # in the sending site's log
+    table: str
+    operation: str  # INSERT / UPDATE / DELETE
+    row_json: str
+    origin: str  # the site where the change was made
+    via: str  # the neighbour the sending site had it from ('' = made there)
+
+
+class MiniJobRow(msgspec.Struct, frozen=True):
+    """A ``MiniJobs`` row: a package file to send to a site, hop by hop."""
+
+    job_id: int
+    pkg_id: str
+    version: int
+    dest_site: str
+    final_site: str
+    transfer_root: str
+    priority: int
+    state: int
+    send_request_id: str
+    size: int
+    attempts: int
+    base_version: int  # a DLT from this version (0: a PCK)

@@ -20,9 +20,11 @@ keeps RowIDs from being reused after SMSDBMON deletes the rows it has delivered.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 __all__ = [
+    "DRS_COLUMNS",
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "SCOPES",
@@ -35,6 +37,8 @@ class TableScope(NamedTuple):
     replicated: bool
     key: tuple[str, ...] = ()
     local_columns: frozenset[str] = frozenset()
+    # A row's own number at each site (PkgStatus.PKID): never copied, not even on insert.
+    identity: frozenset[str] = frozenset()
 
 
 SCOPES: dict[str, TableScope] = {
@@ -43,18 +47,36 @@ SCOPES: dict[str, TableScope] = {
     "PullDPMap": TableScope(True, ("PullDPServerName", "SourceDPServerName")),
     "ContentDPMap": TableScope(True, ("ContentID", "ServerName")),
     # SMSPackages_L holds where and which version this site stored, and what DistMgr must do.
+    # ActionSeq counts this site's requests for its DistMgr (version 2): local too.
     "SMSPackages": TableScope(
         True,
         ("PkgID",),
-        frozenset({"StoredPkgPath", "StoredPkgVersion", "UpdateMask", "UpdateMaskEx", "Action"}),
+        frozenset(
+            {
+                "StoredPkgPath",
+                "StoredPkgVersion",
+                "UpdateMask",
+                "UpdateMaskEx",
+                "Action",
+                "ActionSeq",
+            }
+        ),
     ),
     "PackageContents": TableScope(True, ("PkgID", "ContentID")),
-    # PkgServers_L: DistMgr's bookkeeping for the DP thread ("update PkgServers_L set ...").
-    # Action itself replicates, so a DP added or removed at the CAS reaches the DP's site.
+    # PkgServers_L: DistMgr's bookkeeping for the DP thread ("update PkgServers_L set
+    # UpdateMask = 0, Action = 0, ..."): Action is local. A row inserted at another site
+    # arrives with the Action it was inserted with (2: add), and a removal request (3)
+    # travels with its update (see ``ops.apply_replication``). RefreshTrigger replicates:
+    # a redistribute asked at the CAS for a DP of PS1 must reach PS1.
     "PkgServers": TableScope(
-        True, ("PkgID", "NALPath"), frozenset({"UpdateMask", "RefreshTrigger", "LastRefresh"})
+        True, ("PkgID", "NALPath"), frozenset({"UpdateMask", "Action", "LastRefresh"})
     ),
-    "PkgStatus": TableScope(True, ("ID", "Type", "SiteCode", "PkgServer"), frozenset({"PKID"})),
+    "PkgStatus": TableScope(
+        True,
+        ("ID", "Type", "SiteCode", "PkgServer"),
+        frozenset({"PKID"}),
+        frozenset({"PKID"}),
+    ),
     "PkgNotification": TableScope(False),
     "DistributionJobs": TableScope(False),
     # What crossed each DP's link for its latest install: this site's sends, this site's rows.
@@ -64,6 +86,13 @@ SCOPES: dict[str, TableScope] = {
     "StatusMessageAttributes": TableScope(False),
     "TableChangeNotifications": TableScope(False),
     "SmsDbMonPosition": TableScope(False),
+    # A site's Ed25519 public key, as the product's site certificates travel: by DRS.
+    "SiteKeys": TableScope(True, ("SiteCode",)),
+    "MiniJobs": TableScope(False),
+    "PackageFileRefs": TableScope(False),
+    "DrsLog": TableScope(False),
+    "DrsApplying": TableScope(False),
+    "DrsPosition": TableScope(False),
     "PackageIDCounters": TableScope(False),
     "SchemaVersion": TableScope(False),
 }
@@ -416,6 +445,114 @@ DROP TRIGGER PkgServers_Upd_PkgNotification;
 {_PKG_NOTIFICATION_TRIGGERS.format(now="(SELECT Now FROM SiteClock)")}
 """
 
+# Version 6: DRS. The tables DRS copies between sites, with their columns (the seeded ones,
+# Sites, DistributionPoints and PullDPMap, are written alike at every site from
+# hierarchy.toml, so they are not logged).
+DRS_COLUMNS: dict[str, tuple[str, ...]] = {
+    "SMSPackages": (*SMSPACKAGES_COLUMNS, "ActionSeq"),
+    "PackageContents": (
+        "PkgID", "ContentID", "PackageVersion", "RelatedContentID", "Hash", "SignatureHash",
+        "Size",
+    ),
+    "PkgServers": (
+        "PkgID", "NALPath", "SiteCode", "SiteName", "SourceSite", "LastRefresh",
+        "RefreshTrigger", "UpdateMask", "Action",
+    ),
+    "PkgStatus": (
+        "PKID", "ID", "Type", "SiteCode", "PkgServer", "Status", "UpdateTime", "Location",
+        "ShareName", "HTTPUrl", "SourceVersion", "Personality", "State", "SigURL",
+        "SigLocation",
+    ),
+    "ContentDPMap": ("ContentID", "Version", "ServerName", "AccessType"),
+    "SiteKeys": ("SiteCode", "PublicKey"),
+}  # fmt: skip
+
+
+def _drs_triggers(table: str) -> str:
+    """A change of the table's global data -> a ``DrsLog`` row, in commit order. Inside
+    DRS's own apply (a ``DrsApplying`` row exists in that transaction) the row records
+    where the change came from, so DRS forwards it to every other neighbour but that one."""
+    scope = SCOPES[table]
+    columns = DRS_COLUMNS[table]
+    glob = [c for c in columns if c not in scope.local_columns]
+
+    def obj(row: str, cols: Sequence[str]) -> str:
+        return "json_object(" + ", ".join(f"'{c}', {row}.{c}" for c in cols) + ")"
+
+    origin = (
+        "COALESCE((SELECT Origin FROM DrsApplying), ''),"
+        " COALESCE((SELECT Via FROM DrsApplying), '')"
+    )
+    changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in glob)
+    cols = "TableName, Operation, RowJSON, Origin, Via"
+    return f"""
+CREATE TRIGGER Drs_{table}_Ins AFTER INSERT ON {table}
+BEGIN
+    INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'INSERT', {obj("NEW", columns)}, {origin});
+END;
+CREATE TRIGGER Drs_{table}_Upd AFTER UPDATE ON {table} WHEN {changed}
+BEGIN
+    INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'UPDATE', {obj("NEW", columns)}, {origin});
+END;
+CREATE TRIGGER Drs_{table}_Del AFTER DELETE ON {table}
+BEGIN
+    INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'DELETE', {obj("OLD", scope.key)}, {origin});
+END;
+"""
+
+
+# ``DrsLog``: the replication log, read by this site's DRS by ``RowID`` (commit order) and
+# sent to each neighbouring site; ``DrsPosition``: per neighbour, the last RowID of ours it
+# acknowledged (Direction 'sent') and the last RowID of its log applied here ('received'),
+# saved in the commit that applies it: exactly once across restarts of either side.
+_V6 = """
+CREATE TABLE DrsLog (
+    RowID INTEGER PRIMARY KEY AUTOINCREMENT,
+    TableName TEXT NOT NULL,
+    Operation TEXT NOT NULL,               -- INSERT / UPDATE / DELETE
+    RowJSON TEXT NOT NULL,                 -- the row (the key alone for a DELETE)
+    Origin TEXT NOT NULL DEFAULT '',       -- the site where it changed ('' = this one)
+    Via TEXT NOT NULL DEFAULT ''           -- the neighbour it came from ('' = none)
+);
+CREATE TABLE DrsApplying (Origin TEXT NOT NULL, Via TEXT NOT NULL);
+CREATE TABLE SiteKeys (SiteCode TEXT PRIMARY KEY, PublicKey TEXT NOT NULL);
+
+-- A mini-job: a package file (PCK) to send to a site, hop by hop (DestSite: the next hop,
+-- FinalSite: where it must arrive). One per package version and final site.
+CREATE TABLE MiniJobs (
+    JobID INTEGER PRIMARY KEY AUTOINCREMENT,
+    PkgID TEXT NOT NULL,
+    Version INTEGER NOT NULL,
+    BaseVersion INTEGER NOT NULL DEFAULT 0, -- a DLT from this version (0: a PCK)
+    DestSite TEXT NOT NULL,
+    FinalSite TEXT NOT NULL,
+    TransferRoot TEXT NOT NULL,            -- the package file in SMSPKG
+    Priority INTEGER NOT NULL DEFAULT 2,
+    State INTEGER NOT NULL DEFAULT 0,      -- 0 pending, 1 sending, 2 complete, 3 failed
+    SendRequestID TEXT NOT NULL DEFAULT '',
+    Size INTEGER NOT NULL DEFAULT 0,
+    Attempts INTEGER NOT NULL DEFAULT 0,
+    CreationTime TEXT NOT NULL,
+    UNIQUE (PkgID, Version, FinalSite)
+);
+-- The product's reference counted package files: deleted when the count reaches 0.
+CREATE TABLE PackageFileRefs (Path TEXT PRIMARY KEY, RefCount INTEGER NOT NULL);
+CREATE TABLE DrsPosition (
+    Peer TEXT NOT NULL,
+    Direction TEXT NOT NULL,               -- 'sent' / 'received'
+    LastRowID INTEGER NOT NULL,
+    PRIMARY KEY (Peer, Direction)
+);
+""" + "".join(_drs_triggers(t) for t in DRS_COLUMNS)
+
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4), (5, _V5))
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, _V1),
+    (2, _V2),
+    (3, _V3),
+    (4, _V4),
+    (5, _V5),
+    (6, _V6),
+)
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -21,6 +21,7 @@ __all__ = [
     "PKGXFERMGR",
     "PROVIDER",
     "PULLDP",
+    "REPLICATION",
     "SCHEDULER",
     "SENDER",
     "SMSDBMON",
@@ -77,6 +78,9 @@ DATA_TRANSFER_SERVICE = "DataTransferService"  # the pull DP's downloads
 DP_MONITOR = "SMS_DISTRIBUTION_POINT_MONITOR"  # content validation (smsdpmon.log)
 
 
+REPLICATION = "SMS_REPLICATION_CONFIGURATION_MONITOR"  # DRS (rcmctrl.log)
+
+
 LOG_FILES: Mapping[str, str] = {
     DISTMGR: "distmgr.log",
     PKGXFERMGR: "PkgXferMgr.log",
@@ -91,6 +95,7 @@ LOG_FILES: Mapping[str, str] = {
     MP_RELAY: "MP_Relay.log",
     DATA_TRANSFER_SERVICE: "DataTransferService.log",
     DP_MONITOR: "smsdpmon.log",
+    REPLICATION: "rcmctrl.log",
 }
 
 

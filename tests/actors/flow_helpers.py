@@ -260,3 +260,29 @@ async def until(cond: Callable[[], Awaitable[bool]], *, timeout: float = TIMEOUT
     with anyio.fail_after(timeout):
         while not await cond():
             await anyio.sleep(0.001)
+
+
+async def replicated(h: Hierarchy, *, timeout: float = TIMEOUT) -> None:
+    """Until DRS is idle: every neighbour of every site has acknowledged the site's whole
+    replication log (no change in flight between sites) and every site's DistMgr has
+    taken what arrived."""
+
+    async def idle() -> bool:
+        for code, server in h.servers.items():
+            last = await server.db.scalar("SELECT COALESCE(MAX(RowID), 0) FROM DrsLog")
+            site = h.config.site(code)
+            peers = [
+                *([site.parent] if site.parent else []),
+                *(c.code for c in h.config.children(code)),
+            ]
+            for peer in peers:
+                if await server.db.replication_position(peer, "sent") < last:
+                    return False
+            busy = await server.db.scalar(
+                "SELECT COUNT(*) FROM SMSPackages WHERE SourceSite <> ? AND Action <> 0", (code,)
+            )
+            if busy:
+                return False  # a package DRS brought is still being added
+        return True
+
+    await until(idle, timeout=timeout)

@@ -199,13 +199,14 @@ async def test_replay_after_reopen_gives_every_stored_message_once(tmp_path: Pat
             await h.wait(pkg, timeout=TIMEOUT)
             total = len(await stored_messages(h.servers[SITE].db))
             async for event in sub:
-                if isinstance(event, StatusMessage):
+                # (the other sites' messages about the package DRS brought them interleave)
+                if isinstance(event, StatusMessage) and event.site == SITE:
                     seen.append((event.site, event.record_id))
                 if len(seen) == total:
                     break
         assert seen[: len(stored)] == [(m.site, m.record_id) for m in stored]
         assert len(seen) == len(set(seen)) == total  # live after replay: no gap, no duplicate
-        assert sub.statistics().replayed == len(stored)
+        assert sub.statistics().replayed >= len(stored)
 
 
 async def test_inventory_of_packages_sites_and_dps(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from tests.actors.flow_helpers import (
     TIMEOUT,
     filelib,
     open_hierarchy,
+    replicated,
     write_tree,
 )
 
@@ -70,6 +71,7 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
         pkg = await h.create_package("Good", src, site=SITE)
         await h.distribute(pkg, [DP1])
         await h.wait(pkg, timeout=TIMEOUT)
+        await replicated(h)  # the good package's rows have reached every site
         before = await _snapshot(h)
         unknown = "PS1FFFFF"
 
@@ -88,9 +90,9 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
             (lambda: h.distribute(pkg, [NOPE]), UnknownDistributionPoint, "NOPE"),
             (lambda: h.redistribute(pkg, NOPE), UnknownDistributionPoint, "NOPE"),
             (lambda: h.remove(pkg, [NOPE]), UnknownDistributionPoint, "NOPE"),
-            (lambda: h.distribute(pkg, ["PS2DP1.CONTOSO.COM"]), NotSupported, "PS2DP1"),
+            (lambda: h.distribute(pkg, ["P01PDP1.CONTOSO.COM"]), NotSupported, "pull"),
             # one bad DP in the list: the good one is not added either
-            (lambda: h.distribute(pkg, [DP2, "PS2DP1.CONTOSO.COM"]), NotSupported, "PS2DP1"),
+            (lambda: h.distribute(pkg, [DP2, "P01PDP1.CONTOSO.COM"]), NotSupported, "P01PDP1"),
             (
                 lambda: h.distribute(pkg, [DP2, NOPE]),
                 UnknownDistributionPoint,
@@ -129,6 +131,7 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
         with pytest.raises(SourceUnavailable, match="Good"):
             await h.update(pkg)
 
+        await replicated(h)
         assert await _snapshot(h) == before
         assert not (tmp_path / "x").exists()
         assert not (tmp_path / "y").exists()

@@ -210,3 +210,17 @@ async def test_reply_errors_answer_the_asker_without_restart_or_escalation() -> 
         counters = bus.counters("PS1DP1/DPProvider")
         assert (counters.failed, counters.restarts) == (0, 0)
         assert actor.starts == 1
+
+
+async def test_an_injected_failure_restarts_the_actor_with_its_mailbox() -> None:
+    async with Bus(clock=ManualClock()) as bus:
+        flaky = bus.spawn(Flaky(), "PS1/DistMgr")
+        await settle()
+        bus.inject_failure("PS1/DistMgr", RuntimeError("injected"))
+        await settle()
+        assert flaky.starts == 2
+        counters = bus.counters("PS1/DistMgr")
+        assert (counters.failed, counters.restarts) == (1, 1)
+        assert await bus.request("PS1/DistMgr", Work(3)) == 3  # still serving
+        with pytest.raises(UnknownAddress, match="PS9/Nobody"):
+            bus.inject_failure("PS9/Nobody", RuntimeError("nobody"))

@@ -15,11 +15,11 @@ import pytest
 import actors.cli._main
 from actors.cli._main import main
 
-PS1_DPS = {
-    "PS1SITE.CONTOSO.COM",
+DEMO_DPS = {  # created at CS1, one DP at each other site
     "PS1DP1.CONTOSO.COM",
-    "PS1DP2.CONTOSO.COM",
-    "PS1SYS.CONTOSO.COM",
+    "PS2DP1.CONTOSO.COM",
+    "SS1DP1.CONTOSO.COM",
+    "P01DP1.CONTOSO.COM",
 }
 FAST = ["--scale", "0.005", "--time-scale", "0.001", "--timeout", "60"]
 
@@ -41,7 +41,7 @@ def test_demo_installs_every_package_everywhere_and_status_reads_the_same(
     assert names[:3] == ["Docs01", "Tool02", "Image03"]
     assert names[3] in {f"{n}-pull" for n in names[:3]}  # the smallest again, at P01
     for pkg in demo["status"]:
-        want = {"P01DP1.CONTOSO.COM", "P01PDP1.CONTOSO.COM"} if pkg["site"] == "P01" else PS1_DPS
+        want = {"P01DP1.CONTOSO.COM", "P01PDP1.CONTOSO.COM"} if pkg["site"] == "P01" else DEMO_DPS
         assert {d["dp"] for d in pkg["dps"]} == want
         for dp in pkg["dps"]:
             assert (dp["state"], dp["version"]) == ("Installed", pkg["version"]), (pkg, dp)

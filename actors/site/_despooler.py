@@ -1,0 +1,301 @@
+"""Despooler (``SMS_DESPOOLER``): instructions and package files that other sites sent.
+
+It looks for ready instructions (``.SNI``) in ``despoolr.box/receive`` every
+``despooler_poll_interval`` and runs at most ``despooling_threads`` at once. Each: the
+signature is checked with the sending site's public key (DRS brought it) and the package
+file against the signed hash; anything unsigned, forged or tampered is refused (4405),
+kept aside in ``receive/refused`` and nothing is written. When the package's row for that
+version has not replicated here yet, error 12: the instruction is retried after
+``despooler_retry_delay`` (the reference's race). Otherwise the package file goes into the
+site's content library; ``SMSPackages_L`` says so (its trigger wakes DistMgr), the site's
+Type 1 status row is Installed and 4400 is raised, in one commit. When the instruction's
+final site is further down, the package file is kept in ``SMSPKG`` and a mini-job sends it
+on. Every step is idempotent: a kill anywhere, and the instruction is despooled again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+
+import anyio
+
+from actors import addresses
+from actors._crashpoints import crash_point
+from actors.site._instruction import BadInstruction, Instruction, decode, verify
+from actors.site._paths import package_file, receive_box
+from actors.site.messages import PACKAGE_CHANGED_TOPIC, MiniJobCreated, PackageChanged
+from actors.sitedb import SiteDatabase, ops, product_time
+from actors.status import ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
+from contentlib import ContentLibError, ContentLibrary
+
+__all__ = ["Despooler"]
+
+ERROR_NOT_ARRIVED = 12
+
+
+class Despooler(Component):
+    """``<SITE>/Despooler``."""
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        server: str,
+        db: SiteDatabase,
+        library: ContentLibrary,
+        reporter: StatusReporter,
+        server_root: Path,
+        threads: int,
+        poll_interval: float,
+        retry_delay: float,
+        next_hop: Callable[[str], str],
+        log: CMTraceLog | None = None,
+    ) -> None:
+        self.site = site
+        self.server = server
+        self.db = db
+        self.library = library
+        self.reporter = reporter
+        self.server_root = server_root
+        self.box = receive_box(server_root)
+        self.threads = threads
+        self.poll_interval = poll_interval
+        self.retry_delay = retry_delay
+        self._next_hop = next_hop
+        self.trace_log = log
+        self._limiter = anyio.CapacityLimiter(threads)
+        self._busy: set[str] = set()
+        self._not_before: dict[str, float] = {}
+        self._locks: dict[str, anyio.Lock] = {}
+        self._thread_ids = itertools.count(0xEE8)  # numbered as the product's log shows one
+        self.despooled = 0
+        self.refused = 0
+        self.retries = 0
+
+    async def on_start(self) -> None:
+        self.start_task(self._poll)
+
+    async def _poll(self) -> None:
+        async with anyio.create_task_group() as tg:
+            while True:
+                for sni in await anyio.to_thread.run_sync(self._ready):
+                    self._busy.add(sni.name)
+                    tg.start_soon(self._despool_thread, sni)
+                await self.clock.sleep(self.poll_interval)
+
+    def _ready(self) -> list[Path]:
+        if not self.box.is_dir():
+            return []
+        now = self.clock.now()
+        return [
+            p
+            for p in sorted(self.box.glob("*.SNI"))
+            if p.name not in self._busy and self._not_before.get(p.name, 0.0) <= now
+        ]
+
+    async def _despool_thread(self, sni: Path) -> None:
+        try:
+            self.trace(f"~Found ready instruction {sni.name.lower()}")
+            self.trace(
+                f"~Used {self.threads - int(self._limiter.available_tokens)} out of"
+                f" {self.threads} despooling threads"
+            )
+            async with self._limiter:
+                self.trace(f"~Created a new despooling thread {next(self._thread_ids):X}")
+                await self._despool(sni)
+        finally:
+            self._busy.discard(sni.name)
+
+    async def _despool(self, sni: Path) -> None:
+        pck = sni.with_suffix(".PCK")
+        try:
+            data = await anyio.to_thread.run_sync(sni.read_bytes)
+            instruction, signed = decode(data)
+            self.trace(f"~Verifying signature for instruction {sni} of type {instruction.type}")
+            key = await self.db.site_key(instruction.sender_site)
+            if key is None:
+                # The sending site's certificate has not replicated yet: like error 12.
+                await self._retry_later(sni, instruction, "the sending site's key")
+                return
+            verify(signed, key)
+            self.trace(
+                "~Signature checked out OK for instruction coming from site"
+                f" {instruction.sender_site}, proceed with the instruction execution."
+            )
+            if instruction.dest_site != self.site:
+                raise BadInstruction(f"addressed to site {instruction.dest_site}")
+            digest = await anyio.to_thread.run_sync(_sha256, pck)
+            if digest != instruction.package_sha256:
+                raise BadInstruction(f"package file {pck.name} does not match its signed hash")
+        except (BadInstruction, OSError) as exc:
+            await self._refuse(sni, pck, str(exc))
+            return
+        await self._execute(sni, pck, instruction)
+
+    async def _execute(self, sni: Path, pck: Path, ins: Instruction) -> None:
+        # One instruction of a package at a time: two sends of one version (one for this
+        # site, one to forward) store it once.
+        async with self._locks.setdefault(ins.pkg_id, anyio.Lock()):
+            await self._execute_locked(sni, pck, ins)
+
+    async def _execute_locked(self, sni: Path, pck: Path, ins: Instruction) -> None:
+        pkg_id, version = ins.pkg_id, ins.version
+        self.trace(f"~Executing instruction of type {ins.type}")
+        stored = package_file(self.server_root, pkg_id, version, ins.base_version)
+        self.trace(
+            f"~Received package {pkg_id} version {version}. Compressed file -  {stored} as {pck}"
+        )
+        pkg = await self.db.package(pkg_id)
+        self.trace(f" ~Old package storedUNC path is {pkg.stored_pkg_path if pkg else ''}.")
+        if pkg is None or pkg.source_version < version:
+            await self._retry_later(sni, ins, "the package row")
+            return
+        if pkg.stored_pkg_version < version:
+            self.trace(f"Uncompressing {stored} to {stored}.temp")
+            self.trace(f"Content Library: {self.library.root}")
+            self.trace(f"Extracting package {pkg_id}")
+            try:
+                if ins.base_version:  # the changes from the version this site holds
+                    manifest = await self.library.add_from_dlt(pck)
+                else:
+                    manifest = await self.library.add_from_pck(pck)
+            except ContentLibError as exc:
+                await self._refuse(sni, pck, f"package file {pck.name}: {exc}")
+                return
+            self.trace(f"Extracting content {manifest.content_id}")
+            self.trace(f"Writing package definition for {pkg_id}")
+            self.trace(
+                f"~Package {pkg_id} (version {pkg.stored_pkg_version}) exists in the"
+                f" distribution source, save the newer version (version {version})."
+            )
+            crash_point("despooler.extracted")
+            await self._commit(ins, stored)
+        forward = ins.final_site != self.site
+        if forward:
+            await self._forward(ins, pck, stored)
+        await anyio.to_thread.run_sync(_remove, (sni, pck))
+        self.trace("~Despooler successfully executed one instruction.")
+        self.despooled += 1
+        await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
+
+    async def _commit(self, ins: Instruction, stored: Path) -> None:
+        now = product_time(self.clock.wall())
+        pkg_id, version, site, server = ins.pkg_id, ins.version, self.site, self.server
+
+        def op(conn: sqlite3.Connection) -> None:
+            if not ops.despooled(
+                conn,
+                pkg_id=pkg_id,
+                version=version,
+                site_code=site,
+                server=server,
+                stored_path=str(stored),
+                now=now,
+            ):
+                raise _StoredAlready  # rolls 4400 back with it
+
+        self.trace(f"~Stored Package {pkg_id}. Stored Package Version = {version}")
+        with suppress(_StoredAlready):
+            await self.reporter.report(
+                4400, (pkg_id, str(stored)), {ATTR_PACKAGE_ID: pkg_id}, op=op
+            )
+
+    async def _forward(self, ins: Instruction, pck: Path, stored: Path) -> None:
+        """Keep the package file for the sites below and send it on, one hop down."""
+        if await self.db.minijob_for(ins.pkg_id, ins.version, ins.final_site) is not None:
+            return  # forwarded already (a second run of this instruction)
+        await anyio.to_thread.run_sync(_copy, pck, stored)
+        hop = self._next_hop(ins.final_site)
+        now = product_time(self.clock.wall())
+        job_id = await self.db.write(
+            lambda conn: ops.insert_minijob(
+                conn,
+                pkg_id=ins.pkg_id,
+                version=ins.version,
+                dest_site=hop,
+                final_site=ins.final_site,
+                transfer_root=str(stored),
+                priority=2,
+                size=ins.package_size,
+                now=now,
+            )
+        )
+        if job_id is not None:
+            self.trace(
+                f"~Created minijob to send compressed copy of package {ins.pkg_id} to site"
+                f" {ins.final_site}.  Transfer root = {stored}."
+            )
+            await self.send(addresses.scheduler(self.site), MiniJobCreated(job_id))
+
+    async def _retry_later(self, sni: Path, ins: Instruction, what: str) -> None:
+        self.trace(
+            f"~This package[{ins.pkg_id}]'s information hasn't arrived yet for this version"
+            f" [{ins.version}]. Retry later ..."
+        )
+        self.trace(f"~Created retry instruction for job {ins.job_id:08X}")
+        self.trace(
+            f"~Despooler failed to execute the instruction, error code = {ERROR_NOT_ARRIVED}"
+        )
+        when = self.clock.now() + self.retry_delay
+        self._not_before[sni.name] = when
+        self.retries += 1
+        later = self.clock.wall() + dt.timedelta(seconds=self.retry_delay)
+        self.trace(
+            f"~Instruction {sni} won't be processed till {product_time(later)}"
+            f" ({what} has not arrived)"
+        )
+
+    async def _refuse(self, sni: Path, pck: Path, reason: str) -> None:
+        """4405, the files kept aside, nothing written."""
+        self.refused += 1
+        aside = self.box / "refused"
+        await anyio.to_thread.run_sync(_set_aside, aside, (sni, pck))
+        self.trace(f"~Refused instruction {sni.name}: {reason}", severity="E")
+        await self.reporter.report(4405, (sni.name, _sender_of(sni), reason), {})
+
+
+class _StoredAlready(Exception):
+    """Raised inside the despooler's commit: that version is stored here already."""
+
+
+def _sender_of(sni: Path) -> str:
+    """The sending site, as the send request ID ends with it (``202SQCS1``)."""
+    stem = sni.stem
+    return stem.split("SQ", 1)[1] if "SQ" in stem else ""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest().upper()
+
+
+def _copy(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, dst)
+
+
+def _remove(paths: tuple[Path, ...]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def _set_aside(aside: Path, paths: tuple[Path, ...]) -> None:
+    aside.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        if p.exists():
+            os.replace(p, aside / p.name)

@@ -1,0 +1,197 @@
+"""Scheduler (``SMS_SCHEDULER``): mini-jobs into send requests, and their completion.
+
+A mini-job (a ``MiniJobs`` row DistMgr or the despooler wrote) becomes a signed
+instruction in ``schedule.box/tosend`` and a send request for the Sender. When the send
+completes, the job is done: the instruction is deleted, the package file's reference
+count goes down (the file is deleted at 0) and the send request with it. Jobs left
+unfinished by a previous run are taken again at start (the Sender resumes their bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from functools import partial
+from pathlib import Path
+
+import anyio
+
+from actors import addresses
+from actors.site._instruction import Instruction, SiteKey, sign
+from actors.site._paths import tosend_box
+from actors.site.messages import MiniJobCreated, SendRequest, SendResult
+from actors.sitedb import MiniJobRow, PackageRow, SiteDatabase, ops
+from actors.status import CMTraceLog, Component
+from bus import handler
+
+__all__ = ["Scheduler"]
+
+
+class Scheduler(Component):
+    """``<SITE>/Scheduler``."""
+
+    workers = 64  # each handler follows its send request to the end
+    request_timeout = None
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        db: SiteDatabase,
+        key: SiteKey,
+        server_root: Path,
+        log: CMTraceLog | None = None,
+    ) -> None:
+        self.site = site
+        self.db = db
+        self.key = key
+        self.server_root = server_root
+        self.trace_log = log
+        self._running: set[int] = set()
+        self.completed = 0
+
+    async def on_start(self) -> None:
+        for job in await self.db.minijobs():
+            await self.send(self.address, MiniJobCreated(job.job_id))
+
+    @handler
+    async def minijob(self, msg: MiniJobCreated) -> None:
+        if msg.job_id in self._running:
+            return
+        job = await self.db.minijob(msg.job_id)
+        if job is None:
+            return
+        self._running.add(job.job_id)
+        try:
+            await self._run(job)
+        finally:
+            self._running.discard(job.job_id)
+
+    async def _run(self, job: MiniJobRow) -> None:
+        pkg = await self.db.package(job.pkg_id)
+        name = pkg.name if pkg is not None else job.pkg_id
+        job_name = f"{job.job_id:08X}"
+        title = f"[Software Distribution for {name}, Package ID = {job.pkg_id}]~"
+        request_id = job.send_request_id or f"{job.job_id:03X}SQ{self.site}"
+        icl = tosend_box(self.server_root) / f"{job_name}.Icl"
+        self.trace("========  Processing Jobs  ========")
+        self.trace(f"<Activating JOB {job_name}>{title}")
+        self.trace(
+            f"Destination site:  {job.dest_site}, Preferred Address: *, Priority: {job.priority}"
+        )
+        instruction = Instruction(
+            job_id=job.job_id,
+            send_request_id=request_id,
+            pkg_id=job.pkg_id,
+            version=job.version,
+            sender_site=self.site,
+            dest_site=job.dest_site,
+            final_site=job.final_site,
+            package_sha256=await anyio.to_thread.run_sync(_sha256, job.transfer_root),
+            package_size=job.size,
+            base_version=job.base_version,
+        )
+        self.trace(f"Instruction type:  {instruction.type}~")
+        self.trace(f"Creating instruction file: {icl}~")
+        await anyio.to_thread.run_sync(_write_atomic, icl, sign(self.key, instruction))
+        self.trace(f"Transfer root:  {job.transfer_root}~")
+        self.trace(f"<Updating JOB {job_name}>{title}")
+        await self.db.write(
+            partial(
+                ops.set_minijob_state,
+                job_id=job.job_id,
+                state=ops.MINIJOB_SENDING,
+                send_request_id=request_id,
+                attempts=job.attempts + 1,
+            )
+        )
+        self.trace(f"Created new send request ID:  {request_id}~")
+        self._request_list(job, request_id, job_name, pkg)
+        result: SendResult = await self.request(
+            addresses.sender(self.site),
+            SendRequest(
+                request_id,
+                job.pkg_id,
+                job.version,
+                job.dest_site,
+                job.priority,
+                job.transfer_root,
+                str(icl),
+            ),
+            None,
+        )
+        await self._finish(job, request_id, job_name, title, icl, result)
+
+    def _request_list(
+        self, job: MiniJobRow, request_id: str, job_name: str, pkg: PackageRow | None
+    ) -> None:
+        size = job.size // 1024
+        self.trace("====== Updating Send Request List =======")
+        self.trace(
+            f"Send Request {request_id} JobID: {job_name} DestSite: {job.dest_site} FinalSite:"
+            f" {job.final_site} State: Pending Status: Action: None Total size: {size}k"
+            f" Remaining: {size}k Retry: SWD PkgID: {job.pkg_id} SWD Pkg Version: {job.version}"
+        )
+
+    async def _finish(
+        self,
+        job: MiniJobRow,
+        request_id: str,
+        job_name: str,
+        title: str,
+        icl: Path,
+        result: SendResult,
+    ) -> None:
+        self.trace("======  Checking Status of All Send Requests  ======")
+        self.trace(f"Checking send request {request_id}~")
+        if not result.ok:
+            self.trace(f"Send request {request_id} failed: {result.reason}~", severity="E")
+            await self.db.write(
+                partial(ops.set_minijob_state, job_id=job.job_id, state=ops.MINIJOB_FAILED)
+            )
+            return
+        rate = int(result.bytes_on_link / result.seconds) if result.seconds > 0 else 0
+        self.trace(f"Sending completed ({rate} bytes/sec).~")
+        self.trace(f"<Updating JOB {job_name}>{title}")
+        self.trace("Send request has successfully completed.~")
+        self.trace("<JOB STATUS - COMPLETE>~")
+        self.trace(f"Deleting instruction file {icl}.~")
+        root = job.transfer_root
+
+        def done(conn: sqlite3.Connection) -> int:
+            ops.set_minijob_state(conn, job.job_id, ops.MINIJOB_COMPLETE)
+            return ops.release_package_file_ref(conn, root)
+
+        left = await self.db.write(done)
+        await anyio.to_thread.run_sync(_unlink, icl)
+        if left == 0:
+            self.trace(f"Deleting job package source [{root}].~")
+            await anyio.to_thread.run_sync(_unlink, Path(root))
+            self.trace(f"Deleted reference counted file {root}")
+        self.trace(f"Decremented ref count on file {root}, count = {left}")
+        self.trace(f"Deleting send request with ID: {request_id}.~")
+        self.trace(f"Deleted job {job_name}.~")
+        self.completed += 1
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest().upper()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _unlink(path: Path) -> None:
+    path.unlink(missing_ok=True)

@@ -1,0 +1,169 @@
+"""Sender (``SMS_LAN_SENDER``): send requests to other sites, over the link between them.
+
+A send request writes the package file into the destination's ``SMS_SITE`` share
+(``inboxes/despoolr.box/receive``) as ``<request>.PCK`` in chunks through the link's
+bandwidth, latency and faults, then the instruction as ``<request>.TMP``, renamed to
+``<request>.SNI`` last: the despooler takes only ``.SNI`` files, so it never sees half a
+send. A cut send resumes from the bytes already at the remote end; a remote ``.SNI`` means
+an earlier run finished. At most ``sending_threads_per_site`` requests per destination and
+``sending_threads_total`` in all run at once; a failed try is retried
+``sender_retry_count`` times, ``sender_retry_delay`` apart.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import aiofiles
+import anyio
+
+from actors._crashpoints import crash_point
+from actors.config import Settings
+from actors.errors import TransferError
+from actors.network import NetworkLink
+from actors.site._paths import receive_box
+from actors.site.messages import SendRequest, SendResult
+from actors.status import CMTraceLog, Component
+from bus import handler
+
+__all__ = ["Sender"]
+
+_CHUNK = 256 << 10
+
+
+class Sender(Component):
+    """``<SITE>/Sender``."""
+
+    workers = 64  # requests wait here for capacity, not in the scheduler
+    request_timeout = None
+
+    def __init__(
+        self,
+        *,
+        site: str,
+        settings: Settings,
+        links: Callable[[str], NetworkLink],
+        server_root: Callable[[str], Path],
+        log: CMTraceLog | None = None,
+    ) -> None:
+        self.site = site
+        self.settings = settings
+        self._links = links
+        self._server_root = server_root
+        self.trace_log = log
+        self._total = anyio.CapacityLimiter(settings.sending_threads_total)
+        self._per_site: dict[str, anyio.CapacityLimiter] = {}
+        self.active: dict[str, int] = {}
+        self.max_active_per_site = 0
+        self.max_active_total = 0
+        self.bytes_on_links = 0
+        self._thread_ids = itertools.count(0x1150)  # numbered as the product's log shows one
+
+    @handler
+    async def send_request(self, msg: SendRequest) -> SendResult:
+        dest = msg.dest_site
+        self.trace(f"Found send request.  ID: {msg.send_request_id}, Dest Site: {dest}~")
+        site_limit = self._per_site.setdefault(
+            dest, anyio.CapacityLimiter(self.settings.sending_threads_per_site)
+        )
+        used = self.active.get(dest, 0)
+        self.trace(
+            "Checking for site-specific sending capacity.  Used"
+            f" {used} out of {self.settings.sending_threads_per_site}.~"
+        )
+        async with self._total, site_limit:
+            self.active[dest] = self.active.get(dest, 0) + 1
+            self.max_active_per_site = max(self.max_active_per_site, self.active[dest])
+            self.max_active_total = max(self.max_active_total, sum(self.active.values()))
+            self.trace(f"~Created sending thread (Thread ID = {next(self._thread_ids):X})")
+            try:
+                return await self._send_with_retries(msg)
+            finally:
+                self.active[dest] -= 1
+
+    async def _send_with_retries(self, msg: SendRequest) -> SendResult:
+        start = self.clock.now()
+        moved = [0]  # bytes on the link, every try (a cut one included)
+        reason = ""
+        for attempt in range(self.settings.sender_retry_count + 1):
+            if attempt:
+                await self.clock.sleep(self.settings.sender_retry_delay)
+            try:
+                await self._send_once(msg, moved)
+            except (TransferError, OSError) as exc:
+                reason = str(exc)
+                self.trace(f"~Failed to send to site {msg.dest_site}: {reason}", severity="W")
+                continue
+            self.trace("~Sending completed successfully")
+            return SendResult(True, moved[0], self.clock.now() - start)
+        return SendResult(False, moved[0], self.clock.now() - start, reason)
+
+    async def _send_once(self, msg: SendRequest, moved: list[int]) -> None:
+        """One try; ``moved[0]`` counts the bytes it puts on the link."""
+        dest = msg.dest_site
+        remote = receive_box(self._server_root(dest))
+        server = remote.parent.parent.parent.name  # the destination's site server
+        share = f"\\\\{server}\\SMS_SITE\\{msg.send_request_id}"
+        pck, tmp, sni = (remote / f"{msg.send_request_id}.{ext}" for ext in ("PCK", "TMP", "SNI"))
+        self.trace("~Trying the No. 1 address (out of 1)")
+        self.trace(f"~Package file = {msg.package_file}")
+        self.trace(f"~Instruction file = {msg.instruction_file}")
+        for ext in ("PCK", "SNI", "TMP"):
+            self.trace(f"~Checking for remote file {share}.{ext}")
+        if sni.exists():
+            return  # an earlier run renamed it: the request is done
+        link = self._links(dest)
+        await link.open()
+        remote.mkdir(parents=True, exist_ok=True)
+        size = os.stat(msg.package_file).st_size
+        offset = min(pck.stat().st_size, size) if pck.exists() else 0
+        self.trace(f"~Attempt to create/open the remote file {share}.PCK")
+        self.trace(f"~Created/opened the remote file {share}.PCK")
+        self.trace(f"~Sending Started [{msg.package_file}]")
+        async with (
+            aiofiles.open(msg.package_file, "rb") as src,
+            aiofiles.open(pck, "r+b" if pck.exists() else "wb") as out,
+        ):
+            await out.truncate(offset)  # resume from what is there, never past it
+            await src.seek(offset)
+            await out.seek(offset)
+            while offset < size:
+                chunk = await src.read(min(_CHUNK, size - offset))
+                allowed = link.allowance(len(chunk))
+                self.trace(
+                    f"~Attempt to write {len(chunk)} bytes to {share}.PCK at position {offset}"
+                )
+                if allowed:
+                    await out.write(chunk[:allowed])
+                    await out.flush()
+                try:
+                    await link.carry(allowed)
+                finally:
+                    moved[0] += allowed
+                    self.bytes_on_links += allowed
+                offset += allowed
+                self.trace(f"~Wrote {allowed} bytes to {share}.PCK at position {offset - allowed}")
+            await out.flush()
+            os.fsync(out.fileno())
+        crash_point("sender.package_written")  # the PCK is there, the instruction is not
+        self.trace(f"~Sending completed [{msg.package_file}]")
+        self.trace(
+            f"~Finished sending SWD package {msg.pkg_id} version {msg.version} to site {dest}"
+        )
+        async with aiofiles.open(msg.instruction_file, "rb") as f:
+            instruction = await f.read()
+        self.trace(f"~Sending Started [{msg.instruction_file}]")
+        async with aiofiles.open(tmp, "wb") as out:
+            await out.write(instruction)
+            await out.flush()
+            os.fsync(out.fileno())
+        await link.carry(len(instruction))
+        moved[0] += len(instruction)
+        self.bytes_on_links += len(instruction)
+        self.trace(f"~Sending completed [{msg.instruction_file}]")
+        self.trace(f"~Renaming remote file {share}.TMP to {share}.SNI")
+        os.replace(tmp, sni)
+        self.trace(f"~Rename completed [{share}.TMP]")

@@ -1,0 +1,214 @@
+"""DRS: a change to global data at one site reaches every other site once, in order, after
+``replication_delay``, across restarts; the receiving sites' triggers fire like local
+writes (their DistMgr runs "Create a package" step 6); status rows flow back."""
+
+from __future__ import annotations
+
+import json
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import msgspec
+
+from actors import Hierarchy
+from actors.config import load_hierarchy
+from actors.sitedb import ReplicationRecord, SiteDatabase, ops
+from tests.actors.flow_helpers import (
+    HIERARCHY,
+    TIME_SCALE,
+    message_ids,
+    replicated,
+    until,
+    write_tree,
+)
+
+SITES = ("CS1", "PS1", "PS2", "P01", "SS1")
+
+
+def _open(tmp_path: Path, delay: float = 120.0) -> AbstractAsyncContextManager[Hierarchy]:
+    cfg = load_hierarchy(HIERARCHY, root=tmp_path / "data")
+    settings = msgspec.structs.replace(cfg.settings, replication_delay=delay)
+    return Hierarchy.open(msgspec.structs.replace(cfg, settings=settings), time_scale=TIME_SCALE)
+
+
+async def _known_everywhere(h: Hierarchy, pkg_id: str) -> bool:
+    for code in SITES:
+        if 2301 not in await message_ids(h.servers[code].db, pkg_id):
+            return False
+    return True
+
+
+async def test_a_package_created_at_the_cas_is_added_at_every_site(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a.txt": b"alpha"})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Dummy1", src, site="CS1")
+        await until(lambda: _known_everywhere(h, pkg.pkg_id))
+        assert await message_ids(h.servers["CS1"].db, pkg.pkg_id) == [2300, 2376, 2301]
+        for code in ("PS1", "PS2", "P01", "SS1"):
+            db = h.servers[code].db
+            # "Create a package" steps 5-6 at a receiving site: no content moves.
+            assert await message_ids(db, pkg.pkg_id) == [2300, 2311, 2301], code
+            row = await db.package(pkg.pkg_id)
+            assert row is not None
+            assert row.source_site == "CS1"
+            assert row.stored_pkg_version == 0, code
+            assert row.action == 0, code
+            assert row.source_version == 1, code
+            assert h.servers[code].library.content_ids(pkg.pkg_id) == []
+        h.servers["PS1"].logs.flush()
+        log = (h.servers["PS1"].root / "logs" / "distmgr.log").read_text()
+        lines = [
+            f"Processing package {pkg.pkg_id} (SourceVersion:1;StoredVersion:0)",
+            f"Start adding package {pkg.pkg_id}...",
+            "The Package Action is 2, the Update Mask is 0 and UpdateMaskEx is 0.",
+            f"Successfully created/updated the package {pkg.pkg_id}",
+            f"Created policy provider trigger for ID {pkg.pkg_id}",
+            f"Exiting package processing thread for package {pkg.pkg_id}.",
+        ]
+        at = 0
+        for line in lines:
+            at = log.index(line, at)  # present, in this order
+        h.servers["SS1"].logs.flush()
+        smsdbmon = (h.servers["SS1"].root / "logs" / "smsdbmon.log").read_text()
+        assert f"RCV: INSERT on PkgNotification for PkgNotify_Add [{pkg.pkg_id}]" in smsdbmon
+
+
+async def test_replication_waits_for_the_delay(tmp_path: Path) -> None:
+    """With a delay of a simulated day, nothing has crossed yet when the source is done."""
+    src = write_tree(tmp_path / "src", {"a.txt": b"alpha"})
+    async with _open(tmp_path, delay=86_400.0) as h:
+        pkg = await h.create_package("Slow", src, site="CS1")
+        await until(lambda: _has(h.servers["CS1"].db, pkg.pkg_id, 2301))
+        for code in ("PS1", "SS1"):
+            assert await h.servers[code].db.package(pkg.pkg_id) is None
+
+
+async def _has(db: SiteDatabase, pkg_id: str, message: int) -> bool:
+    return message in await message_ids(db, pkg_id)
+
+
+async def test_pending_records_survive_a_restart_and_apply_once(tmp_path: Path) -> None:
+    src = write_tree(tmp_path / "src", {"a.txt": b"alpha"})
+    async with _open(tmp_path, delay=86_400.0) as h:
+        pkg = await h.create_package("Pending", src, site="CS1")
+        await until(lambda: _has(h.servers["CS1"].db, pkg.pkg_id, 2301))
+    for _ in range(2):  # reopened twice: the second run finds everything applied
+        async with _open(tmp_path) as h:
+            await until(lambda: _known_everywhere(h, pkg.pkg_id))
+            for code in ("PS1", "PS2", "P01", "SS1"):
+                ids = await message_ids(h.servers[code].db, pkg.pkg_id)
+                assert ids == [2300, 2311, 2301], code
+
+
+async def test_status_rows_flow_back_to_the_source_and_across(tmp_path: Path) -> None:
+    """A PkgStatus row written at PS1 (its site row) reaches the CAS, PS2 and SS1."""
+    src = write_tree(tmp_path / "src", {"a.txt": b"alpha"})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Back", src, site="CS1")
+        await until(lambda: _known_everywhere(h, pkg.pkg_id))
+        ps1 = h.servers["PS1"].db
+        await ps1.write(
+            lambda conn: conn.execute(
+                "INSERT INTO PkgStatus (ID, Type, SiteCode, PkgServer, Status, SourceVersion)"
+                " VALUES (?, 1, 'PS1', 'PS1SITE.CONTOSO.COM', 2, 1)",
+                (pkg.pkg_id,),
+            )
+        )
+
+        async def everywhere() -> bool:
+            for code in ("CS1", "PS2", "SS1"):
+                rows = await h.servers[code].db.pkg_status(pkg.pkg_id)
+                if not any(r.site_code == "PS1" and r.status == 2 for r in rows):
+                    return False
+            return True
+
+        await until(everywhere)
+
+
+def _record(row_id: int, pkg_id: str) -> ReplicationRecord:
+    row = {"PkgID": pkg_id, "Name": "N", "SourceSite": "CS1", "Action": 2}
+    return ReplicationRecord(row_id, "SMSPackages", "INSERT", json.dumps(row), "CS1", "")
+
+
+async def test_a_batch_delivered_twice_is_applied_once(tmp_path: Path) -> None:
+    cfg = load_hierarchy(HIERARCHY, root=tmp_path / "data")
+    async with SiteDatabase.open(tmp_path / "site.db", hierarchy=cfg) as db:
+        batch = [_record(1, "CS100001"), _record(2, "CS100002")]
+        assert await db.write(lambda c: ops.apply_replication(c, "CS1", batch)) == (2, 2)
+        assert await db.write(lambda c: ops.apply_replication(c, "CS1", batch)) == (2, 0)
+        more = [*batch, _record(3, "CS100003")]
+        assert await db.write(lambda c: ops.apply_replication(c, "CS1", more)) == (3, 1)
+        assert await db.replication_position("CS1", "received") == 3
+        # each applied insert fired the package trigger once
+        notes = await db.notifications_after(0)
+        assert [n.key for n in notes if n.rule == "PkgNotify_Add"] == [
+            "CS100001",
+            "CS100002",
+            "CS100003",
+        ]
+        # and was logged for forwarding, naming where it came from
+        log = await db.replication_records_after(0)
+        assert [(r.origin, r.via) for r in log] == [("CS1", "CS1")] * 3
+
+
+def _server_record(row_id: int, action: int, refresh: int) -> ReplicationRecord:
+    row = {
+        "PkgID": "CS100001",
+        "NALPath": "PS1DP1",
+        "SiteCode": "PS1",
+        "SiteName": "",
+        "SourceSite": "CS1",
+        "LastRefresh": "x",
+        "RefreshTrigger": refresh,
+        "UpdateMask": 0,
+        "Action": action,
+    }
+    op = "INSERT" if row_id == 1 else "UPDATE"
+    return ReplicationRecord(row_id, "PkgServers", op, json.dumps(row), "CS1", "")
+
+
+async def test_pkgservers_scopes_action_local_refresh_trigger_global(tmp_path: Path) -> None:
+    """A DP added elsewhere arrives with Action 2; the source resetting its own Action does
+    not reach the DP's site; a redistribute (RefreshTrigger) and a removal (Action 3) do."""
+    cfg = load_hierarchy(HIERARCHY, root=tmp_path / "data")
+
+    async def server(db: SiteDatabase) -> tuple[int, int]:
+        rows = await db.pkg_servers("CS100001")
+        return int(rows[0].action), int(rows[0].refresh_trigger)
+
+    async with SiteDatabase.open(tmp_path / "site.db", hierarchy=cfg) as db:
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(1, 2, 0)]))
+        assert await server(db) == (2, 0)
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(2, 0, 0)]))
+        assert await server(db) == (2, 0)  # Action is PkgServers_L: this site's own
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(3, 0, 1)]))
+        assert await server(db) == (2, 1)  # a redistribute asked at the CAS reaches PS1
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(4, 3, 1)]))
+        assert await server(db) == (3, 1)  # and so does a removal
+
+
+class _Killed(Exception):
+    pass
+
+
+async def test_a_kill_with_records_pending_loses_and_repeats_nothing(tmp_path: Path) -> None:
+    """The hierarchy stopped at once (as a kill: no drain) while records wait for their
+    delay: the next run replicates each change once."""
+    src = write_tree(tmp_path / "src", {"a.txt": b"alpha"})
+    try:
+        async with _open(tmp_path, delay=86_400.0) as h:
+            pkg = await h.create_package("Killed", src, site="CS1")
+            await until(lambda: _has(h.servers["CS1"].db, pkg.pkg_id, 2301))
+            raise _Killed
+    except _Killed:
+        pass
+    async with _open(tmp_path) as h:
+        await until(lambda: _known_everywhere(h, pkg.pkg_id))
+        await replicated(h)
+        for code in ("PS1", "PS2", "P01", "SS1"):
+            db = h.servers[code].db
+            assert await message_ids(db, pkg.pkg_id) == [2300, 2311, 2301], code
+            notes = await db.scalar(
+                "SELECT COUNT(*) FROM PkgNotification WHERE PkgID = ?", (pkg.pkg_id,)
+            )
+            assert notes in (0, 1), code  # one insert, one notification (0: delivered)
