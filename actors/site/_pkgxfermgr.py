@@ -255,11 +255,13 @@ class PkgXferMgr(Component):
             key = (job.dp_id, job.pkg_id)
             if job.action == JobAction.REMOVE and not found[1]:
                 self._stop_for_removal(key, job)
+            waited = key in self._order  # another job or cancel holds or awaits the key
             async with self._in_order(key):
                 if key in self._cancelling and job.action != JobAction.REMOVE:
                     return  # an administrator's cancel ends it once it holds the key
-                # Read again: an earlier job or a cancel may have ended or superseded it.
-                found = await self.db.distribution_job_superseded(job_id)
+                if waited:
+                    # Read again: an earlier job or a cancel may have ended or superseded it.
+                    found = await self.db.distribution_job_superseded(job_id)
                 if found is not None and found[0].state != JobState.FAILED:
                     await self._run_in_order(*found)
         finally:

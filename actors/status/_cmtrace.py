@@ -39,6 +39,9 @@ def format_statmsg(msg: StatusMessage, *, pid: int = 0, tid: int = 0) -> str:
 
 _CMTRACE_TYPE = {"I": 1, "W": 2, "E": 3}
 
+# A line (or lines with one stamp) waiting to be written: messages, time, thread, type.
+_Entry = tuple[tuple[str, ...], float, int, int]
+
 
 class CMTraceLog:
     """One component's log file in CMTrace format, appended to.
@@ -54,7 +57,7 @@ class CMTraceLog:
         self.flush_delay = flush_delay
         self._lock = threading.Lock()
         self._file: IO[str] | None = None
-        self._pending: list[str] = []
+        self._pending: list[_Entry] = []
         self._scheduled = False
         self._second = -1
         self._stamp = ("", "")
@@ -77,23 +80,15 @@ class CMTraceLog:
         when: dt.datetime | None = None,
         thread: int | None = None,
     ) -> None:
-        """Several lines with one time stamp (cheaper than one :meth:`write` each)."""
+        """Several lines with one time stamp (cheaper than one :meth:`write` each).
+
+        The lines are formatted when they are flushed, off the caller's path (the time
+        stamp, thread and severity are taken now)."""
         ts = time.time() if when is None else when.timestamp()
-        second = int(ts)
-        if second != self._second:  # format the date and time once per second
-            t = time.gmtime(second)
-            self._stamp = (time.strftime("%H:%M:%S", t), time.strftime("%m-%d-%Y", t))
-            self._second = second
-        hms, date = self._stamp
         tid = thread if thread is not None else current_thread_id()
-        tail = (
-            f']LOG]!><time="{hms}.{int((ts - second) * 1000):03d}+000" date="{date}"'
-            f' component="{self.component}" context="" type="{_CMTRACE_TYPE.get(severity, 1)}"'
-            f' thread="{tid}" file="">\n'
-        )
-        lines = [f"<![LOG[{m}{tail}" for m in messages]
+        entry = (tuple(messages), ts, tid, _CMTRACE_TYPE.get(severity, 1))
         with self._lock:
-            self._pending.extend(lines)
+            self._pending.append(entry)
             if self._scheduled:
                 return
             try:
@@ -107,6 +102,24 @@ class CMTraceLog:
         else:
             loop.call_later(self.flush_delay, self.flush)
 
+    def _format(self, entries: list[_Entry]) -> str:
+        out: list[str] = []
+        component = self.component
+        for messages, ts, tid, kind in entries:
+            second = int(ts)
+            if second != self._second:  # format the date and time once per second
+                t = time.gmtime(second)
+                self._stamp = (time.strftime("%H:%M:%S", t), time.strftime("%m-%d-%Y", t))
+                self._second = second
+            hms, date = self._stamp
+            tail = (
+                f']LOG]!><time="{hms}.{int((ts - second) * 1000):03d}+000" date="{date}"'
+                f' component="{component}" context="" type="{kind}"'
+                f' thread="{tid}" file="">\n'
+            )
+            out.extend(f"<![LOG[{m}{tail}" for m in messages)
+        return "".join(out)
+
     def flush(self) -> None:
         with self._lock:
             self._scheduled = False
@@ -115,7 +128,7 @@ class CMTraceLog:
             if self._file is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = self.path.open("a", encoding="utf-8")
-            self._file.write("".join(self._pending))
+            self._file.write(self._format(self._pending))
             self._pending.clear()
             self._file.flush()
 
