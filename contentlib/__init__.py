@@ -1,5 +1,6 @@
 """The content library: single-instance storage, snapshots, signatures, deltas, package files."""
 
+from contentlib._commit import ManifestCommitter
 from contentlib._delta import Delta
 from contentlib._errors import (
     ContentLibError,
@@ -12,6 +13,7 @@ from contentlib._errors import (
     UnsafePath,
 )
 from contentlib._fs import atomic_write
+from contentlib._hop import ThreadHop
 from contentlib._library import ContentLibrary
 from contentlib._model import (
     DamagedManifest,
@@ -38,10 +40,12 @@ __all__ = [
     "HashMismatch",
     "LibraryState",
     "Manifest",
+    "ManifestCommitter",
     "MissingBaseVersion",
     "SnapshotReport",
     "SourceError",
     "TargetNotEmpty",
+    "ThreadHop",
     "UnsafePath",
     "VerifyReport",
     "atomic_write",

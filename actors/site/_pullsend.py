@@ -235,10 +235,10 @@ class PullSending:
             # As a sending thread ends: the final STA dropped, then the job deleted with
             # 8210 (one commit), then DistMgr told.
             sent = mgr._message(8210, job, dp)
-            path = await mgr._drop_status(job, dp, PkgStatusValue.INSTALLED)
+            dropped = await mgr._drop_status(job, dp, PkgStatusValue.INSTALLED)
             end_job = partial(ops.delete_job, job_id=job.job_id)
             await mgr.reporter.raise_messages([sent], op=end_job)
-            await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, path)
+            await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
         elif msg.count < mgr.settings.pulldp_status_polls:
             delay = mgr.settings.pulldp_polling_delay
             mgr.send_later(delay, mgr.address, PollPullJob(msg.job_id, msg.count + 1))

@@ -575,16 +575,23 @@ class SiteDatabase:
 
     async def distribution_job_superseded(
         self, job_id: int
-    ) -> tuple[DistributionJobRow, bool] | None:
-        """The job, and whether a newer job of the same DP and package exists (one read)."""
-        cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLS.split(","))
+    ) -> tuple[DistributionJobRow, bool, PackageRow | None] | None:
+        """The job, whether a newer job of the same DP and package exists, and the job's
+        package (None: deleted), in one read: what a sending thread starts from."""
+        job_cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLS.split(","))
+        pkg_cols = ", ".join(f"p.{c.strip()}" for c in _PACKAGE_COLS.split(","))
         row = await self.fetchone(
-            f"SELECT {cols}, EXISTS (SELECT 1 FROM DistributionJobs n WHERE n.DPID = j.DPID"
-            " AND n.PkgID = j.PkgID AND n.JobID > j.JobID)"
-            " FROM DistributionJobs j WHERE j.JobID = ?",
+            f"SELECT {job_cols}, EXISTS (SELECT 1 FROM DistributionJobs n WHERE n.DPID = j.DPID"
+            " AND n.PkgID = j.PkgID AND n.JobID > j.JobID),"
+            f" {pkg_cols} FROM DistributionJobs j LEFT JOIN SMSPackages p ON p.PkgID = j.PkgID"
+            " WHERE j.JobID = ?",
             (job_id,),
         )
-        return None if row is None else (_job(row[:-1]), bool(row[-1]))
+        if row is None:
+            return None
+        n = _JOB_COLS.count(",") + 1
+        package = None if row[n + 1] is None else _package(row[n + 1 :])
+        return _job(row[:n]), bool(row[n]), package
 
     async def distribution_jobs(
         self, *, state: JobState | None = None, dp_id: int | None = None
