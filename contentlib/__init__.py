@@ -1,6 +1,5 @@
 """The content library: single-instance storage, snapshots, signatures, deltas, package files."""
 
-from contentlib._commit import ManifestCommitter
 from contentlib._delta import Delta
 from contentlib._errors import (
     ContentLibError,
@@ -40,7 +39,6 @@ __all__ = [
     "HashMismatch",
     "LibraryState",
     "Manifest",
-    "ManifestCommitter",
     "MissingBaseVersion",
     "SnapshotReport",
     "SourceError",

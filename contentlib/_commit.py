@@ -1,6 +1,4 @@
-"""Group commit of DataLib manifests (and of any small files that must be durable before
-they are acknowledged, such as a site's final STA files): one filesystem sync for every
-file waiting.
+"""Group commit of DataLib manifests: one filesystem sync for every manifest waiting.
 
 A manifest makes a content version visible, so it is written last and durably: its bytes
 (and the FileLib files it names) on disk before its name appears, and its name on disk
@@ -33,7 +31,7 @@ __all__ = ["ManifestCommitter"]
 class _Item:
     __slots__ = ("data", "done", "error", "path", "pkglib", "tmp", "wake")
 
-    def __init__(self, path: Path, data: bytes, pkglib: tuple[Path, bytes] | None) -> None:
+    def __init__(self, path: Path, data: bytes, pkglib: tuple[Path, bytes]) -> None:
         self.path = path
         self.data = data
         self.pkglib = pkglib
@@ -44,7 +42,7 @@ class _Item:
 
 
 class ManifestCommitter:
-    """Writes files (manifests) into one folder (DataLib) in group-committed batches."""
+    """Writes manifests into one folder (DataLib) in group-committed batches."""
 
     def __init__(
         self, datalib: Path, thread: Callable[[Callable[[], None]], Awaitable[None]]
@@ -56,11 +54,8 @@ class ManifestCommitter:
         self.batches = 0
         self.manifests = 0
 
-    async def commit(
-        self, path: Path, data: bytes, pkglib: tuple[Path, bytes] | None = None
-    ) -> None:
-        """Write ``data`` as ``path`` durably (``path`` in the committer's folder), with the
-        PkgLib file ``pkglib`` (not synced) beside it if one is given.
+    async def commit(self, path: Path, data: bytes, pkglib: tuple[Path, bytes]) -> None:
+        """Write ``data`` as ``path`` durably, with the PkgLib file ``pkglib`` beside it.
 
         On an error (ENOSPC...) neither is written and the error is raised to this caller
         alone; a failed sync fails every manifest of its batch."""
@@ -123,8 +118,7 @@ def _write_batch(datalib: Path, batch: list[_Item]) -> None:
             item.error = e
             continue
         try:
-            if item.pkglib is not None:
-                _fs.atomic_write(*item.pkglib, durable=False)
+            _fs.atomic_write(*item.pkglib, durable=False)
         except BaseException as e:  # not committed: no manifest either
             item.path.unlink(missing_ok=True)
             item.error = e

@@ -797,8 +797,8 @@ class DistMgr(Component):
             if status == PkgStatusValue.NONE:  # a sending thread started the job
                 ops.set_job_state(conn, msg.job_id, JobState.SENDING, now)
             if final:
-                # The sending thread deleted its job after dropping this file; a crash in
-                # between left it, and it goes here: whoever sees the status sees no job.
+                # The job ends with its final status: whoever sees the status sees no job
+                # (and a crash before this commit leaves the job to send it again).
                 ops.delete_job(conn, msg.job_id)
             if status == PkgStatusValue.INSTALLED:
                 ops.record_transfer_bytes(
@@ -829,6 +829,8 @@ class DistMgr(Component):
                     message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op, log=False
                 )
         except (_PackageGone, _Repeated):
+            if final:  # stored before (or moot): the job ends all the same
+                await self.db.write(partial(ops.delete_job, job_id=msg.job_id))
             return False
         crash_point("distmgr.status_stored")
         self.trace(

@@ -2,14 +2,12 @@
 replication processing thread processes and deletes.
 
 A file's name is the job's ID and the status in hex (job 0x241, status 3:
-``00002413.STA``), so names sort in the order a job's statuses were sent. The final status
-of a job (installed, removed) is written durably before the sending thread deletes its
-job: from then on the file remembers how the job ended until DistMgr has stored it.
+``00002413.STA``), so names sort in the order a job's statuses were sent. A file is not
+synced: the job's row stays until DistMgr stores the job's final status (and deletes the
+job in the same commit), so a file a crash tore or lost is sent again by its job.
 
-Final STAs dropped at the same time share one sync (group commit, as the content library's
-manifests do): nobody returns before the sync that covers their file. The other file
-operations are a few tens of microseconds each and run on the inbox's own worker thread
-(:class:`~contentlib.ThreadHop`), not through a thread pool.
+The file operations are a few tens of microseconds each and run on the inbox's own worker
+thread (:class:`~contentlib.ThreadHop`), not through a thread pool.
 """
 
 from __future__ import annotations
@@ -17,11 +15,10 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import anyio.to_thread
 import msgspec
 
 from actors.site.messages import TransferStatus
-from contentlib import ManifestCommitter, ThreadHop, atomic_write
+from contentlib import ThreadHop, atomic_write
 
 __all__ = ["StatusInbox"]
 
@@ -34,23 +31,19 @@ class StatusInbox:
     def __init__(self, server_root: Path) -> None:
         self.path = server_root / "inboxes" / "distmgr.box" / "incoming"
         self._hop = ThreadHop("distmgr.box")
-        self._durable = ManifestCommitter(self.path, anyio.to_thread.run_sync)
         self._made = False
 
     def file_for(self, job_id: int, status: int) -> Path:
         return self.path / f"{job_id:07X}{status:X}.STA"
 
-    async def drop(self, sta: TransferStatus, *, durable: bool) -> Path:
+    async def drop(self, sta: TransferStatus, *, durable: bool = False) -> Path:
         """Write the STA file whole (``durable``: synced before this returns)."""
         path = self.file_for(sta.job_id, sta.status)
         data = msgspec.msgpack.encode(sta)
         if not self._made:
             await self._hop.run(partial(self.path.mkdir, parents=True, exist_ok=True))
             self._made = True
-        if durable:
-            await self._durable.commit(path, data)
-        else:
-            await self._hop.run(partial(atomic_write, path, data, durable=False))
+        await self._hop.run(partial(atomic_write, path, data, durable=durable))
         return path
 
     def pending(self) -> list[Path]:

@@ -283,7 +283,8 @@ class PkgXferMgr(Component):
 
     def _outcome_dropped(self, job: DistributionJobRow) -> bool:
         """The job's final STA is in DistMgr's inbox: a crash came after the sending thread
-        dropped it and before it deleted the job. The job is done; DistMgr stores it."""
+        dropped it and before DistMgr stored it (and deleted the job). The job is done;
+        DistMgr stores it."""
         return any(self.inbox.file_for(job.job_id, s).exists() for s in _FINAL)
 
     def _stop_for_removal(self, key: _Key, job: DistributionJobRow) -> None:
@@ -421,10 +422,13 @@ class PkgXferMgr(Component):
             f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
             f" to distribution point {dp.server_name}"
         )
-        # 8200 and 8210 stored (one commit) before the status-3 STA: DistMgr's 2330 follows
-        # them, as in the reference, and once the DP reads Installed every message is
-        # stored. Their lines go where the reference's log has them: 8200, the status-3
-        # line, then 8210.
+        # 8200 and 8210 stored (one commit) before the status-3 STA is handed over: DistMgr's
+        # 2330 follows them, as in the reference, and once the DP reads Installed every
+        # message is stored. Their lines go where the reference's log has them: 8200, the
+        # status-3 line, then 8210. The job's row goes with the Installed status, in
+        # DistMgr's commit: until then a crash leaves the job, which ends at once if its
+        # STA survived (``_outcome_dropped``) and is sent again (nothing left to copy) if
+        # not, so the STA need not be synced.
         begun, sent = self._message(8200, job, dp), self._message(8210, job, dp)
         dropped = await self._drop_status(
             job,
@@ -434,9 +438,7 @@ class PkgXferMgr(Component):
             bytes_delta=job.bytes_delta + send.bytes_delta,
         )
         crash_point("pkgxfermgr.status_dropped")
-        # The STA out, the sending thread deletes its job (with 8200 and 8210, one commit).
-        end_job = partial(ops.delete_job, job_id=job.job_id)
-        await self.reporter.raise_messages([begun, sent], op=end_job, log=False)
+        await self.reporter.raise_messages([begun, sent], log=False)
         self.reporter.log(begun)
         await self._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
         self.reporter.log(sent)
@@ -622,8 +624,8 @@ class PkgXferMgr(Component):
         except BusError as exc:
             await self._failed(job, dp, exc)
             return
+        # (the job's row goes with the Removed status, in DistMgr's commit)
         dropped = await self._drop_status(job, dp, PkgStatusValue.REMOVED)
-        await self.db.write(partial(ops.delete_job, job_id=job.job_id))
         await self._deliver_status(job, dp, PkgStatusValue.REMOVED, dropped)
 
     async def _failed(
@@ -760,9 +762,8 @@ class PkgXferMgr(Component):
         bytes_delta: int = 0,
     ) -> StatusFile:
         """The STA file in ``distmgr.box\\incoming``, and the request that hands it to
-        DistMgr. A final status is synced before this returns: the sending thread deletes
-        its job next, and the file then remembers how the job ended until DistMgr has
-        stored it."""
+        DistMgr. Not synced: a job stays until DistMgr has stored its final status (and
+        deletes it in that commit), so a lost file costs a resend, never the outcome."""
         sta = TransferStatus(
             job.job_id,
             job.pkg_id,
@@ -774,7 +775,7 @@ class PkgXferMgr(Component):
             bytes_full,
             bytes_delta,
         )
-        path = await self.inbox.drop(sta, durable=status in _FINAL)
+        path = await self.inbox.drop(sta)
         return StatusFile(str(path), sta)
 
     async def _deliver_status(

@@ -232,12 +232,11 @@ class PullSending:
                 f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
                 f" to distribution point {dp.server_name}"
             )
-            # As a sending thread ends: the final STA dropped, then the job deleted with
-            # 8210 (one commit), then DistMgr told.
+            # As a sending thread ends: the final STA dropped, 8210 stored, then DistMgr
+            # told (it deletes the job with the Installed status, in one commit).
             sent = mgr._message(8210, job, dp)
             dropped = await mgr._drop_status(job, dp, PkgStatusValue.INSTALLED)
-            end_job = partial(ops.delete_job, job_id=job.job_id)
-            await mgr.reporter.raise_messages([sent], op=end_job)
+            await mgr.reporter.raise_messages([sent])
             await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
         elif msg.count < mgr.settings.pulldp_status_polls:
             delay = mgr.settings.pulldp_polling_delay

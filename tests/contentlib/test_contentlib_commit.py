@@ -100,14 +100,3 @@ async def test_versions_committed_together_survive_a_reopen(tmp_path: Path) -> N
     assert again.package_ids() == [f"PS10000{i}" for i in range(8)]
     for i in range(8):
         assert (await again.verify(f"PS10000{i}.1")).ok
-
-
-async def test_files_without_a_pkglib_entry_are_committed_alone(tmp_path: Path) -> None:
-    # What a site's inbox commits: final STA files, nothing beside them.
-    committer, datalib, pkglib = _committer(tmp_path)
-    async with anyio.create_task_group() as tg:
-        for i in range(5):
-            tg.start_soon(committer.commit, datalib / f"{i:07X}3.STA", b"s%d" % i)
-    assert sorted(p.name for p in datalib.iterdir()) == [f"{i:07X}3.STA" for i in range(5)]
-    assert (datalib / "00000023.STA").read_bytes() == b"s2"
-    assert list(pkglib.iterdir()) == []
