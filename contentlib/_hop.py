@@ -18,6 +18,7 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -100,7 +101,5 @@ class ThreadHop:
                 call.result = call.fn(*call.args)
             except BaseException as e:  # handed to the caller, whatever it is
                 call.error = e
-            try:
+            with suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
                 call.loop.call_soon_threadsafe(_finished, call)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass

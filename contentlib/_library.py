@@ -20,7 +20,6 @@ import msgspec
 
 from contentlib import _commit, _delta, _fs, _package, _paths, _recovery
 from contentlib._delta import Delta
-from contentlib._hop import ThreadHop
 from contentlib._errors import (
     ContentLibError,
     ContentNotFound,
@@ -31,6 +30,7 @@ from contentlib._errors import (
     UnsafePath,
     single_error,
 )
+from contentlib._hop import ThreadHop
 from contentlib._model import (
     DamagedManifest,
     DeltaManifest,

@@ -12,6 +12,8 @@ thread (:class:`~contentlib.ThreadHop`), not through a thread pool.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from functools import partial
 from pathlib import Path
 
@@ -30,11 +32,24 @@ class StatusInbox:
 
     def __init__(self, server_root: Path) -> None:
         self.path = server_root / "inboxes" / "distmgr.box" / "incoming"
+        self._folder = f"{self.path}{os.sep}"
         self._hop = ThreadHop("distmgr.box")
         self._made = False
 
     def file_for(self, job_id: int, status: int) -> Path:
         return self.path / f"{job_id:07X}{status:X}.STA"
+
+    def holds_any(self, job_id: int, statuses: Iterable[int]) -> bool:
+        """Whether an STA of the job with one of these statuses waits here (a ``stat`` each,
+        on the caller's thread: asked once per job)."""
+        folder = self._folder
+        for status in statuses:
+            try:
+                os.stat(f"{folder}{job_id:07X}{status:X}.STA")
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            return True
+        return False
 
     async def drop(self, sta: TransferStatus, *, durable: bool = False) -> Path:
         """Write the STA file whole (``durable``: synced before this returns)."""

@@ -285,7 +285,7 @@ class PkgXferMgr(Component):
         """The job's final STA is in DistMgr's inbox: a crash came after the sending thread
         dropped it and before DistMgr stored it (and deleted the job). The job is done;
         DistMgr stores it."""
-        return any(self.inbox.file_for(job.job_id, s).exists() for s in _FINAL)
+        return self.inbox.holds_any(job.job_id, _FINAL)
 
     def _stop_for_removal(self, key: _Key, job: DistributionJobRow) -> None:
         """A removal of the package from the DP stops its older send there first, instead
@@ -595,7 +595,15 @@ class PkgXferMgr(Component):
         send.plan(len(delta) - entry.size)  # the delta goes instead of the file
         share = f"\\\\{dp.server_name}\\SMS_DP$\\{name}"
         await transmit(
-            delta, len(delta), staged, link, self.trace, send, delta=True, shown=share, hop=self._hop
+            delta,
+            len(delta),
+            staged,
+            link,
+            self.trace,
+            send,
+            delta=True,
+            shown=share,
+            hop=self._hop,
         )
         try:
             await self._change_dp(
