@@ -96,6 +96,10 @@ class Writer:
         self._closed = False
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._listeners: list[Callable[[], None]] = []
+        # (probe, listener): the probe reads after each commit on the writer's thread, the
+        # listener gets its value in the event loop (who needs no read learns it is moot).
+        self._probes: tuple[tuple[WriteOp[Any], Callable[[Any], None]], ...] = ()
+        self._probed: list[Any] = []
         self.commits = 0
         self.operations = 0
 
@@ -106,6 +110,16 @@ class Writer:
     def remove_commit_listener(self, listener: Callable[[], None]) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def add_commit_probe(self, probe: WriteOp[T], listener: Callable[[T], None]) -> None:
+        """After every commit, ``probe(conn)`` (a read, outside the transaction, on the
+        writer's thread) and then ``listener(value)`` in the event loop (keep both tiny):
+        a listener can tell from it whether the commit concerns it, without a read of its
+        own. A probe that raises is skipped for that commit."""
+        self._probes = (*self._probes, (probe, listener))
+
+    def remove_commit_probe(self, listener: Callable[[Any], None]) -> None:
+        self._probes = tuple(p for p in self._probes if p[1] != listener)
 
     async def submit(self, fn: WriteOp[T]) -> T:
         """Run ``fn(conn)`` in the next group-committed transaction and return its result.
@@ -154,6 +168,9 @@ class Writer:
                 self.operations += len(batch)
                 for listener in tuple(self._listeners):
                     listener()
+                probed, self._probed = self._probed, []
+                for listener, value in probed:
+                    listener(value)
         finally:
             self._closed = True
             self._batches.put(None)  # the thread ends after the batch it may be running
@@ -202,6 +219,16 @@ class Writer:
         now = self._clock().strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
         self._conn.execute("UPDATE SiteClock SET Now = ?", (now,))
 
+    def _probe(self, conn: sqlite3.Connection) -> None:
+        """The commit probes' values, for the event loop to hand to their listeners."""
+        probed = []
+        for probe, listener in self._probes:
+            try:
+                probed.append((listener, probe(conn)))
+            except Exception:  # a probe is a hint: its listener keeps its own poll
+                continue
+        self._probed = probed
+
     def _run_batch(self, batch: list[_Pending[Any]]) -> None:
         conn = self._conn
         try:
@@ -223,6 +250,7 @@ class Writer:
                     conn.execute("RELEASE op")
             # Every operation failed: not even the clock's time is kept.
             conn.execute("ROLLBACK" if all(p.error is not None for p in batch) else "COMMIT")
+            self._probe(conn)
         except Exception as e:  # the transaction itself failed (disk full, I/O error, ...)
             if conn.in_transaction:
                 conn.execute("ROLLBACK")

@@ -336,6 +336,11 @@ def _seed_op(hierarchy: HierarchyConfig) -> WriteOp[None]:
     return op
 
 
+def _last_notification(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(RowID) FROM TableChangeNotifications").fetchone()
+    return int(row[0] or 0)
+
+
 def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
     nal, name = values[0], values[1]
     found = (
@@ -457,6 +462,15 @@ class SiteDatabase:
 
     def remove_commit_listener(self, listener: Callable[[], None]) -> None:
         self._writer.remove_commit_listener(listener)
+
+    def add_notification_listener(self, listener: Callable[[int], None]) -> None:
+        """``listener(row_id)`` in the event loop after every commit, with the highest
+        ``TableChangeNotifications`` RowID then (0: none): SMSDBMON reads only when a
+        commit brought rows it has not delivered."""
+        self._writer.add_commit_probe(_last_notification, listener)
+
+    def remove_notification_listener(self, listener: Callable[[int], None]) -> None:
+        self._writer.remove_commit_probe(listener)
 
     @property
     def commits(self) -> int:
