@@ -109,7 +109,7 @@ CANCELLED_REASON = "cancelled by the administrator"
 # Workers beyond the sending threads: a cancel, a removal or a job parked while every
 # sending thread is busy always finds one, so none of them waits for a send to end.
 _CONTROL_WORKERS = 4
-# The statuses that end a job: their STA is synced, then the sending thread deletes the job.
+# The statuses that end a job (their STA ends it: DistMgr deletes the job as it stores them).
 _FINAL = (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED)
 
 _Key = tuple[int, str]  # (DPID, PkgID): the jobs of one package on one DP run in order
