@@ -4,13 +4,17 @@ It looks for ready instructions (``.SNI``) in ``despoolr.box/receive`` every
 ``despooler_poll_interval`` and runs at most ``despooling_threads`` at once. Each: the
 signature is checked with the sending site's public key (DRS brought it) and the package
 file against the signed hash; anything unsigned, forged or tampered is refused (4405),
-kept aside in ``receive/refused`` and nothing is written. When the package's row for that
-version has not replicated here yet, error 12: the instruction is retried after
-``despooler_retry_delay`` (the reference's race). Otherwise the package file goes into the
-site's content library; ``SMSPackages_L`` says so (its trigger wakes DistMgr), the site's
-Type 1 status row is Installed and 4400 is raised, in one commit. When the instruction's
-final site is further down, the package file is kept in ``SMSPKG`` and a mini-job sends it
-on. Every step is idempotent: a kill anywhere, and the instruction is despooled again.
+kept aside in ``receive/refused`` and nothing is written. A DLT whose base version this
+site's library does not hold (cleaned, damaged, never received) is refused the same way,
+and the site's Type 1 status row says Failed in the same commit: DRS takes that to the
+package's source site, whose DistMgr sends the whole package (PCK) instead. When the
+package's row for that version has not replicated here yet, error 12 (4404): the
+instruction is retried after ``despooler_retry_delay`` (the reference's race). Otherwise
+the package file goes into the site's content library; ``SMSPackages_L`` says so (its
+trigger wakes DistMgr), the site's Type 1 status row is Installed and 4400 is raised, in
+one commit. When the instruction's final site is further down, the package file is kept
+in ``SMSPKG`` and a mini-job sends it on, with the package's priority. Every step is
+idempotent: a kill anywhere, and the instruction is despooled again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -34,7 +39,7 @@ from actors.site._paths import package_file, receive_box
 from actors.site.messages import PACKAGE_CHANGED_TOPIC, MiniJobCreated, PackageChanged
 from actors.sitedb import SiteDatabase, ops, product_time
 from actors.status import ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
-from contentlib import ContentLibError, ContentLibrary
+from contentlib import ContentLibError, ContentLibrary, MissingBaseVersion
 
 __all__ = ["Despooler"]
 
@@ -167,6 +172,9 @@ class Despooler(Component):
                     manifest = await self.library.add_from_dlt(pck)
                 else:
                     manifest = await self.library.add_from_pck(pck)
+            except MissingBaseVersion as exc:
+                await self._refuse(sni, pck, f"package file {pck.name}: {exc}", base=ins)
+                return
             except ContentLibError as exc:
                 await self._refuse(sni, pck, f"package file {pck.name}: {exc}")
                 return
@@ -180,7 +188,7 @@ class Despooler(Component):
             await self._commit(ins, stored)
         forward = ins.final_site != self.site
         if forward:
-            await self._forward(ins, pck, stored)
+            await self._forward(ins, pck, stored, pkg.priority)
         await anyio.to_thread.run_sync(_remove, (sni, pck))
         self.trace("~Despooler successfully executed one instruction.")
         self.despooled += 1
@@ -208,7 +216,7 @@ class Despooler(Component):
                 4400, (pkg_id, str(stored)), {ATTR_PACKAGE_ID: pkg_id}, op=op
             )
 
-    async def _forward(self, ins: Instruction, pck: Path, stored: Path) -> None:
+    async def _forward(self, ins: Instruction, pck: Path, stored: Path, priority: int) -> None:
         """Keep the package file for the sites below and send it on, one hop down."""
         if await self.db.minijob_for(ins.pkg_id, ins.version, ins.final_site) is not None:
             return  # forwarded already (a second run of this instruction)
@@ -223,7 +231,7 @@ class Despooler(Component):
                 dest_site=hop,
                 final_site=ins.final_site,
                 transfer_root=str(stored),
-                priority=2,
+                priority=priority,
                 size=ins.package_size,
                 now=now,
             )
@@ -244,6 +252,11 @@ class Despooler(Component):
         self.trace(
             f"~Despooler failed to execute the instruction, error code = {ERROR_NOT_ARRIVED}"
         )
+        await self.reporter.report(
+            4404,
+            (ins.pkg_id, str(ins.version), str(ERROR_NOT_ARRIVED)),
+            {ATTR_PACKAGE_ID: ins.pkg_id},
+        )
         when = self.clock.now() + self.retry_delay
         self._not_before[sni.name] = when
         self.retries += 1
@@ -253,13 +266,34 @@ class Despooler(Component):
             f" ({what} has not arrived)"
         )
 
-    async def _refuse(self, sni: Path, pck: Path, reason: str) -> None:
-        """4405, the files kept aside, nothing written."""
+    async def _refuse(
+        self, sni: Path, pck: Path, reason: str, *, base: Instruction | None = None
+    ) -> None:
+        """4405, the files kept aside, nothing written to the library. ``base``: a DLT
+        whose base version is not here; the site's Type 1 row says Failed with 4405, so
+        the source site sends the whole package."""
         self.refused += 1
         aside = self.box / "refused"
         await anyio.to_thread.run_sync(_set_aside, aside, (sni, pck))
         self.trace(f"~Refused instruction {sni.name}: {reason}", severity="E")
-        await self.reporter.report(4405, (sni.name, _sender_of(sni), reason), {})
+        op: Callable[[sqlite3.Connection], None] | None = None
+        attributes: dict[int, str] = {}
+        if base is not None:
+            self.trace(
+                f"~This site does not hold version {base.base_version} of package"
+                f" {base.pkg_id}, the base of the changes it was sent: site {self.site} needs"
+                f" the compressed package for version {base.version}."
+            )
+            attributes[ATTR_PACKAGE_ID] = base.pkg_id
+            op = partial(
+                ops.site_lacks_base,
+                pkg_id=base.pkg_id,
+                site_code=self.site,
+                server=self.server,
+                now=product_time(self.clock.wall()),
+            )
+
+        await self.reporter.report(4405, (sni.name, _sender_of(sni), reason), attributes, op=op)
 
 
 class _StoredAlready(Exception):

@@ -1,14 +1,17 @@
 """Scheduler (``SMS_SCHEDULER``): mini-jobs into send requests, and their completion.
 
 A mini-job (a ``MiniJobs`` row DistMgr or the despooler wrote) becomes a signed
-instruction in ``schedule.box/tosend`` and a send request for the Sender. When the send
-completes, the job is done: the instruction is deleted, the package file's reference
+instruction in ``schedule.box/tosend`` and a send request for the Sender. While the send
+runs, the send request's status (state, total size, remaining) is logged every
+``scheduler_poll_interval``, as the product's scheduler refreshes its send request list.
+When the send completes, the job is done: the instruction is deleted, the package file's reference
 count goes down (the file is deleted at 0) and the send request with it. Jobs left
 unfinished by a previous run are taken again at start (the Sender resumes their bytes).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import sqlite3
@@ -18,10 +21,11 @@ from pathlib import Path
 import anyio
 
 from actors import addresses
+from actors.site._capacity import SendRequestList, SentBytes
 from actors.site._instruction import Instruction, SiteKey, sign
 from actors.site._paths import tosend_box
 from actors.site.messages import MiniJobCreated, SendRequest, SendResult
-from actors.sitedb import MiniJobRow, PackageRow, SiteDatabase, ops
+from actors.sitedb import MiniJobRow, SiteDatabase, ops
 from actors.status import CMTraceLog, Component
 from bus import handler
 
@@ -41,12 +45,16 @@ class Scheduler(Component):
         db: SiteDatabase,
         key: SiteKey,
         server_root: Path,
+        requests: SendRequestList,
+        poll_interval: float = 60.0,
         log: CMTraceLog | None = None,
     ) -> None:
         self.site = site
         self.db = db
         self.key = key
         self.server_root = server_root
+        self.requests = requests  # the sender writes how far each got
+        self.poll_interval = poll_interval
         self.trace_log = log
         self._running: set[int] = set()
         self.completed = 0
@@ -107,31 +115,59 @@ class Scheduler(Component):
             )
         )
         self.trace(f"Created new send request ID:  {request_id}~")
-        self._request_list(job, request_id, job_name, pkg)
-        result: SendResult = await self.request(
-            addresses.sender(self.site),
-            SendRequest(
-                request_id,
-                job.pkg_id,
-                job.version,
-                job.dest_site,
-                job.priority,
-                job.transfer_root,
-                str(icl),
-            ),
-            None,
+        entry = self.requests.open(request_id, job.size)
+        started = self.clock.wall()
+        self._request_list(job, request_id, job_name, entry, started)
+        request = SendRequest(
+            request_id,
+            job.pkg_id,
+            job.version,
+            job.dest_site,
+            job.priority,
+            job.transfer_root,
+            str(icl),
         )
-        await self._finish(job, request_id, job_name, title, icl, result)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._refresh, job, request_id, job_name, entry, started)
+                result: SendResult = await self.request(addresses.sender(self.site), request, None)
+                tg.cancel_scope.cancel()
+            await self._finish(job, request_id, job_name, title, icl, result)
+        finally:
+            self.requests.close(request_id)
+
+    async def _refresh(
+        self,
+        job: MiniJobRow,
+        request_id: str,
+        job_name: str,
+        entry: SentBytes,
+        started: dt.datetime,
+    ) -> None:
+        """The send request's status, every poll interval while it runs."""
+        while True:
+            await self.clock.sleep(self.poll_interval)
+            self._request_list(job, request_id, job_name, entry, started)
 
     def _request_list(
-        self, job: MiniJobRow, request_id: str, job_name: str, pkg: PackageRow | None
+        self,
+        job: MiniJobRow,
+        request_id: str,
+        job_name: str,
+        entry: SentBytes,
+        started: dt.datetime,
     ) -> None:
-        size = job.size // 1024
+        # The reference leaves FinalSite empty when the destination is the final site.
+        final = job.final_site if job.final_site != job.dest_site else ""
+        start = started.strftime("%H:%M")
+        heartbeat = self.clock.wall().strftime("%H:%M")
         self.trace("====== Updating Send Request List =======")
         self.trace(
             f"Send Request {request_id} JobID: {job_name} DestSite: {job.dest_site} FinalSite:"
-            f" {job.final_site} State: Pending Status: Action: None Total size: {size}k"
-            f" Remaining: {size}k Retry: SWD PkgID: {job.pkg_id} SWD Pkg Version: {job.version}"
+            f" {final} State: {entry.state} Status: Action: None Total size:"
+            f" {job.size // 1024}k Remaining: {entry.remaining // 1024}k Heartbeat: {heartbeat}"
+            f" Start: {start} Finish: {start} Retry: SWD PkgID: {job.pkg_id} SWD Pkg Version:"
+            f" {job.version}"
         )
 
     async def _finish(

@@ -6,8 +6,10 @@ bandwidth, latency and faults, then the instruction as ``<request>.TMP``, rename
 ``<request>.SNI`` last: the despooler takes only ``.SNI`` files, so it never sees half a
 send. A cut send resumes from the bytes already at the remote end; a remote ``.SNI`` means
 an earlier run finished. At most ``sending_threads_per_site`` requests per destination and
-``sending_threads_total`` in all run at once; a failed try is retried
-``sender_retry_count`` times, ``sender_retry_delay`` apart.
+``sending_threads_total`` in all run at once, taken in package priority order (then first
+come, see ``_capacity``); a failed try is retried ``sender_retry_count`` times,
+``sender_retry_delay`` apart. How far each request got is kept in the site's send request
+list, which the scheduler reads for its periodic status line.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import aiofiles
-import anyio
 
 from actors._crashpoints import crash_point
 from actors.config import Settings
 from actors.errors import TransferError
 from actors.network import NetworkLink
+from actors.site._capacity import SendingCapacity, SendRequestList, SentBytes
 from actors.site._paths import receive_box
 from actors.site.messages import SendRequest, SendResult
 from actors.status import CMTraceLog, Component
@@ -54,45 +56,49 @@ class Sender(Component):
         self._links = links
         self._server_root = server_root
         self.trace_log = log
-        self._total = anyio.CapacityLimiter(settings.sending_threads_total)
-        self._per_site: dict[str, anyio.CapacityLimiter] = {}
-        self.active: dict[str, int] = {}
-        self.max_active_per_site = 0
-        self.max_active_total = 0
+        self.capacity = SendingCapacity(
+            settings.sending_threads_per_site, settings.sending_threads_total
+        )
+        self.requests = SendRequestList()  # shared with the site's scheduler
         self.bytes_on_links = 0
         self._thread_ids = itertools.count(0x1150)  # numbered as the product's log shows one
+
+    @property
+    def max_active_per_site(self) -> int:
+        """The most sending threads that ran at once to one destination."""
+        return self.capacity.max_used_per_site
+
+    @property
+    def max_active_total(self) -> int:
+        """The most sending threads that ran at once in all."""
+        return self.capacity.max_used_total
 
     @handler
     async def send_request(self, msg: SendRequest) -> SendResult:
         dest = msg.dest_site
+        entry = self.requests.open(msg.send_request_id, 0)
         self.trace(f"Found send request.  ID: {msg.send_request_id}, Dest Site: {dest}~")
-        site_limit = self._per_site.setdefault(
-            dest, anyio.CapacityLimiter(self.settings.sending_threads_per_site)
-        )
-        used = self.active.get(dest, 0)
         self.trace(
             "Checking for site-specific sending capacity.  Used"
-            f" {used} out of {self.settings.sending_threads_per_site}.~"
+            f" {self.capacity.used(dest)} out of {self.settings.sending_threads_per_site}.~"
         )
-        async with self._total, site_limit:
-            self.active[dest] = self.active.get(dest, 0) + 1
-            self.max_active_per_site = max(self.max_active_per_site, self.active[dest])
-            self.max_active_total = max(self.max_active_total, sum(self.active.values()))
+        async with self.capacity.thread(dest, msg.priority):
             self.trace(f"~Created sending thread (Thread ID = {next(self._thread_ids):X})")
-            try:
-                return await self._send_with_retries(msg)
-            finally:
-                self.active[dest] -= 1
+            result = await self._send_with_retries(msg, entry)
+        entry.state = "Completed" if result.ok else "Failed"
+        return result
 
-    async def _send_with_retries(self, msg: SendRequest) -> SendResult:
+    async def _send_with_retries(self, msg: SendRequest, entry: SentBytes) -> SendResult:
         start = self.clock.now()
         moved = [0]  # bytes on the link, every try (a cut one included)
         reason = ""
         for attempt in range(self.settings.sender_retry_count + 1):
             if attempt:
+                entry.state = "Retry"
                 await self.clock.sleep(self.settings.sender_retry_delay)
+            entry.state = "Active"
             try:
-                await self._send_once(msg, moved)
+                await self._send_once(msg, moved, entry)
             except (TransferError, OSError) as exc:
                 reason = str(exc)
                 self.trace(f"~Failed to send to site {msg.dest_site}: {reason}", severity="W")
@@ -101,8 +107,9 @@ class Sender(Component):
             return SendResult(True, moved[0], self.clock.now() - start)
         return SendResult(False, moved[0], self.clock.now() - start, reason)
 
-    async def _send_once(self, msg: SendRequest, moved: list[int]) -> None:
-        """One try; ``moved[0]`` counts the bytes it puts on the link."""
+    async def _send_once(self, msg: SendRequest, moved: list[int], entry: SentBytes) -> None:
+        """One try; ``moved[0]`` counts the bytes it puts on the link, ``entry.sent`` the
+        package file's bytes at the remote end."""
         dest = msg.dest_site
         remote = receive_box(self._server_root(dest))
         server = remote.parent.parent.parent.name  # the destination's site server
@@ -114,12 +121,14 @@ class Sender(Component):
         for ext in ("PCK", "SNI", "TMP"):
             self.trace(f"~Checking for remote file {share}.{ext}")
         if sni.exists():
+            entry.sent = entry.size
             return  # an earlier run renamed it: the request is done
         link = self._links(dest)
         await link.open()
         remote.mkdir(parents=True, exist_ok=True)
         size = os.stat(msg.package_file).st_size
         offset = min(pck.stat().st_size, size) if pck.exists() else 0
+        entry.size, entry.sent = size, offset
         self.trace(f"~Attempt to create/open the remote file {share}.PCK")
         self.trace(f"~Created/opened the remote file {share}.PCK")
         self.trace(f"~Sending Started [{msg.package_file}]")
@@ -145,6 +154,7 @@ class Sender(Component):
                     moved[0] += allowed
                     self.bytes_on_links += allowed
                 offset += allowed
+                entry.sent = offset
                 self.trace(f"~Wrote {allowed} bytes to {share}.PCK at position {offset - allowed}")
             await out.flush()
             os.fsync(out.fileno())

@@ -546,6 +546,33 @@ CREATE TABLE DrsPosition (
 """ + "".join(_drs_triggers(t) for t in DRS_COLUMNS)
 
 
+# Version 7: a site that cannot use the changes it was sent (a DLT whose base version its
+# library does not hold) says so in its Type 1 status row (Status 5, Failed). Where DRS
+# brings that row, the package is looked at again (a Type 1 PkgNotification for DistMgr):
+# the package's source site then sends the whole package. Only a row applied by DRS
+# notifies (the failing site's own DistMgr has nothing to send).
+_V7 = """
+CREATE TRIGGER PkgStatus_SiteFailed_Upd_PkgNotification
+AFTER UPDATE OF Status ON PkgStatus
+WHEN NEW.Type = 1 AND NEW.Status = 5 AND OLD.Status <> 5
+    AND EXISTS (SELECT 1 FROM DrsApplying)
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    SELECT PkgID, Priority, 1, (SELECT Now FROM SiteClock) FROM SMSPackages
+    WHERE PkgID = NEW.ID;
+END;
+
+CREATE TRIGGER PkgStatus_SiteFailed_Ins_PkgNotification
+AFTER INSERT ON PkgStatus
+WHEN NEW.Type = 1 AND NEW.Status = 5 AND EXISTS (SELECT 1 FROM DrsApplying)
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    SELECT PkgID, Priority, 1, (SELECT Now FROM SiteClock) FROM SMSPackages
+    WHERE PkgID = NEW.ID;
+END;
+"""
+
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _V1),
@@ -554,5 +581,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, _V4),
     (5, _V5),
     (6, _V6),
+    (7, _V7),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -18,11 +18,12 @@ from actors.config import HierarchyConfig, load_hierarchy
 from actors.site._instruction import Instruction, SignedInstruction, SiteKey, sign
 from actors.site._paths import receive_box, smspkg
 from actors.status import StatusMessage, stored_messages
+from bus import ManualClock
 from tests.actors.flow_helpers import (
     ANY_DP,
     HIERARCHY,
-    TIME_SCALE,
     TIMEOUT,
+    advance_until,
     assert_extracts_identical,
     message_ids,
     messages,
@@ -183,24 +184,41 @@ async def _keys_everywhere(tmp_path: Path) -> None:
 
 async def test_content_before_its_package_row_is_retried_after_the_delay(tmp_path: Path) -> None:
     """The reference's race: the PCK reaches PS1 before DRS brings the package's row; the
-    despooler fails with error 12, retries after despooler_retry_delay, then stores it."""
+    despooler fails with error 12 and raises 4404, retries after despooler_retry_delay,
+    then stores it (4400). On a ManualClock: the row takes 10,000 clock seconds, the retry
+    20,000, and the clock moves only as the test says."""
     await _keys_everywhere(tmp_path)
     src = write_tree(tmp_path / "src", {"a.txt": b"alpha\n" * 100})
-    # The row takes 0.5 s of real time (the send, a few ms); the retry comes after it.
-    cfg = _slow_replication(tmp_path, 5_000.0, 6_000.0)
-    async with Hierarchy.open(cfg, time_scale=TIME_SCALE) as h:
+    clock = ManualClock()
+    async with Hierarchy.open(_slow_replication(tmp_path, 10_000.0, 20_000.0), clock=clock) as h:
         pkg = await h.create_package("Race", src, site="CS1")
         await h.distribute(pkg, [PS1DP1])
-        results = await h.wait(pkg, timeout=TIMEOUT)
-        assert [(r.dp, r.state, r.version) for r in results] == [(PS1DP1, "Installed", 1)]
+        ps1 = h.servers["PS1"]
+        box = receive_box(ps1.root)
+
+        async def arrived() -> bool:
+            return any(box.glob("*.SNI"))
+
+        async def ids_are(*want: int) -> bool:
+            return await message_ids(ps1.db, pkg.pkg_id, ANY_DP) == list(want)
+
+        await advance_until(clock, arrived, step=0.01)  # the send (the link takes time)
+        await advance_until(clock, lambda: ids_are(4404), step=1.0)  # the first poll
+        assert await ps1.db.package(pkg.pkg_id) is None  # DRS has not brought it
+        (msg,) = [m for m in await _messages(ps1) if m.message_id == 4404]
+        assert msg.strings[:3] == (pkg.pkg_id, "1", "12")
+        assert msg.severity == "W"
+        await advance_until(clock, lambda: ids_are(4404, *PER_SITE), step=100.0)
         _in_order(
             _log(h, "PS1", "despool.log"),
             [
                 f"This package[{pkg.pkg_id}]'s information hasn't arrived yet for this version"
                 " [1]. Retry later",
                 "Despooler failed to execute the instruction, error code = 12",
+                "STATMSG: ID=4404",
                 "won't be processed till",
                 f"Extracting content {pkg.pkg_id}.1",
+                "STATMSG: ID=4400",
                 "Despooler successfully executed one instruction.",
             ],
         )
@@ -208,7 +226,8 @@ async def test_content_before_its_package_row_is_retried_after_the_delay(tmp_pat
             _log(h, "PS1", "distmgr.log"),
             [f"The contents for the package {pkg.pkg_id} hasn't arrived from site CS1 yet"],
         )
-        assert await message_ids(h.servers["PS1"].db, pkg.pkg_id, ANY_DP) == PER_SITE
+        status = await h.content_status(pkg)
+        assert [(s.dp, s.state, s.version) for s in status] == [(PS1DP1, "Installed", 1)]
 
 
 async def test_a_cut_send_resumes_where_it_stopped(tmp_path: Path) -> None:
