@@ -3,7 +3,8 @@
 A mini-job (a ``MiniJobs`` row DistMgr or the despooler wrote) becomes a signed
 instruction in ``schedule.box/tosend`` and a send request for the Sender. While the send
 runs, the send request's status (state, total size, remaining) is logged every
-``scheduler_poll_interval``, as the product's scheduler refreshes its send request list.
+``scheduler_poll_interval`` in which it changed, as the product's scheduler refreshes its
+send request list.
 When the send completes, the job is done: the instruction is deleted, the package file's reference
 count goes down (the file is deleted at 0) and the send request with it. Jobs left
 unfinished by a previous run are taken again at start (the Sender resumes their bytes).
@@ -144,10 +145,16 @@ class Scheduler(Component):
         entry: SentBytes,
         started: dt.datetime,
     ) -> None:
-        """The send request's status, every poll interval while it runs."""
+        """The send request's status, every poll interval while it runs, when its state or
+        remaining bytes changed since the last line (a request waiting for a sending
+        thread, or a send stalled on its link, does not repeat itself)."""
+        last = (entry.state, entry.remaining)
         while True:
             await self.clock.sleep(self.poll_interval)
-            self._request_list(job, request_id, job_name, entry, started)
+            now = (entry.state, entry.remaining)
+            if now != last:
+                last = now
+                self._request_list(job, request_id, job_name, entry, started)
 
     def _request_list(
         self,
