@@ -25,6 +25,7 @@ import itertools
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
@@ -44,6 +45,7 @@ from contentlib import ContentLibError, ContentLibrary, MissingBaseVersion
 __all__ = ["Despooler"]
 
 ERROR_NOT_ARRIVED = 12
+_MTIME_TRUST = 200_000_000  # ns: an older folder modification time is final
 
 
 class Despooler(Component):
@@ -79,6 +81,7 @@ class Despooler(Component):
         self._limiter = anyio.CapacityLimiter(threads)
         self._busy: set[str] = set()
         self._not_before: dict[str, float] = {}
+        self._listed: int | None = None  # the folder's modification time when last listed
         self._locks: dict[str, anyio.Lock] = {}
         self._thread_ids = itertools.count(0xEE8)  # numbered as the product's log shows one
         self.despooled = 0
@@ -97,20 +100,37 @@ class Despooler(Component):
                 await self.clock.sleep(self.poll_interval)
 
     def _ready(self) -> list[Path]:
-        """The instructions to take now. One ``scandir`` of a small folder, in the event
-        loop: a worker thread hop per poll cost more than the scan (every few clock seconds
-        at every site)."""
+        """The instructions to take now, in the event loop (a worker thread hop per poll
+        cost more than the work, at every site every few clock seconds). The folder is
+        listed again only when it changed since the last listing, a retry is due, or a
+        despooling thread ended; a modification time younger than ``_MTIME_TRUST`` is not
+        trusted (the file system's clock is coarse: a file renamed in within the same tick
+        leaves it unchanged)."""
         now = self.clock.now()
         try:
-            with os.scandir(self.box) as entries:
-                names = sorted(e.name for e in entries if e.name.endswith(".SNI"))
+            mtime = os.stat(self.box).st_mtime_ns
         except FileNotFoundError:
             return []
-        return [
-            self.box / name
-            for name in names
-            if name not in self._busy and self._not_before.get(name, 0.0) <= now
-        ]
+        if (
+            mtime == self._listed
+            and time.time_ns() - mtime > _MTIME_TRUST
+            and not any(when <= now for when in self._not_before.values())
+        ):
+            return []
+        self._listed = mtime
+        with os.scandir(self.box) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".SNI"))
+        ready = []
+        for name in names:
+            if name in self._busy:
+                continue
+            when = self._not_before.get(name)
+            if when is not None:
+                if when > now:
+                    continue
+                del self._not_before[name]
+            ready.append(self.box / name)
+        return ready
 
     async def _despool_thread(self, sni: Path) -> None:
         try:
@@ -124,6 +144,7 @@ class Despooler(Component):
                 await self._despool(sni)
         finally:
             self._busy.discard(sni.name)
+            self._listed = None  # list the folder again: the instruction may still be there
 
     async def _despool(self, sni: Path) -> None:
         pck = sni.with_suffix(".PCK")
