@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -117,8 +118,8 @@ class Scheduler(Component):
         )
         self.trace(f"Created new send request ID:  {request_id}~")
         entry = self.requests.open(request_id, job.size)
-        started = self.clock.wall()
-        self._request_list(job, request_id, job_name, entry, started)
+        show = partial(self._request_list, job, request_id, job_name, entry, self.clock.wall())
+        show()
         request = SendRequest(
             request_id,
             job.pkg_id,
@@ -130,21 +131,14 @@ class Scheduler(Component):
         )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._refresh, job, request_id, job_name, entry, started)
+                tg.start_soon(self._refresh, entry, show)
                 result: SendResult = await self.request(addresses.sender(self.site), request, None)
                 tg.cancel_scope.cancel()
             await self._finish(job, request_id, job_name, title, icl, result)
         finally:
             self.requests.close(request_id)
 
-    async def _refresh(
-        self,
-        job: MiniJobRow,
-        request_id: str,
-        job_name: str,
-        entry: SentBytes,
-        started: dt.datetime,
-    ) -> None:
+    async def _refresh(self, entry: SentBytes, show: Callable[[], None]) -> None:
         """The send request's status, every poll interval while it runs, when its state or
         remaining bytes changed since the last line (a request waiting for a sending
         thread, or a send stalled on its link, does not repeat itself)."""
@@ -154,7 +148,7 @@ class Scheduler(Component):
             now = (entry.state, entry.remaining)
             if now != last:
                 last = now
-                self._request_list(job, request_id, job_name, entry, started)
+                show()
 
     def _request_list(
         self,

@@ -309,3 +309,19 @@ async def advance_until(
         while not await cond():
             await clock.advance(step)
             await anyio.sleep(0.001)
+
+
+def site_log(h: Hierarchy, site: str, name: str) -> str:
+    """A log of any site's server, flushed first ("" when it was never written)."""
+    h.servers[site].logs.flush()
+    path = h.servers[site].root / "logs" / name
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def assert_in_order(text: str, lines: list[str]) -> None:
+    """Each of ``lines`` is in ``text``, after the one before it."""
+    at = 0
+    for line in lines:
+        found = text.find(line, at)
+        assert found >= 0, f"{line!r} missing (or out of order)"
+        at = found + len(line)

@@ -14,7 +14,13 @@ import msgspec
 from actors import Hierarchy
 from actors.config import HierarchyConfig, load_hierarchy
 from bus import ManualClock
-from tests.actors.flow_helpers import HIERARCHY, advance_until, until, write_tree
+from tests.actors.flow_helpers import (
+    HIERARCHY,
+    advance_until,
+    site_log,
+    until,
+    write_tree,
+)
 
 PS1DP1 = "PS1DP1.CONTOSO.COM"
 SS1DP1 = "SS1DP1.CONTOSO.COM"
@@ -24,12 +30,6 @@ HIGH, MEDIUM, LOW = 1, 2, 3  # SMSPackages.Priority
 def _config(tmp_path: Path, **settings: object) -> HierarchyConfig:
     cfg = load_hierarchy(HIERARCHY, root=tmp_path / "data")
     return msgspec.structs.replace(cfg, settings=msgspec.structs.replace(cfg.settings, **settings))
-
-
-def _log(h: Hierarchy, site: str, name: str) -> str:
-    h.servers[site].logs.flush()
-    path = h.servers[site].root / "logs" / name
-    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
 
 
 def _random(n: int) -> bytes:
@@ -72,24 +72,24 @@ async def test_sends_are_taken_by_package_priority_within_the_capacity(tmp_path:
         assert capacity.used("PS1") == 1
 
         async def sent() -> bool:
-            return _log(h, "CS1", "sender.log").count("Sending completed successfully") == 4
+            return site_log(h, "CS1", "sender.log").count("Sending completed successfully") == 4
 
         await advance_until(clock, sent, step=0.01)
         finished = re.findall(
             r"Finished sending SWD package (\w+) version 1 to site PS1",
-            _log(h, "CS1", "sender.log"),
+            site_log(h, "CS1", "sender.log"),
         )
         by_id = {v: k for k, v in ids.items()}
         assert [by_id[p] for p in finished] == ["first", "high", "medium", "low"]
         assert (sender.max_active_per_site, sender.max_active_total) == (1, 1)
-        sender_log = _log(h, "CS1", "sender.log")
+        sender_log = site_log(h, "CS1", "sender.log")
         assert (
             sender_log.count("Checking for site-specific sending capacity.  Used 0 out of 1.~") == 1
         )
         assert (
             sender_log.count("Checking for site-specific sending capacity.  Used 1 out of 1.~") == 3
         )
-        sched = _log(h, "CS1", "sched.log")
+        sched = site_log(h, "CS1", "sched.log")
         for name in ("low", "high", "medium"):
             assert f"Package ID = {ids[name]}]~" in sched
         assert "Destination site:  PS1, Preferred Address: *, Priority: 1" in sched
@@ -98,7 +98,7 @@ async def test_sends_are_taken_by_package_priority_within_the_capacity(tmp_path:
         # PS1 stores the high one and forwards it to SS1 with its priority (once DRS has
         # brought the package's row there: the despooler retries until then)
         async def forwarded() -> bool:
-            return "Destination site:  SS1, Preferred Address: *, Priority: 1" in _log(
+            return "Destination site:  SS1, Preferred Address: *, Priority: 1" in site_log(
                 h, "PS1", "sched.log"
             )
 
@@ -118,14 +118,14 @@ async def test_the_send_request_status_is_logged_while_the_send_runs(tmp_path: P
         await h.distribute(pkg, [PS1DP1])
 
         async def sent() -> bool:
-            return "Send request has successfully completed." in _log(h, "CS1", "sched.log")
+            return "Send request has successfully completed." in site_log(h, "CS1", "sched.log")
 
         await advance_until(clock, sent, step=10.0)
         lines = re.findall(
             r"Send Request (\w+) JobID: \w+ DestSite: PS1 FinalSite:  State: (\w+) Status:"
             r" Action: None Total size: (\d+)k Remaining: (\d+)k Heartbeat: \d\d:\d\d"
             r" Start: \d\d:\d\d Finish: \d\d:\d\d Retry: SWD PkgID: (\w+) SWD Pkg Version: 1",
-            _log(h, "CS1", "sched.log"),
+            site_log(h, "CS1", "sched.log"),
         )
         assert {(request, pkg_id) for request, *_, pkg_id in lines} == {(lines[0][0], pkg.pkg_id)}
         assert lines[0][1] == "Pending"  # when the request is created

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from actors import Hierarchy
+from actors import Hierarchy, Package
 from actors.errors import UnknownDistributionPoint
 from actors.site._paths import receive_box, smspkg
 from actors.sitedb import PkgStatusType, PkgStatusValue
@@ -19,6 +19,7 @@ from tests.actors.flow_helpers import (
     ANY_DP,
     TIMEOUT,
     assert_extracts_identical,
+    assert_in_order,
     dp_status_rows,
     filelib,
     message_ids,
@@ -26,6 +27,7 @@ from tests.actors.flow_helpers import (
     open_hierarchy,
     replicated,
     server_rows,
+    site_log,
     until,
     write_tree,
 )
@@ -34,18 +36,13 @@ PS1DP1 = "PS1DP1.CONTOSO.COM"
 PS2DP1 = "PS2DP1.CONTOSO.COM"
 
 
-def _log(h: Hierarchy, site: str, name: str) -> str:
-    h.servers[site].logs.flush()
-    path = h.servers[site].root / "logs" / name
-    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-
-
-def _in_order(text: str, lines: list[str]) -> None:
-    at = 0
-    for line in lines:
-        found = text.find(line, at)
-        assert found >= 0, f"{line!r} missing (or out of order)"
-        at = found + len(line)
+async def _installed(h: Hierarchy, name: str, src: Path, dp: str) -> Package:
+    """A package created at the CAS, installed (version 1) on ``dp`` of another site."""
+    pkg = await h.create_package(name, src, site="CS1")
+    await h.distribute(pkg, [dp])
+    results = await h.wait(pkg, timeout=TIMEOUT)
+    assert [(r.dp, r.state, r.version) for r in results] == [(dp, "Installed", 1)]
+    return pkg
 
 
 async def test_a_dlt_whose_base_is_gone_is_refused_and_the_pck_is_sent(tmp_path: Path) -> None:
@@ -54,10 +51,7 @@ async def test_a_dlt_whose_base_is_gone_is_refused_and_the_pck_is_sent(tmp_path:
         {"a.txt": b"alpha\n" * 2000, "r.bin": random.Random(7).randbytes(50_000)},
     )
     async with open_hierarchy(tmp_path) as h:
-        pkg = await h.create_package("Base", src, site="CS1")
-        await h.distribute(pkg, [PS2DP1])
-        results = await h.wait(pkg, timeout=TIMEOUT)
-        assert [(r.dp, r.state, r.version) for r in results] == [(PS2DP1, "Installed", 1)]
+        pkg = await _installed(h, "Base", src, PS2DP1)
         cs1, ps2 = h.servers["CS1"], h.servers["PS2"]
         await replicated(h)  # CS1 knows PS2 holds version 1: an update sends it a DLT
         # PS2's library loses version 1 (cleaned up): the DLT's base is not there
@@ -98,8 +92,8 @@ async def test_a_dlt_whose_base_is_gone_is_refused_and_the_pck_is_sent(tmp_path:
             2330,
         ]
         root = smspkg(cs1.root)
-        _in_order(
-            _log(h, "CS1", "distmgr.log"),
+        assert_in_order(
+            site_log(h, "CS1", "distmgr.log"),
             [
                 f"Setting CMiniJob transfer root to {root / f'{pkg.pkg_id}.DLT.1.2'}",
                 f"Created minijob to send compressed copy of package {pkg.pkg_id} to site PS2.",
@@ -107,8 +101,8 @@ async def test_a_dlt_whose_base_is_gone_is_refused_and_the_pck_is_sent(tmp_path:
                 f"Created minijob to send compressed copy of package {pkg.pkg_id} to site PS2.",
             ],
         )
-        despool = _log(h, "PS2", "despool.log")
-        _in_order(
+        despool = site_log(h, "PS2", "despool.log")
+        assert_in_order(
             despool,
             [
                 "Refused instruction",
@@ -134,10 +128,7 @@ async def test_a_removal_issued_at_the_cas_for_a_dp_of_ps1(tmp_path: Path) -> No
     the CAS by DRS: its content_status shows the DP removed."""
     src = write_tree(tmp_path / "src", {"a.txt": b"alpha\n" * 500, "b.bin": bytes(range(256))})
     async with open_hierarchy(tmp_path) as h:
-        pkg = await h.create_package("Gone", src, site="CS1")
-        await h.distribute(pkg, [PS1DP1])
-        results = await h.wait(pkg, timeout=TIMEOUT)
-        assert [(r.dp, r.state, r.version) for r in results] == [(PS1DP1, "Installed", 1)]
+        pkg = await _installed(h, "Gone", src, PS1DP1)
         cs1, ps1 = h.servers["CS1"], h.servers["PS1"]
         dp_library = ps1.dp_library(PS1DP1)
         assert dp_library is not None

@@ -25,10 +25,12 @@ from tests.actors.flow_helpers import (
     TIMEOUT,
     advance_until,
     assert_extracts_identical,
+    assert_in_order,
     message_ids,
     messages,
     open_hierarchy,
     replicated,
+    site_log,
     until,
     write_tree,
 )
@@ -38,20 +40,6 @@ PS2DP1 = "PS2DP1.CONTOSO.COM"
 SS1DP1 = "SS1DP1.CONTOSO.COM"
 DESTINATIONS = {"PS1": PS1DP1, "PS2": PS2DP1, "SS1": SS1DP1}
 PER_SITE = [2300, 2311, 2301, 4400, 2342, 2357, 8200, 8210, 2330]
-
-
-def _log(h: Hierarchy, site: str, name: str) -> str:
-    h.servers[site].logs.flush()
-    path = h.servers[site].root / "logs" / name
-    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-
-
-def _in_order(text: str, lines: list[str]) -> None:
-    at = 0
-    for line in lines:
-        found = text.find(line, at)
-        assert found >= 0, f"{line!r} missing (or out of order)"
-        at = found + len(line)
 
 
 async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: Path) -> None:
@@ -77,8 +65,8 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
             site_rows = [r for r in await cs1.db.pkg_status(pkg.pkg_id) if r.site_code == code]
             assert {(r.type, r.status) for r in site_rows} == {(1, 2), (2, 3)}, code
         pkg_id = pkg.pkg_id
-        distmgr = _log(h, "CS1", "distmgr.log")
-        _in_order(
+        distmgr = site_log(h, "CS1", "distmgr.log")
+        assert_in_order(
             distmgr,
             [
                 f"Needs to send the compressed package for package {pkg_id} to site PS2",
@@ -89,7 +77,7 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
             ],
         )
         # SS1's copy goes through PS1, which stores it too: one send over CS1 -> PS1
-        _in_order(
+        assert_in_order(
             distmgr,
             [
                 f"Needs to send the compressed package for package {pkg_id} to site SS1",
@@ -98,8 +86,8 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
             ],
         )
         assert f"package {pkg_id} to site PS1" not in distmgr
-        _in_order(
-            _log(h, "CS1", "sched.log"),
+        assert_in_order(
+            site_log(h, "CS1", "sched.log"),
             [
                 "Destination site:  PS1, Preferred Address: *, Priority: 2",
                 "Instruction type:  MICROSOFT|SMS|MINIJOBINSTRUCTION|PACKAGE~",
@@ -109,11 +97,11 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
                 "Deleting send request with ID: ",
             ],
         )
-        sender = _log(h, "CS1", "sender.log")
-        _in_order(sender, ["Checking for site-specific sending capacity.  Used 0 out of 3.~"])
-        _in_order(sender, ["SQCS1.TMP to \\\\PS1SITE", "Sending completed successfully"])
-        _in_order(
-            _log(h, "PS1", "despool.log"),
+        sender = site_log(h, "CS1", "sender.log")
+        assert_in_order(sender, ["Checking for site-specific sending capacity.  Used 0 out of 3.~"])
+        assert_in_order(sender, ["SQCS1.TMP to \\\\PS1SITE", "Sending completed successfully"])
+        assert_in_order(
+            site_log(h, "PS1", "despool.log"),
             [
                 "Found ready instruction",
                 "Signature checked out OK for instruction coming from site CS1",
@@ -122,8 +110,8 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
                 "Despooler successfully executed one instruction.",
             ],
         )
-        _in_order(
-            _log(h, "PS1", "distmgr.log"), ["The Package Action is 1, the Update Mask is 160"]
+        assert_in_order(
+            site_log(h, "PS1", "distmgr.log"), ["The Package Action is 1, the Update Mask is 160"]
         )
         # every mini-job done, every package file's count at 0 and the file deleted
         for code in ("CS1", "PS1"):
@@ -148,11 +136,11 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
         # the changes travelled (a DLT from version 1), with 2333 naming each site sent to
         cs1_ids = [m for m in await messages(cs1.db) if m.message_id == 2333]
         assert sorted(m.strings[1] for m in cs1_ids) == ["PS2", "SS1"]  # PS1: on SS1's way
-        distmgr = _log(h, "CS1", "distmgr.log")
+        distmgr = site_log(h, "CS1", "distmgr.log")
         assert (
             f"Setting CMiniJob transfer root to {smspkg(cs1.root) / f'{pkg_id}.DLT.1.2'}" in distmgr
         )
-        _in_order(_log(h, "SS1", "despool.log"), [f"Extracting content {pkg_id}.2"])
+        assert_in_order(site_log(h, "SS1", "despool.log"), [f"Extracting content {pkg_id}.2"])
 
 
 async def _stored(h: Hierarchy, pkg_id: str, version: int) -> bool:
@@ -209,8 +197,8 @@ async def test_content_before_its_package_row_is_retried_after_the_delay(tmp_pat
         assert msg.strings[:3] == (pkg.pkg_id, "1", "12")
         assert msg.severity == "W"
         await advance_until(clock, lambda: ids_are(4404, *PER_SITE), step=100.0)
-        _in_order(
-            _log(h, "PS1", "despool.log"),
+        assert_in_order(
+            site_log(h, "PS1", "despool.log"),
             [
                 f"This package[{pkg.pkg_id}]'s information hasn't arrived yet for this version"
                 " [1]. Retry later",
@@ -222,8 +210,8 @@ async def test_content_before_its_package_row_is_retried_after_the_delay(tmp_pat
                 "Despooler successfully executed one instruction.",
             ],
         )
-        _in_order(
-            _log(h, "PS1", "distmgr.log"),
+        assert_in_order(
+            site_log(h, "PS1", "distmgr.log"),
             [f"The contents for the package {pkg.pkg_id} hasn't arrived from site CS1 yet"],
         )
         status = await h.content_status(pkg)
@@ -244,7 +232,7 @@ async def test_a_cut_send_resumes_where_it_stopped(tmp_path: Path) -> None:
         assert link.cuts == 1
         # resumed from byte 300,000: the link carried the PCK about once, not 1.4 times
         assert link.bytes_sent <= pck_size + 8_192
-        assert "at position 300000" in _log(h, "CS1", "sender.log")
+        assert "at position 300000" in site_log(h, "CS1", "sender.log")
         sender = h.servers["CS1"].sender
         assert sender is not None
         assert 1 <= sender.max_active_per_site <= 3
