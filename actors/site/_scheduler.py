@@ -221,12 +221,13 @@ def _sha256(path: str) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Whole or not at all, not synced: the instruction is written again (and signed
+    again) each time its mini-job runs, at the next start too, so a copy lost in a crash
+    costs nothing (the mini-job row is what remembers the send)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
