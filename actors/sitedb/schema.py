@@ -468,10 +468,12 @@ DRS_COLUMNS: dict[str, tuple[str, ...]] = {
 }  # fmt: skip
 
 
-def _drs_triggers(table: str) -> str:
+def _drs_triggers(table: str, *, also: str = "", update_only: bool = False) -> str:
     """A change of the table's global data -> a ``DrsLog`` row, in commit order. Inside
     DRS's own apply (a ``DrsApplying`` row exists in that transaction) the row records
-    where the change came from, so DRS forwards it to every other neighbour but that one."""
+    where the change came from, so DRS forwards it to every other neighbour but that one.
+    ``also``: a further condition that logs an update (`` OR ...``); ``update_only``: the
+    update trigger alone (a later version replacing it)."""
     scope = SCOPES[table]
     columns = DRS_COLUMNS[table]
     glob = [c for c in columns if c not in scope.local_columns]
@@ -483,18 +485,21 @@ def _drs_triggers(table: str) -> str:
         "COALESCE((SELECT Origin FROM DrsApplying), ''),"
         " COALESCE((SELECT Via FROM DrsApplying), '')"
     )
-    changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in glob)
+    changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in glob) + also
     cols = "TableName, Operation, RowJSON, Origin, Via"
-    return f"""
-CREATE TRIGGER Drs_{table}_Ins AFTER INSERT ON {table}
-BEGIN
-    INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'INSERT', {obj("NEW", columns)}, {origin});
-END;
+    update = f"""
 CREATE TRIGGER Drs_{table}_Upd AFTER UPDATE ON {table} WHEN {changed}
 BEGIN
     INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'UPDATE', {obj("NEW", columns)}, {origin});
 END;
-CREATE TRIGGER Drs_{table}_Del AFTER DELETE ON {table}
+"""
+    if update_only:
+        return update
+    return f"""
+CREATE TRIGGER Drs_{table}_Ins AFTER INSERT ON {table}
+BEGIN
+    INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'INSERT', {obj("NEW", columns)}, {origin});
+END;{update}CREATE TRIGGER Drs_{table}_Del AFTER DELETE ON {table}
 BEGIN
     INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'DELETE', {obj("OLD", scope.key)}, {origin});
 END;
@@ -546,6 +551,15 @@ CREATE TABLE DrsPosition (
 """ + "".join(_drs_triggers(t) for t in DRS_COLUMNS)
 
 
+# Version 7: a removal request (PkgServers.Action 3) asked at one site reaches the DP's
+# site. Action is local (PkgServers_L), so the update trigger above never logged a change
+# of it alone: a removal asked at the CAS for a DP of P01 stayed at the CAS. It is logged
+# now, and ``apply_replication`` already takes Action 3 with it.
+_V7 = "DROP TRIGGER Drs_PkgServers_Upd;" + _drs_triggers(
+    "PkgServers", also=" OR (NEW.Action = 3 AND OLD.Action IS NOT 3)", update_only=True
+)
+
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _V1),
@@ -554,5 +568,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, _V4),
     (5, _V5),
     (6, _V6),
+    (7, _V7),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
