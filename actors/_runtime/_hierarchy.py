@@ -439,14 +439,16 @@ class Hierarchy:
 
     async def cancel(self, pkg: Package | str, dp: str) -> bool:
         """Stop the package's transfer to ``dp`` (within one chunk) and its pending jobs
-        there: the DP keeps what it had before the job. True if there was one to stop."""
-        server, pkg_id = await self._package(pkg)
+        there: the DP keeps what it had before the job. True if there was one to stop.
+        Asked of the DP's own site, where its jobs run (a package of the CAS on a DP of
+        P01 is sent by P01)."""
+        _, pkg_id = await self._package(pkg)
         if not isinstance(dp, str):
             raise InvalidArgument(f"a distribution point is named by a string, not {dp!r}")
         target = self.config.dp(dp)
         cancelled: bool = await self._guard(
             self.bus.request(
-                addresses.pkgxfermgr(server.code), CancelTransfer(pkg_id, target.name), None
+                addresses.pkgxfermgr(target.site), CancelTransfer(pkg_id, target.name), None
             )
         )
         return cancelled

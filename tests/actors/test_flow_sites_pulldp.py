@@ -20,6 +20,7 @@ from tests.actors.flow_helpers import (
     write_tree,
 )
 from tests.actors.test_flow_pulldp import DP, PULL, SITE, _ids, _log, _rows
+from tests.actors.test_flow_pulldp_faults import _notified
 
 CAS = "CS1"
 
@@ -115,6 +116,25 @@ async def test_a_cas_package_on_the_pull_dp_alone_retries_until_its_source_has_i
         assert "Unable to find any source locations" in _log(
             h, h.config.site(SITE).server, "PkgXferMgr.log"
         )
+
+
+async def test_cancel_of_a_cas_package_on_the_pull_dp_is_asked_of_p01(tmp_path: Path) -> None:
+    """The pull DP's job runs at P01: ``cancel`` reaches it there (its download failing and
+    retrying on a link that is down), and the DP ends Failed with no job left."""
+    src = write_tree(tmp_path / "src", {"a.bin": bytes(range(256)) * 40})
+    async with open_hierarchy(tmp_path) as h:
+        pkg = await h.create_package("CancelAcross", src, site=CAS)
+        await h.distribute(pkg, [DP])
+        await h.wait(pkg, timeout=TIMEOUT)
+        agent = h.servers[SITE].pull_dps[PULL]
+        agent.links[DP].down = True  # the download fails and retries: in flight
+        await h.distribute(pkg, [PULL])
+        await until(lambda: _notified(h))
+        assert await h.cancel(pkg, PULL)
+        assert await _state(h, pkg.pkg_id, PULL) == "Failed"
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+        assert not await h.cancel(pkg, PULL)  # nothing left to stop
+        assert agent.library.content_ids(pkg.pkg_id) == []
 
 
 async def _version_at(h: Hierarchy, site: str, pkg_id: str, version: int) -> bool:
