@@ -212,29 +212,27 @@ class Despooler(Component):
         """Keep the package file for the sites below and send it on, one hop down."""
         if await self.db.minijob_for(ins.pkg_id, ins.version, ins.final_site) is not None:
             return  # forwarded already (a second run of this instruction)
-        hop = self._next_hop(ins.final_site)
-        now = product_time(self.clock.wall())
-        root = str(stored)
         # Our own reference while the file is copied and handed over (as DistMgr takes
         # one): a send of the same file completing meanwhile cannot delete it under us.
+        root = str(stored)
         await self.db.write(lambda conn: ops.add_package_file_ref(conn, root))
-        try:
-            await anyio.to_thread.run_sync(_copy, pck, stored)
-            job_id = await self.db.write(
-                lambda conn: ops.insert_minijob(
-                    conn,
-                    pkg_id=ins.pkg_id,
-                    version=ins.version,
-                    dest_site=hop,
-                    final_site=ins.final_site,
-                    transfer_root=root,
-                    priority=2,
-                    size=ins.package_size,
-                    now=now,
-                )
+        await anyio.to_thread.run_sync(_copy, pck, stored)
+        hop = self._next_hop(ins.final_site)
+        now = product_time(self.clock.wall())
+        job_id = await self.db.write(
+            lambda conn: ops.insert_minijob(
+                conn,
+                pkg_id=ins.pkg_id,
+                version=ins.version,
+                dest_site=hop,
+                final_site=ins.final_site,
+                transfer_root=str(stored),
+                priority=2,
+                size=ins.package_size,
+                now=now,
             )
-        finally:
-            await self.db.write(lambda conn: release_package_file(conn, root))
+        )
+        await self.db.write(lambda conn: release_package_file(conn, root))
         if job_id is not None:
             self.trace(
                 f"~Created minijob to send compressed copy of package {ins.pkg_id} to site"
