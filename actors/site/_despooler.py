@@ -36,7 +36,7 @@ import anyio
 from actors import addresses
 from actors._crashpoints import crash_point
 from actors.site._instruction import BadInstruction, Instruction, decode, verify
-from actors.site._paths import package_file, receive_box
+from actors.site._paths import package_file, receive_box, release_package_file
 from actors.site.messages import PACKAGE_CHANGED_TOPIC, MiniJobCreated, PackageChanged
 from actors.sitedb import SiteDatabase, ops, product_time
 from actors.status import ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
@@ -247,6 +247,10 @@ class Despooler(Component):
         """Keep the package file for the sites below and send it on, one hop down."""
         if await self.db.minijob_for(ins.pkg_id, ins.version, ins.final_site) is not None:
             return  # forwarded already (a second run of this instruction)
+        # Our own reference while the file is kept and handed over (as DistMgr takes
+        # one): a send of the same file completing meanwhile cannot delete it under us.
+        root = str(stored)
+        await self.db.write(lambda conn: ops.add_package_file_ref(conn, root))
         await anyio.to_thread.run_sync(_keep, pck, stored)
         hop = self._next_hop(ins.final_site)
         now = product_time(self.clock.wall())
@@ -263,6 +267,7 @@ class Despooler(Component):
                 now=now,
             )
         )
+        await self.db.write(lambda conn: release_package_file(conn, root))
         if job_id is not None:
             self.trace(
                 f"~Created minijob to send compressed copy of package {ins.pkg_id} to site"

@@ -25,7 +25,7 @@ import anyio
 from actors import addresses
 from actors.site._capacity import SendRequestList, SentBytes
 from actors.site._instruction import Instruction, SiteKey, sign
-from actors.site._paths import tosend_box
+from actors.site._paths import release_package_file, tosend_box
 from actors.site.messages import MiniJobCreated, SendRequest, SendResult
 from actors.sitedb import MiniJobRow, SiteDatabase, ops
 from actors.status import CMTraceLog, Component
@@ -198,13 +198,12 @@ class Scheduler(Component):
 
         def done(conn: sqlite3.Connection) -> int:
             ops.set_minijob_state(conn, job.job_id, ops.MINIJOB_COMPLETE)
-            return ops.release_package_file_ref(conn, root)
+            return release_package_file(conn, root)
 
         left = await self.db.write(done)
         await anyio.to_thread.run_sync(_unlink, icl)
         if left == 0:
             self.trace(f"Deleting job package source [{root}].~")
-            await anyio.to_thread.run_sync(_unlink, Path(root))
             self.trace(f"Deleted reference counted file {root}")
         self.trace(f"Decremented ref count on file {root}, count = {left}")
         self.trace(f"Deleting send request with ID: {request_id}.~")
