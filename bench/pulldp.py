@@ -124,12 +124,12 @@ async def _update_cases(h: Hierarchy, work: Path, wheel: bool) -> list[dict[str,
             raise RuntimeError(f"{name} on {PULL}: {status}")
         shutil.rmtree(src)
         shutil.copytree(new, src)
-        before = agent.bytes_downloaded
+        before = agent.wire_bytes
         await h.update(pkg)
         final = {s.dp: (s.state, s.version) for s in await h.wait(pkg, timeout=3600)}
         if final.get(PULL) != ("Installed", 2):
             raise RuntimeError(f"update of {name} on {PULL}: {final}")
-        update = agent.bytes_downloaded - before
+        update = agent.wire_bytes - before
         rsync = await anyio.to_thread.run_sync(_rsync_bytes, old, new, work / "rs" / name)
         cases.append(
             {
@@ -171,13 +171,13 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for at in (len(data) // 5, len(data) // 2, 4 * len(data) // 5):
                 data[at : at + 4096] = rng.randbytes(4096)
             target.write_bytes(bytes(data))
-            before = agent.bytes_downloaded
+            before = agent.wire_bytes
             await h.update(pkgs[len(small)])
             final = await h.wait(pkgs[len(small)], timeout=3600)
             status = {s.dp: (s.state, s.version) for s in final}
             if status.get(PULL) != ("Installed", 2):
                 raise RuntimeError(f"update on {PULL}: {status}")
-            update_bytes = agent.bytes_downloaded - before
+            update_bytes = agent.wire_bytes - before
             rsync_bytes = await anyio.to_thread.run_sync(_rsync_bytes, old, large[0], work)
         if args.cases:
             cases = await _update_cases(h, work, args.wheel)

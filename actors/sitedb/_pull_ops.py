@@ -14,6 +14,7 @@ __all__ = [
     "insert_pull_dp_response",
     "set_content_dp_map",
     "set_pull_notified",
+    "set_pull_progress",
 ]
 
 
@@ -76,4 +77,21 @@ def delete_pull_dp_response(
     conn.execute(
         "DELETE FROM PullDPResponse WHERE PkgStatusID = ? AND MessageTime = ?",
         (pkg_status_id, message_time),
+    )
+
+
+def set_pull_progress(
+    conn: sqlite3.Connection,
+    *,
+    job_id: int,
+    percent: int,
+    bytes_full: int | None,
+    bytes_delta: int | None,
+) -> None:
+    """A pull DP's in-progress state message on its job: the percentage, and the bytes that
+    crossed when the message carries them (the job's last one)."""
+    conn.execute(
+        "UPDATE DistributionJobs SET PullPercent = ?, BytesFull = coalesce(?, BytesFull),"
+        " BytesDelta = coalesce(?, BytesDelta) WHERE JobID = ?",
+        (percent, bytes_full, bytes_delta, job_id),
     )

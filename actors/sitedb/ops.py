@@ -36,6 +36,7 @@ from actors.sitedb._pull_ops import (
     insert_pull_dp_response,
     set_content_dp_map,
     set_pull_notified,
+    set_pull_progress,
 )
 from actors.sitedb._sending_ops import (
     MINIJOB_COMPLETE,
@@ -105,6 +106,7 @@ __all__ = [
     "set_job_state",
     "set_minijob_state",
     "set_pull_notified",
+    "set_pull_progress",
     "set_server_actions",
     "store_package_version",
     "take_arrived_version",

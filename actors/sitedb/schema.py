@@ -546,6 +546,15 @@ CREATE TABLE DrsPosition (
 """ + "".join(_drs_triggers(t) for t in DRS_COLUMNS)
 
 
+# Version 7: how far a pull DP's job has got: ``DistributionJobs.PullPercent``, the download
+# percentage of the pull DP's last in-progress state message (State 2; NULL: none yet). The
+# job's last one also carries the bytes that crossed, kept in ``BytesFull`` / ``BytesDelta``
+# until the success message records them in ``DPTransferBytes``.
+_V7 = """
+ALTER TABLE DistributionJobs ADD COLUMN PullPercent INTEGER;
+"""
+
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _V1),
@@ -554,5 +563,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, _V4),
     (5, _V5),
     (6, _V6),
+    (7, _V7),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
