@@ -206,6 +206,18 @@ class PullSending:
         if not give_up:
             mgr.send_later(delay, mgr.address, RetryJob(job.job_id, job.action))
 
+    async def held_version(self, dp: DistributionPointRow, pkg_id: str, version: int) -> int:
+        """For a cancel: ``version`` if the pull DP's library holds it (its job may have
+        ended just before the cancel reached it, or was a redistribute of a version it
+        has), else 0 (also when it does not answer)."""
+        try:
+            holds = await self.mgr.request(
+                addresses.pulldp(dp.server_name), PullDPHolds(pkg_id, version)
+            )
+        except BusError:
+            return 0
+        return version if holds else 0
+
     async def poll(self, msg: PollPullJob) -> None:
         """The backup: ask the pull DP whether it holds the version; if so, end the job."""
         mgr = self.mgr

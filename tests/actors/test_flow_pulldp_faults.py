@@ -316,3 +316,30 @@ async def test_cancel_stops_a_pull_dp_download(tmp_path: Path) -> None:
 
 async def _no_stored_job(agent: PullDPAgent) -> bool:
     return not list(agent.jobs.glob("*.xml"))
+
+
+async def test_cancel_on_a_pull_dp_that_holds_the_version_ends_installed(tmp_path: Path) -> None:
+    """A redistribute to a pull DP that holds the version, cancelled while its download
+    retries: the DP still has the version whole, so it ends Installed (8204 says cancelled),
+    and its library keeps the version."""
+    data = random.Random(10).randbytes(20_000)
+    src = write_tree(tmp_path / "src", {"a.bin": data})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Held", source=src, site=SITE)
+        await h.distribute(pkg, [DP, PULL])
+        await h.wait(pkg, timeout=TIMEOUT)
+        agent = _agent(h)
+        agent.links[DP].down = True  # the download fails and retries: in flight
+        await h.redistribute(pkg, PULL)
+        await until(lambda: _notified(h))
+        assert await h.cancel(pkg, PULL)
+        status = {s.dp: s for s in await h.content_status(pkg)}
+        assert (status[PULL].state, status[PULL].version) == ("Installed", 1)
+        assert status[PULL].last_message == 8204
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+        await until(lambda: _no_stored_job(agent))
+        assert agent.library.content_ids(pkg.pkg_id) == [f"{pkg.pkg_id}.1"]
+        agent.links[DP].down = False
+        out = tmp_path / "out"
+        await h.extract(pkg, PULL, out)
+        assert (out / "a.bin").read_bytes() == data
