@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 import anyio
 import msgspec
+import zstandard
 
 from actors.dp import (
     BLOCK,
@@ -229,8 +230,8 @@ def _refine(f: RdcFile, runs: list[tuple[_Span, int | None, int | None]], hashes
                     fetch.add((x, x + length))
             if at > len(hashes):
                 raise DownloadFailed(f"the block hashes of {f.entry.path} do not add up")
-    refined = [run for run in f.pending if run not in {r[0] for r in runs}]
-    f.pending = _spans(sorted(refined + sorted(fetch)))
+    asked = {r[0] for r in runs}
+    f.pending = _spans(sorted([run for run in f.pending if run not in asked] + sorted(fetch)))
 
 
 def _fit(files: Sequence[RdcFile]) -> tuple[list[RdcFile], list[FileEntry]]:
@@ -281,7 +282,10 @@ async def _post(
             raise DownloadFailed(f"HTTP {response.status} from {source.name}: {raw[:200]!r}")
         decode = body_decoder(response)
     await source.link.carry(source.link.allowance(len(raw)))  # (raises at a cut)
-    return raw if decode is None else decode(raw)
+    try:
+        return raw if decode is None else decode(raw)
+    except zstandard.ZstdError as exc:
+        raise DownloadFailed(f"{source.name} answered a damaged body: {exc}") from exc
 
 
 def _build(f: RdcFile, fetched: memoryview, part: Path) -> bool:
