@@ -33,16 +33,7 @@ import msgspec
 import zstandard
 from aiohttp import web
 
-from actors.dp._rdcsig import (
-    LEVEL_BLOCK,
-    LEVEL_SUPER,
-    DataAsk,
-    Level,
-    SigAsk,
-    SigTree,
-    block_hashes,
-    check_spans,
-)
+from actors.dp import _rdcsig as rdc
 from actors.errors import BadNotification
 from contentlib import ContentLibError, ContentLibrary, FileEntry
 
@@ -67,8 +58,8 @@ _SMALL_LEVEL = 19  # for an answer of at most _SMALL bytes (an update's ranges):
 _SMALL = 1 << 20
 _BLOCK_SPAN_MAX = 64 << 10  # a longer run of missing chunks is not worth its block hashes
 _TREES = 64  # signature trees kept (a 100 MiB file's: ~5 MB)
-_sig_asks = msgspec.msgpack.Decoder(list[SigAsk])
-_data_asks = msgspec.msgpack.Decoder(list[DataAsk])
+_sig_asks = msgspec.msgpack.Decoder(list[rdc.SigAsk])
+_data_asks = msgspec.msgpack.Decoder(list[rdc.DataAsk])
 
 
 class ContentServer:
@@ -80,7 +71,7 @@ class ContentServer:
         self.base_url = ""
         self.requests = 0
         # the signature trees of the files last asked about (an update asks three levels)
-        self._trees: OrderedDict[str, SigTree] = OrderedDict()
+        self._trees: OrderedDict[str, rdc.SigTree] = OrderedDict()
 
     @classmethod
     @asynccontextmanager
@@ -191,34 +182,34 @@ class ContentServer:
         )
 
     async def _signatures(self, request: web.Request) -> web.Response:
-        """RDC signature levels of the version's files: a msgpack list of :class:`SigAsk`
-        in, a list of :class:`Level` out (one per ask)."""
+        """RDC signature levels of the version's files: a msgpack list of ``SigAsk``
+        in, a list of ``Level`` out (one per ask)."""
         library, files = self._content(request)
         self.requests += 1
         asks = _decode(_sig_asks, await request.read())
         for ask in asks:
             _check_ask(request, files, ask.path, ask.spans)
-            if not LEVEL_SUPER <= ask.level <= LEVEL_BLOCK:
+            if not rdc.LEVEL_SUPER <= ask.level <= rdc.LEVEL_BLOCK:
                 raise web.HTTPBadRequest(text=f"no signature level {ask.level}")
-            if ask.level == LEVEL_BLOCK and any(b - a > _BLOCK_SPAN_MAX for a, b in ask.spans):
+            if ask.level == rdc.LEVEL_BLOCK and any(b - a > _BLOCK_SPAN_MAX for a, b in ask.spans):
                 raise web.HTTPBadRequest(text="block hashes of a range that long")
-        answers: list[Level] = []
+        answers: list[rdc.Level] = []
         for ask in asks:
             entry = files[ask.path]
-            if ask.level == LEVEL_BLOCK:
+            if ask.level == rdc.LEVEL_BLOCK:
                 data = await anyio.to_thread.run_sync(
                     _read_spans, library.file_path(entry.sha256), ask.spans, False
                 )
-                answers.append(Level((), b"".join(block_hashes(d) for d in data)))
+                answers.append(rdc.Level((), b"".join(rdc.block_hashes(d) for d in data)))
                 continue
             answers.append((await self._tree(library, entry.sha256)).inside(ask.level, ask.spans))
         return await _answer(request, msgspec.msgpack.encode(answers))
 
-    async def _tree(self, library: ContentLibrary, sha256: str) -> SigTree:
+    async def _tree(self, library: ContentLibrary, sha256: str) -> rdc.SigTree:
         tree = self._trees.get(sha256)
         if tree is None:
             sig = await library.signature(sha256)
-            tree = await anyio.to_thread.run_sync(SigTree, sig)
+            tree = await anyio.to_thread.run_sync(rdc.SigTree, sig)
             self._trees[sha256] = tree
             while len(self._trees) > _TREES:
                 self._trees.popitem(last=False)
@@ -227,7 +218,7 @@ class ContentServer:
 
     async def _ranges(self, request: web.Request) -> web.Response:
         """Byte ranges of the version's files in one answer: a msgpack list of
-        :class:`DataAsk` in, their bytes concatenated out (zstd-encoded, all together, to a
+        ``DataAsk`` in, their bytes concatenated out (zstd-encoded, all together, to a
         client that accepts it, when that makes them smaller)."""
         library, files = self._content(request)
         self.requests += 1
@@ -281,7 +272,7 @@ def _check_ask(
     if entry is None:
         raise _refused(request, f"{request.match_info['content_id']} has no file {path!r}")
     try:
-        check_spans(spans, entry.size)
+        rdc.check_spans(spans, entry.size)
     except ValueError as exc:
         raise web.HTTPBadRequest(text=f"{path}: {exc}") from exc
 

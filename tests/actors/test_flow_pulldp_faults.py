@@ -156,11 +156,15 @@ async def test_update_fetches_only_missing_chunks_and_redistribute_fetches_all(
         assert await _moved(h, pkg) == (first, 0)
         data[200_000:201_000] = rng.randbytes(1000)
         (src / "big.bin").write_bytes(bytes(data))
+        wire = agent.wire_bytes
         await h.update(pkg)
         status = {s.dp: (s.state, s.version) for s in await h.wait(pkg, timeout=TIMEOUT)}
         assert status[PULL] == ("Installed", 2)
         update = agent.bytes_downloaded - first
         assert 0 < update < len(data) // 10  # the signature and the changed chunks only
+        # on the wire with the HTTP lines and headers: five requests (four signature
+        # rounds, one for the ranges), a few hundred bytes each
+        assert update + 5 * 200 < agent.wire_bytes - wire < update + 5 * 1000
         assert await _moved(h, pkg) == (0, update)
         assert "Created SignatureDownload DTS job" in _log(h, PULL, "PullDP.log")
         out = tmp_path / "out"
