@@ -53,15 +53,21 @@ def open_hierarchy(tmp_path: Path) -> AbstractAsyncContextManager[Hierarchy]:
 async def assert_extracts_identical(
     h: Hierarchy, pkg: Package, dps: list[str], source: Path, out_root: Path
 ) -> None:
-    """``extract`` from every DP gives the source folder, file list and bytes."""
+    """``extract`` from every DP gives the source folder: its folders (empty ones too),
+    file list and bytes."""
     want = read_tree(source)
     for dp in dps:
         out = out_root / f"{dp}-{uuid.uuid4().hex[:8]}"
         await h.extract(pkg, dp, out)
         got = read_tree(out)
         assert sorted(got) == sorted(want), dp
+        assert _folders(out) == _folders(source), dp
         for rel, data in want.items():
             assert got[rel] == data, f"{dp}: {rel} differs from the source"
+
+
+def _folders(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir())
 
 
 # -- the site database -------------------------------------------------------------------
