@@ -44,6 +44,7 @@ from actors.dp._pull import (
 )
 from actors.dp._rdcsig import (
     BLOCK,
+    BLOCK_HASH,
     LEVEL_BLOCK,
     LEVEL_CHUNK,
     LEVEL_GROUP,
@@ -69,6 +70,7 @@ from actors.dp._statemsg import (
 
 __all__ = [
     "BLOCK",
+    "BLOCK_HASH",
     "CONTENT_LIBRARY",
     "HASH_ALGORITHM",
     "LEVEL_BLOCK",

@@ -111,8 +111,9 @@ class PullDPAgent(Component):
         self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self._queued: set[str] = set()
         self._running: dict[str, anyio.CancelScope] = {}  # a package's job, to abandon it
-        # (bytes full, bytes delta) earlier failed tries of a job moved, by "<pkg>.<version>":
-        # the job's bytes count what every try moved, as a standard DP's do
+        # (bytes full, bytes delta) earlier tries of a job moved, by "<pkg>.<version>", until
+        # the job is cleared: its bytes count what every try moved, as a standard DP's do
+        # (a try whose final state message did not get through included)
         self._tries: dict[str, tuple[int, int]] = {}
 
     async def on_start(self) -> None:
@@ -151,9 +152,18 @@ class PullDPAgent(Component):
 
     @handler
     async def holds(self, msg: PullDPHolds) -> bool:
-        """The status poll: the version is in the library and no job for it is stored."""
+        """The status poll: the version is in the library and no job for it is stored (a
+        stored one still has its state messages to send: they end the site's job, with the
+        bytes the last in-progress one carries)."""
         cid = content_id(msg.pkg_id, msg.version)
-        return cid in self.library.content_ids(msg.pkg_id)
+        if cid not in self.library.content_ids(msg.pkg_id):
+            return False
+        try:
+            text = await anyio.Path(self.jobs / f"{msg.pkg_id}.xml").read_text()
+            stored = parse_notification(text)
+        except (FileNotFoundError, BadNotification):
+            return True
+        return stored.version != msg.version
 
     @handler
     async def remove_package(self, msg: DPRemovePackage) -> None:
@@ -215,11 +225,13 @@ class PullDPAgent(Component):
                     await self._report(n, state)
                 if scope.cancelled_caught:  # abandoned by the site: nothing to report
                     self.trace(f"Pull DP job for package {n.pkg_id}.{n.version} abandoned")
+                    self._tries.pop(f"{n.pkg_id}.{n.version}", None)
                     await anyio.to_thread.run_sync(remove_tree, self.staging / pkg_id)
                     return
             except BadNotification as exc:
                 self.trace(f"Pull DP job for package {pkg_id} refused: {exc}", severity="E")
                 if n is not None:  # the site learns it failed (the .TZ did not verify)
+                    self._tries.pop(f"{n.pkg_id}.{n.version}", None)
                     with suppress(TransferError, aiohttp.ClientError, OSError):
                         await self._report(n, STATE_FAILED, str(exc))
                 await anyio.to_thread.run_sync(_unlink_if_same, path, text)
@@ -234,6 +246,7 @@ class PullDPAgent(Component):
                 return
             finally:
                 self._running.pop(pkg_id, None)
+            self._tries.pop(f"{n.pkg_id}.{n.version}", None)
             await self._clear(n)
             await anyio.to_thread.run_sync(_unlink_if_same, path, text)
 
@@ -265,7 +278,7 @@ class PullDPAgent(Component):
         self.trace("CPullDPService::ExecuteJobs(). 1 jobs to do")
         self.trace(f"{tag} Starting Download  there are {count} content jobs.")
         tracker = _Tracker(self, n, sum(m.size for m in _todo_all(self, n, manifests)))
-        tracker.bytes_full, tracker.bytes_delta = self._tries.pop(tag, (0, 0))
+        tracker.bytes_full, tracker.bytes_delta = self._tries.get(tag, (0, 0))
         failure: Exception | None = None
         async with anyio.create_task_group() as tg:
             # The intermediate state messages go out beside the downloads (none waits for
@@ -284,8 +297,8 @@ class PullDPAgent(Component):
             except Exception as exc:  # raised as itself once the messages are sent
                 failure = exc
             tracker.close()
+        self._tries[tag] = (tracker.bytes_full, tracker.bytes_delta)
         if failure is not None:
-            self._tries[tag] = (tracker.bytes_full, tracker.bytes_delta)
             raise failure
         await tracker.report(final=True)
         self.trace(

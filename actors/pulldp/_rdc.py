@@ -27,6 +27,7 @@ import zstandard
 
 from actors.dp import (
     BLOCK,
+    BLOCK_HASH,
     LEVEL_BLOCK,
     LEVEL_CHUNK,
     LEVEL_GROUP,
@@ -37,6 +38,7 @@ from actors.dp import (
     Level,
     SigAsk,
     SigTree,
+    block_hashes,
 )
 from actors.errors import DownloadFailed, TransferError
 from actors.pulldp._dts import Progress, Source, Wire, body_decoder, http_overhead
@@ -206,6 +208,8 @@ def _refine(f: RdcFile, runs: list[tuple[_Span, int | None, int | None]], hashes
     """Blocks of the runs that the old file holds where the neighbours put them."""
     if f.old_path is None or f.old is None:
         return
+    if len(hashes) != BLOCK_HASH * sum(-(-(b - a) // BLOCK) for (a, b), _, _ in runs):
+        raise DownloadFailed(f"the block hashes of {f.entry.path} do not add up")
     size = f.old.size
     fetch: set[_Span] = set()
     at = 0
@@ -213,8 +217,8 @@ def _refine(f: RdcFile, runs: list[tuple[_Span, int | None, int | None]], hashes
         for (start, stop), before, after in runs:
             for x in range(start, stop, BLOCK):
                 length = min(BLOCK, stop - x)
-                want = hashes[at : at + 4]
-                at += 4
+                want = hashes[at : at + BLOCK_HASH]
+                at += BLOCK_HASH
                 for src in (
                     None if before is None else before + (x - start),
                     None if after is None else after - (stop - x),
@@ -223,13 +227,11 @@ def _refine(f: RdcFile, runs: list[tuple[_Span, int | None, int | None]], hashes
                         continue
                     old.seek(src)
                     data = old.read(length)
-                    if hashlib.blake2b(data, digest_size=4).digest() == want:
+                    if block_hashes(data) == want:
                         f.copies.append((x, length, src))
                         break
                 else:
                     fetch.add((x, x + length))
-            if at > len(hashes):
-                raise DownloadFailed(f"the block hashes of {f.entry.path} do not add up")
     asked = {r[0] for r in runs}
     f.pending = _spans(sorted([run for run in f.pending if run not in asked] + sorted(fetch)))
 

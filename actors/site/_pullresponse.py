@@ -112,7 +112,14 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
         if dp is not None and final and status == PkgStatusValue.INSTALLED and jobs:
             last = max(jobs, key=lambda j: j.package_version)
             if last.package_version == r.pkg_version and (last.bytes_full or last.bytes_delta):
-                _record(conn, r, dp.nal_path, PullProgress(100, last.bytes_full, last.bytes_delta))
+                ops.record_transfer_bytes(
+                    conn,
+                    pkg_id=r.pkg_id,
+                    nal_path=dp.nal_path,
+                    version=r.pkg_version,
+                    bytes_full=last.bytes_full,
+                    bytes_delta=last.bytes_delta,
+                )
         for job in jobs:  # the job ends with the status that ends it
             ops.delete_job(conn, job.job_id)
         ops.delete_pull_dp_response(conn, pkg_status_id=pks, message_time=r.message_time)
@@ -165,18 +172,11 @@ def _store_progress(
         )
     installed = r.status == PkgStatusValue.INSTALLED and r.pkg_version == r.stored_pkg_version
     if not running and installed and progress.bytes_full is not None:
-        _record(conn, r, nal_path, progress)
-
-
-def _record(
-    conn: sqlite3.Connection, r: PullResponseDetail, nal_path: str, moved: PullProgress
-) -> None:
-    """The pull DP's install of the version in ``DPTransferBytes``: what crossed for it."""
-    ops.record_transfer_bytes(
-        conn,
-        pkg_id=r.pkg_id,
-        nal_path=nal_path,
-        version=r.pkg_version,
-        bytes_full=moved.bytes_full or 0,
-        bytes_delta=moved.bytes_delta or 0,
-    )
+        ops.fill_transfer_bytes(
+            conn,
+            pkg_id=r.pkg_id,
+            nal_path=nal_path,
+            version=r.pkg_version,
+            bytes_full=progress.bytes_full,
+            bytes_delta=progress.bytes_delta or 0,
+        )

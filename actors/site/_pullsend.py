@@ -245,9 +245,17 @@ class PullSending:
                 f" to distribution point {dp.server_name}"
             )
             # As a sending thread ends: the final STA dropped, then the job deleted with
-            # 8210 (one commit), then DistMgr told.
+            # 8210 (one commit), then DistMgr told. The bytes are the job's as they are now
+            # (the pull DP's last in-progress message may have set them since the poll began).
             sent = mgr._message(8210, job, dp)
-            path = await mgr._drop_status(job, dp, PkgStatusValue.INSTALLED)
+            job = await mgr.db.distribution_job(job.job_id) or job
+            path = await mgr._drop_status(
+                job,
+                dp,
+                PkgStatusValue.INSTALLED,
+                bytes_full=job.bytes_full,
+                bytes_delta=job.bytes_delta,
+            )
             end_job = partial(ops.delete_job, job_id=job.job_id)
             await mgr.reporter.raise_messages([sent], op=end_job)
             await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, path)

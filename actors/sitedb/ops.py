@@ -33,6 +33,7 @@ from actors.sitedb._provider_ops import (
 from actors.sitedb._pull_ops import (
     delete_content_dp_map,
     delete_pull_dp_response,
+    fill_transfer_bytes,
     insert_pull_dp_response,
     set_content_dp_map,
     set_pull_notified,
@@ -81,6 +82,7 @@ __all__ = [
     "despooled",
     "end_older_jobs",
     "fail_job",
+    "fill_transfer_bytes",
     "insert_distribution_job",
     "insert_minijob",
     "insert_package",

@@ -191,12 +191,15 @@ async def test_content_status_shows_the_download_percentage(
 ) -> None:
     """A download cut half way waits for its retry (a long pulldp_retry_delay): the pull DP
     is InProgress at 50 %, as its last in-progress state message said; once Installed no
-    percentage is shown."""
+    percentage is shown, and the bytes of both tries are the install's (the state messages
+    end the job: the status poll, the backup, is put off)."""
     monkeypatch.setattr(pulldp_agent, "STATE_INTERVAL", 0.0)
     text = HIERARCHY.read_text()
-    assert "pulldp_retry_delay = 1200.0" in text
+    for setting in ("pulldp_retry_delay = 1200.0", "pulldp_polling_delay = 3600.0"):
+        assert setting in text
+        text = text.replace(setting, setting.split("=")[0] + "= 1e9")
     config = tmp_path / "hierarchy.toml"
-    config.write_text(text.replace("pulldp_retry_delay = 1200.0", "pulldp_retry_delay = 1e9"))
+    config.write_text(text)
     data = random.Random(9).randbytes(300_000)
     src = write_tree(tmp_path / "src", {"half.bin": data})
     async with _open(tmp_path, config) as h:
@@ -282,6 +285,10 @@ async def test_state_message_left_in_the_relay_is_processed_after_a_kill(tmp_pat
         # takes both at the start): it changes nothing and its row goes too.
         await until(lambda: _no_pull_response(h))
         assert (await _ids(h, pkg_id, PULL)).count(8210) == 1
+        # the bytes the last in-progress message carried are recorded whichever of it
+        # and the success the State System stored first
+        status = {s.dp: s for s in await h.content_status(pkg_id)}
+        assert (status[PULL].bytes_full, status[PULL].bytes_delta) == (10_000, 0)
         assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
 
 
