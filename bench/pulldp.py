@@ -9,8 +9,10 @@ distribution to their Installed status (notification, downloads, hash checks, si
 instancing and the state message included); ``copy_mb_s`` is ``shutil.copyfile`` + fsync
 of the same files in the same run (the pull DP's library makes its files durable too).
 The update changes three 4 KiB regions of the first large
-file; ``rsync_bytes`` is rsync's ``Total bytes sent`` + ``received`` (its block checksums
-travel too, as our signature does) for the same old and new folders.
+file; ``update_bytes`` is every byte of the update's HTTP requests and responses on the
+pull DP's side (request lines, headers and bodies: the signature rounds and the ranges),
+``rsync_bytes`` rsync's ``Total bytes sent`` + ``received`` (its block checksums travel
+too, as our signatures do) for the same old and new folders.
 """
 
 from __future__ import annotations
