@@ -677,6 +677,13 @@ class SiteDatabase:
         )
         return [ReplicationRecord(*r) for r in rows]
 
+    async def replication_row_ids_after(self, row_id: int, limit: int = 1000) -> list[int]:
+        """The RowIDs of this site's replication log after ``row_id``, in commit order."""
+        rows = await self.fetchall(
+            "SELECT RowID FROM DrsLog WHERE RowID > ? ORDER BY RowID LIMIT ?", (row_id, limit)
+        )
+        return [int(r[0]) for r in rows]
+
     async def minijobs(self, *, unfinished: bool = True) -> list[MiniJobRow]:
         """The site's mini-jobs (pending or sending ones), oldest first."""
         rows = await self.fetchall(

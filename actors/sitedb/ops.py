@@ -50,6 +50,7 @@ from actors.sitedb._sending_ops import (
     release_package_file_ref,
     save_site_key,
     set_minijob_state,
+    site_lacks_base,
     take_arrived_version,
 )
 from actors.sitedb._times import product_time, refresh_time
@@ -110,6 +111,7 @@ __all__ = [
     "set_pull_notified",
     "set_pull_progress",
     "set_server_actions",
+    "site_lacks_base",
     "store_package_version",
     "take_arrived_version",
     "targeted_version",
