@@ -206,6 +206,18 @@ class PullSending:
         if not give_up:
             mgr.send_later(delay, mgr.address, RetryJob(job.job_id, job.action))
 
+    async def held_version(self, dp: DistributionPointRow, pkg_id: str, version: int) -> int:
+        """For a cancel: ``version`` if the pull DP's library holds it (its job may have
+        ended just before the cancel reached it, or was a redistribute of a version it
+        has), else 0 (also when it does not answer)."""
+        try:
+            holds = await self.mgr.request(
+                addresses.pulldp(dp.server_name), PullDPHolds(pkg_id, version)
+            )
+        except BusError:
+            return 0
+        return version if holds else 0
+
     async def poll(self, msg: PollPullJob) -> None:
         """The backup: ask the pull DP whether it holds the version; if so, end the job."""
         mgr = self.mgr
@@ -233,9 +245,18 @@ class PullSending:
                 f" to distribution point {dp.server_name}"
             )
             # As a sending thread ends: the final STA dropped, 8210 stored, then DistMgr
-            # told (it deletes the job with the Installed status, in one commit).
+            # told (it deletes the job with the Installed status, in one commit). The bytes
+            # are the job's as they are now (the pull DP's last in-progress message may have
+            # set them since the poll began).
             sent = mgr._message(8210, job, dp)
-            dropped = await mgr._drop_status(job, dp, PkgStatusValue.INSTALLED)
+            job = await mgr.db.distribution_job(job.job_id) or job
+            dropped = await mgr._drop_status(
+                job,
+                dp,
+                PkgStatusValue.INSTALLED,
+                bytes_full=job.bytes_full,
+                bytes_delta=job.bytes_delta,
+            )
             await mgr.reporter.raise_messages([sent])
             await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
         elif msg.count < mgr.settings.pulldp_status_polls:

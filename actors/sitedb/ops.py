@@ -33,9 +33,11 @@ from actors.sitedb._provider_ops import (
 from actors.sitedb._pull_ops import (
     delete_content_dp_map,
     delete_pull_dp_response,
+    fill_transfer_bytes,
     insert_pull_dp_response,
     set_content_dp_map,
     set_pull_notified,
+    set_pull_progress,
 )
 from actors.sitedb._sending_ops import (
     MINIJOB_COMPLETE,
@@ -48,6 +50,7 @@ from actors.sitedb._sending_ops import (
     release_package_file_ref,
     save_site_key,
     set_minijob_state,
+    site_lacks_base,
     take_arrived_version,
 )
 from actors.sitedb._times import product_time, refresh_time
@@ -80,6 +83,7 @@ __all__ = [
     "despooled",
     "end_older_jobs",
     "fail_job",
+    "fill_transfer_bytes",
     "insert_distribution_job",
     "insert_minijob",
     "insert_package",
@@ -105,7 +109,9 @@ __all__ = [
     "set_job_state",
     "set_minijob_state",
     "set_pull_notified",
+    "set_pull_progress",
     "set_server_actions",
+    "site_lacks_base",
     "store_package_version",
     "take_arrived_version",
     "targeted_version",

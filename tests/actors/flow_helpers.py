@@ -21,6 +21,7 @@ from actors.config import nal_path
 from actors.sitedb import SiteDatabase
 from actors.status import PKGXFERMGR, StatusMessage, stored_messages
 from actors.testing import instant_links, read_tree, write_tree
+from bus import ManualClock
 
 __all__ = ["instant_links", "read_tree", "write_tree"]  # (re-exported for the tests)
 
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 HIERARCHY = ROOT / "hierarchy.toml"
 # 0.0001: the default 1800 s retry delay is 0.18 s of real time, every link is instant.
 TIME_SCALE = 0.0001
-TIMEOUT = 20.0  # real seconds a wait may take before the test fails (never reached)
+TIMEOUT = 60.0  # real seconds a wait may take before the test fails (a safety net: a
+# loaded 2-core machine has taken 20 s to bring a whole hierarchy through one flow)
 
 SITE = "PS1"
 DP1 = "PS1DP1.CONTOSO.COM"
@@ -292,3 +294,35 @@ async def replicated(h: Hierarchy, *, timeout: float = TIMEOUT) -> None:
         return True
 
     await until(idle, timeout=timeout)
+
+
+async def advance_until(
+    clock: ManualClock,
+    cond: Callable[[], Awaitable[bool]],
+    *,
+    step: float,
+    timeout: float = TIMEOUT,
+) -> None:
+    """Move a ``ManualClock`` on ``step`` seconds at a time until ``cond`` holds (what
+    happens in between is ordered by the clock, not by how fast the machine runs; the
+    timeout only fails a stuck test)."""
+    with anyio.fail_after(timeout):
+        while not await cond():
+            await clock.advance(step)
+            await anyio.sleep(0.001)
+
+
+def site_log(h: Hierarchy, site: str, name: str) -> str:
+    """A log of any site's server, flushed first ("" when it was never written)."""
+    h.servers[site].logs.flush()
+    path = h.servers[site].root / "logs" / name
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def assert_in_order(text: str, lines: list[str]) -> None:
+    """Each of ``lines`` is in ``text``, after the one before it."""
+    at = 0
+    for line in lines:
+        found = text.find(line, at)
+        assert found >= 0, f"{line!r} missing (or out of order)"
+        at = found + len(line)
