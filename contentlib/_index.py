@@ -40,7 +40,7 @@ Stamp = tuple[int, int, int, int]
 """inode, size, mtime_ns, ctime_ns of a DataLib file."""
 
 
-class _Entry(msgspec.Struct, frozen=True, array_like=True):
+class _Entry(msgspec.Struct, frozen=True, array_like=True, gc=False):
     manifest: Manifest
     stamp: Stamp | None  # None: racy, read the file again
 

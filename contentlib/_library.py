@@ -471,8 +471,13 @@ class ContentLibrary:
         none, and no manifest was deleted or changed on disk while it was closed."""
         if if_needed and self._garbage_free:
             return 0
-        present = await self._thread(_stored_names, self._filelib)
-        removed = self._drop_unreferenced(name for name in present if _paths.is_sha256(name))
+        refs = self._refs
+
+        def unreferenced() -> list[str]:  # a library holds tens of thousands: not on the loop
+            return [n for n in _stored_names(self._filelib) if _paths.is_sha256(n) and refs[n] <= 0]
+
+        # Checked again on the loop (a version may have named one meanwhile).
+        removed = self._drop_unreferenced(await self._thread(unreferenced))
         self._garbage_free = not self._damaged
         return removed
 

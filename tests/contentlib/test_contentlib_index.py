@@ -175,7 +175,7 @@ async def test_close_drops_stored_files_no_version_names(tmp_path: Path, loads: 
 
 
 async def test_a_closed_library_refuses_changes(tmp_path: Path) -> None:
-    root, lib = await _closed_library(tmp_path)
+    _, lib = await _closed_library(tmp_path)
     with pytest.raises(ContentLibError, match="closed"):
         await lib.snapshot("CS100029", make_tree(tmp_path / "n", {"n": b"n"}), "CS100029.1")
     with pytest.raises(ContentLibError, match="closed"):
