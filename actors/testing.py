@@ -1,5 +1,6 @@
 """What tests and embedders need to drive a hierarchy: source trees, link settings, faults
-(link cuts, a link down, a component crashed for its supervisor to restart), probes.
+(link cuts, a link down, a component crashed for its supervisor to restart), probes
+(every kind of pending work, disk usage).
 
 Nothing here is used by the product itself; ``cmdist stress`` uses it to inject its faults.
 """
@@ -17,9 +18,11 @@ from actors.config import HierarchyConfig
 from actors.dp import CONTENT_LIBRARY
 from actors.errors import UnknownDistributionPoint
 from actors.network import NetworkLink
+from actors.site._paths import receive_box, smspkg, tosend_box
 
 __all__ = [
     "DiskUsage",
+    "PendingWork",
     "crash_component",
     "cut_link",
     "disk_usage",
@@ -28,9 +31,11 @@ __all__ = [
     "link_cuts",
     "link_down_for",
     "pending_jobs",
+    "pending_work",
     "read_tree",
     "restarts",
     "set_link_down",
+    "site_links",
     "write_tree",
 ]
 
@@ -67,7 +72,11 @@ def instant_links(h: Hierarchy, site: str, *, except_dp: str | None = None) -> N
 
 
 def _link(h: Hierarchy, site: str, dp: str) -> NetworkLink:
-    link = h.servers[site].links.get(dp)
+    """The link from ``site`` to a DP, or to a child site (``dp`` is its code then)."""
+    server = h.servers[site]
+    link = server.links.get(dp)
+    if link is None and dp in {c.code for c in h.config.children(site)}:
+        link = server.site_link(dp)  # the sender's link down to that site
     if link is None:
         raise UnknownDistributionPoint(f"{dp} (no link from site {site} to it)")
     return link
@@ -76,6 +85,12 @@ def _link(h: Hierarchy, site: str, dp: str) -> NetworkLink:
 def dp_links(h: Hierarchy) -> list[tuple[str, str]]:
     """Every (site, DP) link a site server sends content over, as the faults here name it."""
     return [(code, dp) for code, site in h.servers.items() for dp in site.links]
+
+
+def site_links(h: Hierarchy) -> list[tuple[str, str]]:
+    """Every (site, child site) link a sender sends package files over; the faults here
+    take the child's code where they take a DP's name."""
+    return [(s.parent, s.code) for s in h.config.sites if s.parent is not None]
 
 
 async def link_down_for(h: Hierarchy, site: str, dp: str, seconds: float) -> int:
@@ -139,6 +154,60 @@ def _component_address(site: str, component: str) -> str:
 async def pending_jobs(h: Hierarchy) -> dict[str, int]:
     """DistributionJobs rows left, by site code (a settled hierarchy has none)."""
     return {code: len(await site.db.distribution_jobs()) for code, site in h.servers.items()}
+
+
+class PendingWork(NamedTuple):
+    """What one site still has to do; a settled hierarchy has 0 everywhere."""
+
+    jobs: int  # DistributionJobs rows (standard and pull DP jobs)
+    send_requests: int  # mini-jobs not complete: a package file still to send to a site
+    pull_dp_responses: int  # pull DP state messages DistMgr has not processed
+    requests: int  # admin requests DistMgr has not taken (package or DP actions)
+    package_files: int  # PCK / DLT files in SMSPKG, and references still counted to them
+    instructions: int  # instructions in schedule.box/tosend or in despoolr.box/receive
+    replication: int  # replication records a neighbouring site has not acknowledged
+
+    @property
+    def total(self) -> int:
+        return sum(self)
+
+    def describe(self) -> str:
+        """The non-zero counts, named: ``jobs 2, replication 5``."""
+        return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in self._asdict().items() if v)
+
+
+async def pending_work(h: Hierarchy) -> dict[str, PendingWork]:
+    """Every kind of pending work, by site code: the site database's jobs, send requests,
+    pull DP responses, requests and referenced package files, the files in its SMSPKG and
+    inboxes between sites, and its replication log not yet acknowledged by a neighbour."""
+    out: dict[str, PendingWork] = {}
+    for code, site in h.servers.items():
+        left = await site.db.work_left(code)
+        config = h.config.site(code)
+        peers = [*([config.parent] if config.parent else [])]
+        peers += [c.code for c in h.config.children(code)]
+        unacked = 0
+        for peer in peers:
+            unacked += max(0, left.drs_log_end - await site.db.replication_position(peer, "sent"))
+        out[code] = PendingWork(
+            jobs=left.jobs,
+            send_requests=left.minijobs,
+            pull_dp_responses=left.pull_dp_responses,
+            requests=left.requests,
+            package_files=left.package_files + _files(smspkg(site.root)),
+            instructions=_files(tosend_box(site.root)) + _files(receive_box(site.root)),
+            replication=unacked,
+        )
+    return out
+
+
+def _files(folder: Path) -> int:
+    """Files directly in ``folder`` (0 if it does not exist; sub-folders not counted)."""
+    try:
+        with os.scandir(folder) as entries:
+            return sum(1 for e in entries if e.is_file())
+    except FileNotFoundError:
+        return 0
 
 
 class DiskUsage(NamedTuple):

@@ -17,7 +17,6 @@ import os
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +26,8 @@ import msgspec
 
 from actors import Hierarchy, Package
 from actors.config import load_hierarchy
-from actors.status import STATUS_TOPIC, StatusMessage
 from bench._report import emit, percentile
+from bench._tracker import InstallTracker, tracking
 from bus import run
 
 _HIERARCHY = Path(__file__).resolve().parent.parent / "hierarchy.toml"
@@ -72,54 +71,15 @@ def _baseline(sources: list[Path], dest: Path, dps: int) -> float:
     return elapsed
 
 
-class _Tracker:
-    """Times each package from its distribute to its ``dps``-th 2330 (Installed)."""
-
-    def __init__(self, dps: int) -> None:
-        self.dps = dps
-        self.started: dict[str, float] = {}
-        self.latency: dict[str, float] = {}
-        self._installed: Counter[str] = Counter()
-        self._processed: set[str] = set()
-        self.all_done = anyio.Event()
-        self.expected = 0
-        self.created = anyio.Event()
-        self.expected_created = 0
-
-    def feed(self, msg: StatusMessage) -> None:
-        pkg = msg.attributes.get(400, "")
-        if msg.message_id == 2301:
-            self._processed.add(pkg)
-            if len(self._processed) >= self.expected_created:
-                self.created.set()
-        elif msg.message_id == 2330:
-            self._installed[pkg] += 1
-            if self._installed[pkg] == self.dps and pkg in self.started:
-                self.latency[pkg] = time.perf_counter() - self.started[pkg]
-                if len(self.latency) >= self.expected:
-                    self.all_done.set()
-
-
 async def _run_case(case: _Case, work: Path) -> dict[str, Any]:
     sources = await anyio.to_thread.run_sync(_make_sources, work / "src", case.packages, case.size)
     copy_s = await anyio.to_thread.run_sync(_baseline, sources, work / "copies", case.dps)
     total = case.packages * case.size * case.dps
     config = msgspec.structs.replace(load_hierarchy(_HIERARCHY, root=work / "data"), links=())
     targets = list(_DPS[: case.dps])
-    tracker = _Tracker(case.dps)
+    tracker = InstallTracker(case.dps)
     async with Hierarchy.open(config, time_scale=0.001) as h:
-        async with anyio.create_task_group() as tg:
-            sub_ready = anyio.Event()
-
-            async def listen() -> None:
-                async with h.bus.subscribe(STATUS_TOPIC, buffer=100_000) as sub:
-                    sub_ready.set()
-                    async for msg in sub:
-                        if isinstance(msg, StatusMessage):
-                            tracker.feed(msg)
-
-            tg.start_soon(listen)
-            await sub_ready.wait()
+        async with tracking(h, tracker):
             tracker.expected_created = case.packages
             t_create = time.perf_counter()
             pkgs: list[Package] = []
@@ -141,7 +101,6 @@ async def _run_case(case: _Case, work: Path) -> dict[str, Any]:
                     dtg.start_soon(distribute, pkg)
             await tracker.all_done.wait()
             elapsed = time.perf_counter() - t0
-            tg.cancel_scope.cancel()
         for pkg in pkgs[:3]:  # spot check: every DP reports the package installed
             status = await h.content_status(pkg)
             assert all(s.state == "Installed" for s in status), status

@@ -19,7 +19,6 @@ import random
 import shutil
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ import msgspec
 
 from actors import Hierarchy, Package
 from actors.config import load_hierarchy
-from actors.status import STATUS_TOPIC, StatusMessage
 from bench._report import emit, percentile
+from bench._tracker import InstallTracker, tracking
 from bus import run
 
 _HIERARCHY = Path(__file__).resolve().parent.parent / "hierarchy.toml"
@@ -60,63 +59,22 @@ def _make_sources(root: Path, packages: int, size: int) -> list[Path]:
     return out
 
 
-class _Tracker:
-    """Each package from its distribute to its ``dps``-th 2330 (Installed), any site."""
-
-    def __init__(self, dps: int) -> None:
-        self.dps = dps
-        self.started: dict[str, float] = {}
-        self.latency: dict[str, float] = {}
-        self.expected = 0
-        self.created: set[str] = set()
-        self.all_created = anyio.Event()
-        self.all_done = anyio.Event()
-        self.source_site = ""
-        self._installed: Counter[str] = Counter()
-
-    def feed(self, msg: StatusMessage) -> None:
-        pkg = msg.attributes.get(400, "")
-        if msg.message_id == 2301 and msg.site == self.source_site:
-            self.created.add(pkg)
-            if len(self.created) >= self.expected:
-                self.all_created.set()
-        elif msg.message_id == 2330:
-            self._installed[pkg] += 1
-            if self._installed[pkg] == self.dps and pkg in self.started:
-                self.latency[pkg] = time.perf_counter() - self.started[pkg]
-                if len(self.latency) >= self.expected:
-                    self.all_done.set()
-
-
 async def _run(sources: list[Path], work: Path, site: str, dps: Sequence[str]) -> dict[str, Any]:
     config = msgspec.structs.replace(load_hierarchy(_HIERARCHY, root=work), links=())
-    tracker = _Tracker(len(dps))
-    tracker.source_site = site
-    tracker.expected = len(sources)
+    tracker = InstallTracker(len(dps), source_site=site)
+    tracker.expected_created = tracker.expected = len(sources)
     async with Hierarchy.open(config, time_scale=0.001, shutdown_timeout=0) as h:
-        async with anyio.create_task_group() as tg:
-            ready = anyio.Event()
-
-            async def listen() -> None:
-                async with h.bus.subscribe(STATUS_TOPIC, buffer=1_000_000) as sub:
-                    ready.set()
-                    async for msg in sub:
-                        if isinstance(msg, StatusMessage):
-                            tracker.feed(msg)
-
-            tg.start_soon(listen)
-            await ready.wait()
+        async with tracking(h, tracker):
             pkgs: list[Package] = [
                 await h.create_package(f"Bench{i}", src, site=site) for i, src in enumerate(sources)
             ]
-            await tracker.all_created.wait()
+            await tracker.created.wait()
             t0 = time.perf_counter()
             for pkg in pkgs:
                 tracker.started[pkg.pkg_id] = time.perf_counter()
                 await h.distribute(pkg, list(dps))
             await tracker.all_done.wait()
             seconds = time.perf_counter() - t0
-            tg.cancel_scope.cancel()
         between = sum(s.sender.bytes_on_links for s in h.servers.values() if s.sender is not None)
         for pkg in pkgs[:3]:  # spot check: every DP holds it
             status = await h.content_status(pkg)

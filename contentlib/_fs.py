@@ -250,7 +250,8 @@ def _open_regular(path: str | Path) -> int:
 
 
 def walk_source(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
-    """Regular files under root as (posix relpath, path, stat), sorted.
+    """Regular files under root as (posix relpath, path, stat), sorted, and each empty
+    folder as (relpath, path, its stat): ``stat.S_ISDIR`` tells them apart.
 
     Rule: a symlink that resolves inside the source is followed (a release's
     ``libfoo.so -> libfoo.so.1`` is packaged as the file it names, at the link's path; a
@@ -258,7 +259,8 @@ def walk_source(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
     loops, and devices, FIFOs and sockets, and names that are not UTF-8 or hold a
     backslash are refused with UnsafePath; a source or a folder that is missing, vanishes
     while walked or cannot be read raises SourceError. Both name the relative path.
-    Nothing outside the source is ever read. Empty folders are not content.
+    Nothing outside the source is ever read. An empty folder is content (a release may ship
+    one, and extract must rebuild it); a folder holding anything is implied by what it holds.
     """
     try:
         st = os.lstat(root)
@@ -277,6 +279,12 @@ def walk_source(root: Path) -> Iterator[tuple[str, Path, os.stat_result]]:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as e:
             raise source_error(root, prefix.rstrip("/"), e) from e
+        if not entries and prefix:
+            try:
+                fst = os.stat(folder)
+            except OSError as e:
+                raise source_error(root, prefix.rstrip("/"), e) from e
+            yield prefix.rstrip("/"), folder, fst
         for entry in entries:
             rel = f"{prefix}{entry.name}"
             _check_source_name(root, rel, entry.name)

@@ -203,7 +203,9 @@ class ContentLibrary:
         if content_id in self._manifests:
             raise ContentLibError(f"content {content_id!r} already exists")
         src = Path(source)
-        listing = await self._thread(lambda: list(_fs.walk_source(src)))
+        walked = await self._thread(lambda: list(_fs.walk_source(src)))
+        listing = [e for e in walked if not stat.S_ISDIR(e[2].st_mode)]
+        empty_dirs = [rel for rel, _, st in walked if stat.S_ISDIR(st.st_mode)]
         previous = self._latest(package_id)
         known = {f.path: f for f in previous.files} if previous else {}
         entries: list[FileEntry] = []
@@ -231,7 +233,7 @@ class ContentLibrary:
                             tg.start_soon(worker)
                 # The files are not synced one by one: the manifest's group commit syncs
                 # the filesystem before the manifest exists.
-                manifest = make_manifest(content_id, package_id, version, entries)
+                manifest = make_manifest(content_id, package_id, version, entries, empty_dirs)
                 await self._commit(manifest)
             finally:
                 self._unpin(pinned)
@@ -561,7 +563,7 @@ class ContentLibrary:
 
         try:
             await self._each(manifest.files, one)
-            await self._thread(_extract_finish, work, out)
+            await self._thread(_extract_finish, work, out, manifest.dirs)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self._thread(shutil.rmtree, work, True)
@@ -736,6 +738,7 @@ class ContentLibrary:
                 removed,
                 changed,
                 payloads,
+                new.dirs,
             )
             await self._thread(_package.write_dlt, delta, self.file_path, deltas, Path(out_path))
         finally:
@@ -950,7 +953,9 @@ def _extract_file(content_id: str, src: Path, root: Path, entry: FileEntry) -> N
     os.chmod(target, entry.mode)
 
 
-def _extract_finish(work: Path, out: Path) -> None:
+def _extract_finish(work: Path, out: Path, empty_dirs: tuple[str, ...]) -> None:
+    for rel in empty_dirs:
+        _paths.target_in(work, rel).mkdir(parents=True, exist_ok=True)
     _fs.sync_filesystem(work)  # the data before the rename that makes it look complete
     try:
         os.rename(work, out)  # replaces an empty folder, fails on a non-empty one

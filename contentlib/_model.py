@@ -29,6 +29,9 @@ class Manifest(msgspec.Struct, frozen=True, gc=False):
     version: int
     files: tuple[FileEntry, ...]
     content_hash: str
+    # Empty folders of the source, sorted: a release's `logs/` or `plugins/` that ships
+    # empty is part of what extract must rebuild. Folders holding files are implied.
+    dirs: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -96,19 +99,30 @@ class FileSignature(msgspec.Struct, frozen=True):
         return [self.hashes[i : i + 16] for i in range(0, len(self.hashes), 16)]
 
 
-def content_hash(files: tuple[FileEntry, ...]) -> str:
-    """Deterministic over the content only (paths, sizes, hashes, modes), not signatures or ids."""
+def content_hash(files: tuple[FileEntry, ...], dirs: tuple[str, ...] = ()) -> str:
+    """Deterministic over the content only (paths, sizes, hashes, modes, empty folders), not
+    signatures or ids. Without empty folders it is what it was before they were recorded,
+    so the hashes of stored versions still check."""
     h = hashlib.sha256()
     for f in sorted(files, key=lambda e: e.path):
         h.update(f"{f.path}\0{f.size}\0{f.sha256}\0{f.mode:o}\n".encode())
+    for d in sorted(dirs):
+        h.update(f"{d}/\0dir\n".encode())
     return h.hexdigest().upper()
 
 
 def make_manifest(
-    content_id: str, package_id: str, version: int, files: list[FileEntry]
+    content_id: str,
+    package_id: str,
+    version: int,
+    files: list[FileEntry],
+    dirs: tuple[str, ...] | list[str] = (),
 ) -> Manifest:
     ordered = tuple(sorted(files, key=lambda e: e.path))
-    return Manifest(content_id, package_id, version, ordered, content_hash(ordered))
+    folders = tuple(sorted(dirs))
+    return Manifest(
+        content_id, package_id, version, ordered, content_hash(ordered, folders), folders
+    )
 
 
 class DeltaPayload(msgspec.Struct, frozen=True):
@@ -132,8 +146,9 @@ class DeltaManifest(msgspec.Struct, frozen=True):
     removed: tuple[str, ...]
     changed: tuple[FileEntry, ...]  # added or changed entries (content or mode)
     payloads: tuple[DeltaPayload, ...]
+    dirs: tuple[str, ...] = ()  # the new version's empty folders, whole (a short list)
 
     def apply_to(self, base: Manifest) -> Manifest:
         drop = set(self.removed) | {f.path for f in self.changed}
         files = [f for f in base.files if f.path not in drop] + list(self.changed)
-        return make_manifest(self.content_id, self.package_id, self.version, files)
+        return make_manifest(self.content_id, self.package_id, self.version, files, self.dirs)

@@ -105,6 +105,13 @@ def check_manifest(m: Manifest) -> Manifest:
         for i in range(1, len(parts)):
             if "/".join(parts[:i]) in seen:
                 raise UnsafePath(f"manifest {m.content_id!r}: {f.path!r} is under a file")
-    if content_hash(m.files) != m.content_hash:
+    for d in m.dirs:  # an empty folder: a safe path, once, neither a file nor under one
+        check_relpath(d)
+        parts = d.split("/")
+        if d in seen or any("/".join(parts[:i]) in seen for i in range(1, len(parts))):
+            raise UnsafePath(f"manifest {m.content_id!r}: folder {d!r} is a file or under one")
+    if len(set(m.dirs)) != len(m.dirs):
+        raise UnsafePath(f"manifest {m.content_id!r}: a folder is listed twice")
+    if content_hash(m.files, m.dirs) != m.content_hash:
         raise UnsafePath(f"manifest {m.content_id!r}: content hash does not match its files")
     return m

@@ -236,13 +236,6 @@ class Hierarchy:
         """AddDistributionPoints: send the package to these DPs. Completes whole once called."""
         server, pkg_id = await self._package(pkg)
         names = _names(dps)
-        for name in names:
-            dp = self.config.dp(name)
-            if dp.pull and dp.site != server.code:
-                raise NotSupported(
-                    f"{dp.name} is a pull DP of site {dp.site}, package {pkg_id} belongs to site"
-                    f" {server.code}: pull DPs of another site are not supported yet"
-                )
         with anyio.CancelScope(shield=True):
             await self._guard(server.provider.add_distribution_points(pkg_id, names))
 
@@ -355,13 +348,24 @@ class Hierarchy:
         }
         if row.action != PackageAction.NONE:
             pending[server.code] = "processing the package"  # DistMgr has not yet taken it
-        # A DP of another site counts once its own site has the request (DRS brings it).
-        seen = {s.nal_path for s in status}
+        # A DP of another site counts once its own site has the request (DRS brings it):
+        # an add until the DP's site has its row, a removal until the DP is Removed, a
+        # redistribute until the DP's site has done it and its reset has come back here.
+        states = {s.nal_path: s.state for s in status}
         names = {d.nal_path: d.name for d in self.config.dps}
         for target in await server.db.pkg_servers(pkg_id):
-            if target.nal_path not in seen and target.action != ServerAction.REMOVE:
+            state = states.get(target.nal_path)
+            removing = target.action == ServerAction.REMOVE
+            elsewhere = target.site_code != server.code
+            if (
+                (state is None and not removing)
+                or (removing and state not in (None, "Removed"))
+                or (elsewhere and target.refresh_trigger)
+            ):
                 name = names.get(target.nal_path, target.nal_path)
-                pending[name] = f"waiting for site {target.site_code} to receive the request"
+                pending.setdefault(
+                    name, f"waiting for site {target.site_code} to receive the request"
+                )
         return status, pending
 
     async def extract(self, pkg: Package | str, dp: str, out_dir: str | Path) -> Path:
@@ -435,14 +439,16 @@ class Hierarchy:
 
     async def cancel(self, pkg: Package | str, dp: str) -> bool:
         """Stop the package's transfer to ``dp`` (within one chunk) and its pending jobs
-        there: the DP keeps what it had before the job. True if there was one to stop."""
-        server, pkg_id = await self._package(pkg)
+        there: the DP keeps what it had before the job. True if there was one to stop.
+        Asked of the DP's own site, where its jobs run (a package of the CAS on a DP of
+        P01 is sent by P01)."""
+        _, pkg_id = await self._package(pkg)
         if not isinstance(dp, str):
             raise InvalidArgument(f"a distribution point is named by a string, not {dp!r}")
         target = self.config.dp(dp)
         cancelled: bool = await self._guard(
             self.bus.request(
-                addresses.pkgxfermgr(server.code), CancelTransfer(pkg_id, target.name), None
+                addresses.pkgxfermgr(target.site), CancelTransfer(pkg_id, target.name), None
             )
         )
         return cancelled

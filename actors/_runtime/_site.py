@@ -337,7 +337,13 @@ class SiteServer:
         bus.spawn(self.sender, addresses.sender(code))
         bus.spawn(
             Scheduler(
-                site=code, db=self.db, key=self.key, server_root=self.root, log=self.logs[SCHEDULER]
+                site=code,
+                db=self.db,
+                key=self.key,
+                server_root=self.root,
+                requests=self.sender.requests,
+                poll_interval=settings.scheduler_poll_interval,
+                log=self.logs[SCHEDULER],
             ),
             addresses.scheduler(code),
         )

@@ -22,6 +22,7 @@ import argparse
 import io
 import os
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -571,11 +572,27 @@ def _check_command(args: argparse.Namespace, console: Console) -> int:
     return 0 if report.ok else 1
 
 
+def _bench_command(args: argparse.Namespace, console: Console) -> int:
+    # The benchmarks live in the source checkout, not in the installed package: they write
+    # temporary trees and run rsync and cp beside cmdist. Run them as `python -m bench` there,
+    # in a process of their own, so their figures are not those of this one.
+    checkout = Path(__file__).resolve().parents[2]
+    if not (checkout / "bench" / "__main__.py").is_file():
+        raise UsageError(
+            f"the benchmarks ship with the source checkout (bench/), not found beside {checkout};"
+            " run `python -m bench` from a clone"
+        )
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args.bench_args], cwd=checkout, check=False
+    ).returncode
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace, Console], int]] = {
     "demo": _demo_command,
     "status": _status_command,
     "check": _check_command,
     "stress": _stress_command,
+    "bench": _bench_command,
 }
 
 
@@ -627,6 +644,11 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=600.0, help="seconds one operation may take"
     )
     stress.add_argument("--json", action="store_true", help="one JSON object, no progress")
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark of the source checkout (python -m bench NAME [--json] [ARGS])",
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, metavar="NAME [ARGS]")
     return parser
 
 

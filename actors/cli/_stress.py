@@ -1,12 +1,15 @@
 """The stress run behind ``cmdist stress`` and ``python -m bench stress``.
 
 N small packages of mixed sizes (most a few KiB, some hundreds of KiB, a few MiB, a quarter
-sharing a file) are created at the sites :func:`plan` names and distributed to its DPs, a
-tenth are then updated and a twentieth redistributed to one of their DPs, at most
-``concurrency`` packages at a time, while faults are injected (link cuts at random byte
-offsets, a link down for a while, PkgXferMgr crashed and restarted by its supervisor). At
-the end it checks what must hold and measures what it cost, then does it all again for N/2
-(first, in a folder of its own) so growth is visible.
+sharing a file) are created at the CAS and at every primary (:func:`plan`) and distributed
+across the whole hierarchy: the standard DPs of every site, the secondary's, the pull DP
+and its source. A tenth are then updated and a twentieth redistributed to one of their
+DPs, at most ``concurrency`` packages at a time, while faults are injected (cuts at random
+byte offsets on links to DPs and between sites, a link down for a while, PkgXferMgr
+crashed and restarted by its supervisor). At the end it checks what must hold (with every
+kind of work left: jobs, send requests, pull DP responses, requests, package files,
+replication) and measures what it cost, then does it all again for N/2 (first, in a folder
+of its own) so growth is visible.
 
 It lives here, beside the command line, because the command line may import only the
 facade and ``actors.testing`` (tests/test_layout.py) and the benchmarks may import
@@ -19,6 +22,7 @@ import random
 import resource
 import shutil
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple, Protocol, TypeVar
@@ -39,19 +43,21 @@ from actors import (
     default_hierarchy,
 )
 from actors.testing import (
+    PendingWork,
     crash_component,
     cut_link,
     disk_usage,
     dp_links,
     link_cuts,
     link_down_for,
-    pending_jobs,
+    pending_work,
     restarts,
+    site_links,
     write_tree,
 )
 
 __all__ = [
-    "WHOLE_HIERARCHY",
+    "WORK_CHECK",
     "Check",
     "Fault",
     "StressOptions",
@@ -69,25 +75,16 @@ MiB = 1 << 20
 # A DP's job ended Installed: 8210 (a pull DP's status is stored in the same commit; a
 # standard DP's STA follows), then 2330 when DistMgr stores a standard DP's status.
 DP_DONE_MESSAGES = frozenset({8210, 2330})
-
-WHOLE_HIERARCHY = False
-"""The switch the lead flips once cross-site distribution (issue 12) and pull DPs (issue 13)
-are on main: packages created at the CAS and every primary, sent to every DP of the
-hierarchy (standard DPs of every site, the secondary's, the pull DP). False: what main
-supports today, each primary's packages to its own DPs (P01's include its pull DP)."""
+WORK_CHECK = "no job, send request, pull DP response, request, package file or replication left"
 
 
-def plan(
-    sites: Sequence[SiteInfo], dps: Sequence[DPInfo], *, whole_hierarchy: bool = WHOLE_HIERARCHY
-) -> dict[str, tuple[str, ...]]:
-    """Where packages are created (the keys) and the DPs each site's packages go to."""
-    if whole_hierarchy:
-        creators = [s.code for s in sites if s.type in ("cas", "primary")]
-        return {code: tuple(d.name for d in dps) for code in creators}
-    # Hierarchy.distribute today: a package goes to DPs of its own site only (standard and
-    # pull), and the CAS has none.
-    creators = [s.code for s in sites if s.type == "primary"]
-    return {code: tuple(d.name for d in dps if d.site == code) for code in creators}
+def plan(sites: Sequence[SiteInfo], dps: Sequence[DPInfo]) -> dict[str, tuple[str, ...]]:
+    """Where packages are created (the keys) and the DPs each site's packages go to: the
+    CAS and every primary, each to every DP of the hierarchy (the standard DPs of every
+    site, the secondary's, and each pull DP with its source DPs, which are DPs of the
+    hierarchy too)."""
+    creators = [s.code for s in sites if s.type in ("cas", "primary")]
+    return {code: tuple(d.name for d in dps) for code in creators}
 
 
 # -- the result --------------------------------------------------------------------------
@@ -107,7 +104,7 @@ class Fault(msgspec.Struct, frozen=True):
     """One kind of fault injected while the run went: how many took effect, and whether
     everything they hit came back (the DP Installed, the component running again)."""
 
-    kind: Literal["link cut", "link down", "crash"]
+    kind: Literal["link cut", "site link cut", "link down", "crash"]
     where: str
     injected: int
     fired: int
@@ -274,19 +271,31 @@ async def _settle(
     timeout: float,
 ) -> bool:
     """Until every DP is Installed at the current version (and ``reported_by`` has stored
-    a status since :meth:`_Watcher.expect`); False after ``timeout`` real seconds."""
+    a status since :meth:`_Watcher.expect`); False after ``timeout`` real seconds.
+
+    The status is read (every site's rows) once every DP has reported since ``expect``,
+    or after ``_RECHECK`` seconds without a message: not at each DP's message (reading
+    every site for each of a package's 16 messages cost more than a tenth of the run)."""
     deadline = time.perf_counter() + timeout
+    every = {dp.upper() for dp in dps}
+    needed = {reported_by.upper()} if reported_by is not None else set()
+    look = False  # the first look waits for a message: the request was just made
     try:
         while True:
             event = watcher.arm(pkg.pkg_id)
-            reported = reported_by is None or reported_by.upper() in watcher.stored(pkg.pkg_id)
-            if reported and await _installed(h, pkg, dps, min_version):
+            stored = watcher.stored(pkg.pkg_id)
+            if (
+                needed <= stored
+                and (look or every <= stored)
+                and await _installed(h, pkg, dps, min_version)
+            ):
                 return True
             left = deadline - time.perf_counter()
             if left <= 0:
                 return False
-            with anyio.move_on_after(min(_RECHECK, left)):
+            with anyio.move_on_after(min(_RECHECK, left)) as wait:
                 await event.wait()
+            look = wait.cancelled_caught  # no message for a while: look anyway
     finally:
         watcher.done(pkg.pkg_id)
 
@@ -309,14 +318,16 @@ async def _each(items: Iterable[T], limit: int, fn: Callable[[T], Awaitable[None
 
 class _Faults:
     """Faults fired as the distribute phase passes milestones, so they land while content
-    is moving: a cut at a random offset on a random link every tenth, a link down for ten
-    simulated minutes at 30 %, PkgXferMgr of the busiest site crashed at 50 %."""
+    is moving: a cut at a random offset every tenth, on a link to a DP (odd tenths) or on
+    a link between sites that package files cross (even tenths), a link to a DP down for
+    ten simulated minutes at 30 %, PkgXferMgr of the site with the most DPs crashed at 50 %."""
 
     DOWN_FOR = 600.0  # simulated seconds
 
     def __init__(
         self,
         h: Hierarchy,
+        dps: Sequence[DPInfo],
         targets: dict[str, tuple[str, ...]],
         rng: random.Random,
         tg: anyio.abc.TaskGroup,
@@ -327,10 +338,13 @@ class _Faults:
         self.rng = rng
         self.tg = tg
         self.enabled = enabled
-        wanted = {dp.upper() for dps in targets.values() for dp in dps}
+        wanted = {dp.upper() for names in targets.values() for dp in names}
         self.links = [(site, dp) for site, dp in dp_links(h) if dp.upper() in wanted]
-        self.busiest = max(targets, key=lambda code: len(targets[code]))
+        self.site_links = site_links(h)
+        per_site = Counter(d.site for d in dps if d.name.upper() in wanted)
+        self.busiest = per_site.most_common(1)[0][0] if per_site else min(targets)
         self.cuts = 0
+        self.site_cuts = 0
         self.downs: list[str] = []
         self.crashes: list[str] = []
         self.refused = 0  # transfers the down link refused
@@ -343,9 +357,15 @@ class _Faults:
         while self._next <= 9 and done * 10 >= total * self._next:
             step = self._next
             self._next += 1
-            site, dp = self.rng.choice(self.links)
-            cut_link(self.h, site, dp, after_bytes=self.rng.randrange(1, 16 * KiB))
-            self.cuts += 1
+            offset = self.rng.randrange(1, 16 * KiB)
+            if step % 2 == 0 and self.site_links:
+                site, child = self.rng.choice(self.site_links)
+                cut_link(self.h, site, child, after_bytes=offset)
+                self.site_cuts += 1
+            else:
+                site, dp = self.rng.choice(self.links)
+                cut_link(self.h, site, dp, after_bytes=offset)
+                self.cuts += 1
             if step == 3:
                 site, dp = self.rng.choice(self.links)
                 self.downs.append(f"{site}->{dp}")
@@ -361,15 +381,24 @@ class _Faults:
         if not self.enabled:
             return []
         fired = sum(link_cuts(self.h, site, dp) for site, dp in self.links)
+        site_fired = sum(link_cuts(self.h, site, child) for site, child in self.site_links)
         restarted = restarts(self.h, self.busiest, "PkgXferMgr")
         return [
             Fault(
                 "link cut",
-                f"{len(self.links)} links",
+                f"{len(self.links)} links to DPs",
                 self.cuts,
                 fired,
                 all_installed,
                 "a cut fires once its offset has crossed the link; one not reached stays armed",
+            ),
+            Fault(
+                "site link cut",
+                f"{len(self.site_links)} links between sites",
+                self.site_cuts,
+                site_fired,
+                all_installed,
+                "the sender resumes the package file from the bytes already at the other site",
             ),
             Fault(
                 "link down",
@@ -408,12 +437,13 @@ async def _run(opts: StressOptions, count: int, root: Path, view: StressView) ->
     failed: list[str] = []
     work: list[_Work] = []
     async with Hierarchy.open(config, time_scale=opts.time_scale) as h:
-        targets = plan(await h.sites(), await h.dps())
+        dps = await h.dps()
+        targets = plan(await h.sites(), dps)
         creators = sorted(targets)
         watcher = _Watcher()
         async with anyio.create_task_group() as tg:
             await tg.start(watcher.follow, h)
-            faults = _Faults(h, targets, rng, tg, enabled=opts.faults)
+            faults = _Faults(h, dps, targets, rng, tg, enabled=opts.faults)
             started = time.perf_counter()
 
             view.phase("distribute", count)
@@ -423,6 +453,7 @@ async def _run(opts: StressOptions, count: int, root: Path, view: StressView) ->
                 site = creators[i % len(creators)]
                 pkg = await h.create_package(src.name, src.path, site=site)
                 t0 = time.perf_counter()
+                watcher.expect(pkg.pkg_id)
                 await h.distribute(pkg, targets[site])
                 if await _settle(h, watcher, pkg, targets[site], timeout=opts.timeout):
                     latencies.append(time.perf_counter() - t0)
@@ -441,6 +472,7 @@ async def _run(opts: StressOptions, count: int, root: Path, view: StressView) ->
             async def update(w: _Work) -> None:
                 before = await h.package(w.pkg)
                 await anyio.to_thread.run_sync(_edit, w.src, before.version + 1)
+                watcher.expect(w.pkg.pkg_id)
                 await h.update(w.pkg)
                 if not await _settle(
                     h, watcher, w.pkg, w.dps, min_version=before.version + 1, timeout=opts.timeout
@@ -468,8 +500,11 @@ async def _run(opts: StressOptions, count: int, root: Path, view: StressView) ->
             finished = time.perf_counter()
             tg.cancel_scope.cancel()
 
-        view.say("checking: every package Installed at its current version, no job left")
-        checks = [await _installed_check(h, work, failed), await _jobs_check(h)]
+        view.say("checking: every package Installed at its current version, no work left")
+        checks = [
+            await _installed_check(h, work, failed),
+            await _work_check(h, opts.timeout),
+        ]
         fault_list = faults.report(checks[0].ok)
         checks.append(_faults_check(fault_list))
     view.say("checking: every file's hash on every DP, orphans, databases (read-only)")
@@ -529,16 +564,26 @@ async def _installed_check(h: Hierarchy, work: Sequence[_Work], failed: Sequence
     )
 
 
-async def _jobs_check(h: Hierarchy) -> Check:
-    jobs = await pending_jobs(h)
-    left = sum(jobs.values())
-    where = ", ".join(f"{site} {n}" for site, n in sorted(jobs.items()) if n)
+_LOOK_AGAIN = 0.05  # real seconds between two looks at the work left
+
+
+async def _work_check(h: Hierarchy, timeout: float) -> Check:
+    """Once every package is Installed, what follows it drains (the DPs' status rows
+    replicated back to the source site and the CAS, send requests deleted, the package
+    files' counts going to 0): up to ``timeout`` real seconds, then what is left is
+    reported by site and kind."""
+    with anyio.move_on_after(timeout):
+        while any(w.total for w in (await pending_work(h)).values()):
+            await anyio.sleep(_LOOK_AGAIN)
+    work = await pending_work(h)
+    left = {code: w for code, w in sorted(work.items()) if w.total}
     return Check(
-        "no job or send request left (DistributionJobs)",
-        left == 0,
-        len(jobs),
-        left,
-        f"left: {where}" if left else "every site's DistributionJobs empty",
+        WORK_CHECK,
+        not left,
+        len(work) * len(PendingWork._fields),
+        sum(w.total for w in left.values()),
+        "; ".join(f"{code}: {w.describe()}" for code, w in left.items())
+        or "nothing left at any site",
     )
 
 

@@ -79,19 +79,24 @@ class Drs(Component):
 
     def _on_commit(self) -> None:
         self._commit.set()
-        for event in self._wake.values():
-            event.set()
 
     async def _stamp(self) -> None:
         """Note when each log record was committed (its delay runs from then), even while
-        the senders wait out an earlier record's delay."""
+        the senders wait out an earlier record's delay; wake the senders when there is
+        something new (most commits change no global data: one read per commit, not one
+        per neighbour)."""
         while True:
             self._commit = anyio.Event()
-            while records := await self.db.replication_records_after(self._stamped, 10_000):
+            found = False
+            while row_ids := await self.db.replication_row_ids_after(self._stamped, 10_000):
                 now = self.clock.now()
-                for r in records:
-                    self._seen.setdefault(r.row_id, now)
-                self._stamped = records[-1].row_id
+                for row_id in row_ids:
+                    self._seen.setdefault(row_id, now)
+                self._stamped = row_ids[-1]
+                found = True
+            if found:
+                for event in self._wake.values():
+                    event.set()
             await self._commit.wait()
 
     # -- sending -------------------------------------------------------------------------
@@ -100,6 +105,9 @@ class Drs(Component):
         position = await self.db.replication_position(peer, "sent")
         while True:
             self._wake[peer] = anyio.Event()
+            if self._stamped <= position:
+                await self._wake[peer].wait()  # nothing new past what this peer has
+                continue
             records = await self.db.replication_records_after(position, self.batch_size)
             if not records:
                 await self._wake[peer].wait()

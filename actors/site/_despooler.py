@@ -4,13 +4,17 @@ It looks for ready instructions (``.SNI``) in ``despoolr.box/receive`` every
 ``despooler_poll_interval`` and runs at most ``despooling_threads`` at once. Each: the
 signature is checked with the sending site's public key (DRS brought it) and the package
 file against the signed hash; anything unsigned, forged or tampered is refused (4405),
-kept aside in ``receive/refused`` and nothing is written. When the package's row for that
-version has not replicated here yet, error 12: the instruction is retried after
-``despooler_retry_delay`` (the reference's race). Otherwise the package file goes into the
-site's content library; ``SMSPackages_L`` says so (its trigger wakes DistMgr), the site's
-Type 1 status row is Installed and 4400 is raised, in one commit. When the instruction's
-final site is further down, the package file is kept in ``SMSPKG`` and a mini-job sends it
-on. Every step is idempotent: a kill anywhere, and the instruction is despooled again.
+kept aside in ``receive/refused`` and nothing is written. A DLT whose base version this
+site's library does not hold (cleaned, damaged, never received) is refused the same way,
+and the site's Type 1 status row says Failed in the same commit: DRS takes that to the
+package's source site, whose DistMgr sends the whole package (PCK) instead. When the
+package's row for that version has not replicated here yet, error 12 (4404): the
+instruction is retried after ``despooler_retry_delay`` (the reference's race). Otherwise
+the package file goes into the site's content library; ``SMSPackages_L`` says so (its
+trigger wakes DistMgr), the site's Type 1 status row is Installed and 4400 is raised, in
+one commit. When the instruction's final site is further down, the package file is kept
+in ``SMSPKG`` and a mini-job sends it on, with the package's priority. Every step is
+idempotent: a kill anywhere, and the instruction is despooled again.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ import itertools
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from contextlib import suppress
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -30,15 +36,16 @@ import anyio
 from actors import addresses
 from actors._crashpoints import crash_point
 from actors.site._instruction import BadInstruction, Instruction, decode, verify
-from actors.site._paths import package_file, receive_box
+from actors.site._paths import package_file, receive_box, release_package_file
 from actors.site.messages import PACKAGE_CHANGED_TOPIC, MiniJobCreated, PackageChanged
 from actors.sitedb import SiteDatabase, ops, product_time
 from actors.status import ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
-from contentlib import ContentLibError, ContentLibrary
+from contentlib import ContentLibError, ContentLibrary, MissingBaseVersion
 
 __all__ = ["Despooler"]
 
 ERROR_NOT_ARRIVED = 12
+_MTIME_TRUST = 200_000_000  # ns: an older folder modification time is final
 
 
 class Despooler(Component):
@@ -74,6 +81,7 @@ class Despooler(Component):
         self._limiter = anyio.CapacityLimiter(threads)
         self._busy: set[str] = set()
         self._not_before: dict[str, float] = {}
+        self._listed: int | None = None  # the folder's modification time when last listed
         self._locks: dict[str, anyio.Lock] = {}
         self._thread_ids = itertools.count(0xEE8)  # numbered as the product's log shows one
         self.despooled = 0
@@ -86,20 +94,43 @@ class Despooler(Component):
     async def _poll(self) -> None:
         async with anyio.create_task_group() as tg:
             while True:
-                for sni in await anyio.to_thread.run_sync(self._ready):
+                for sni in self._ready():
                     self._busy.add(sni.name)
                     tg.start_soon(self._despool_thread, sni)
                 await self.clock.sleep(self.poll_interval)
 
     def _ready(self) -> list[Path]:
-        if not self.box.is_dir():
-            return []
+        """The instructions to take now, in the event loop (a worker thread hop per poll
+        cost more than the work, at every site every few clock seconds). The folder is
+        listed again only when it changed since the last listing, a retry is due, or a
+        despooling thread ended; a modification time younger than ``_MTIME_TRUST`` is not
+        trusted (the file system's clock is coarse: a file renamed in within the same tick
+        leaves it unchanged)."""
         now = self.clock.now()
-        return [
-            p
-            for p in sorted(self.box.glob("*.SNI"))
-            if p.name not in self._busy and self._not_before.get(p.name, 0.0) <= now
-        ]
+        try:
+            mtime = os.stat(self.box).st_mtime_ns
+        except FileNotFoundError:
+            return []
+        if (
+            mtime == self._listed
+            and time.time_ns() - mtime > _MTIME_TRUST
+            and not any(when <= now for when in self._not_before.values())
+        ):
+            return []
+        self._listed = mtime
+        with os.scandir(self.box) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(".SNI"))
+        ready = []
+        for name in names:
+            if name in self._busy:
+                continue
+            when = self._not_before.get(name)
+            if when is not None:
+                if when > now:
+                    continue
+                del self._not_before[name]
+            ready.append(self.box / name)
+        return ready
 
     async def _despool_thread(self, sni: Path) -> None:
         try:
@@ -113,6 +144,7 @@ class Despooler(Component):
                 await self._despool(sni)
         finally:
             self._busy.discard(sni.name)
+            self._listed = None  # list the folder again: the instruction may still be there
 
     async def _despool(self, sni: Path) -> None:
         pck = sni.with_suffix(".PCK")
@@ -167,6 +199,9 @@ class Despooler(Component):
                     manifest = await self.library.add_from_dlt(pck)
                 else:
                     manifest = await self.library.add_from_pck(pck)
+            except MissingBaseVersion as exc:
+                await self._refuse(sni, pck, f"package file {pck.name}: {exc}", base=ins)
+                return
             except ContentLibError as exc:
                 await self._refuse(sni, pck, f"package file {pck.name}: {exc}")
                 return
@@ -180,7 +215,7 @@ class Despooler(Component):
             await self._commit(ins, stored)
         forward = ins.final_site != self.site
         if forward:
-            await self._forward(ins, pck, stored)
+            await self._forward(ins, pck, stored, pkg.priority)
         await anyio.to_thread.run_sync(_remove, (sni, pck))
         self.trace("~Despooler successfully executed one instruction.")
         self.despooled += 1
@@ -208,10 +243,14 @@ class Despooler(Component):
                 4400, (pkg_id, str(stored)), {ATTR_PACKAGE_ID: pkg_id}, op=op
             )
 
-    async def _forward(self, ins: Instruction, pck: Path, stored: Path) -> None:
+    async def _forward(self, ins: Instruction, pck: Path, stored: Path, priority: int) -> None:
         """Keep the package file for the sites below and send it on, one hop down."""
         if await self.db.minijob_for(ins.pkg_id, ins.version, ins.final_site) is not None:
             return  # forwarded already (a second run of this instruction)
+        # Our own reference while the file is copied and handed over (as DistMgr takes
+        # one): a send of the same file completing meanwhile cannot delete it under us.
+        root = str(stored)
+        await self.db.write(lambda conn: ops.add_package_file_ref(conn, root))
         await anyio.to_thread.run_sync(_copy, pck, stored)
         hop = self._next_hop(ins.final_site)
         now = product_time(self.clock.wall())
@@ -223,11 +262,12 @@ class Despooler(Component):
                 dest_site=hop,
                 final_site=ins.final_site,
                 transfer_root=str(stored),
-                priority=2,
+                priority=priority,
                 size=ins.package_size,
                 now=now,
             )
         )
+        await self.db.write(lambda conn: release_package_file(conn, root))
         if job_id is not None:
             self.trace(
                 f"~Created minijob to send compressed copy of package {ins.pkg_id} to site"
@@ -244,6 +284,11 @@ class Despooler(Component):
         self.trace(
             f"~Despooler failed to execute the instruction, error code = {ERROR_NOT_ARRIVED}"
         )
+        await self.reporter.report(
+            4404,
+            (ins.pkg_id, str(ins.version), str(ERROR_NOT_ARRIVED)),
+            {ATTR_PACKAGE_ID: ins.pkg_id},
+        )
         when = self.clock.now() + self.retry_delay
         self._not_before[sni.name] = when
         self.retries += 1
@@ -253,13 +298,34 @@ class Despooler(Component):
             f" ({what} has not arrived)"
         )
 
-    async def _refuse(self, sni: Path, pck: Path, reason: str) -> None:
-        """4405, the files kept aside, nothing written."""
+    async def _refuse(
+        self, sni: Path, pck: Path, reason: str, *, base: Instruction | None = None
+    ) -> None:
+        """4405, the files kept aside, nothing written to the library. ``base``: a DLT
+        whose base version is not here; the site's Type 1 row says Failed with 4405, so
+        the source site sends the whole package."""
         self.refused += 1
         aside = self.box / "refused"
         await anyio.to_thread.run_sync(_set_aside, aside, (sni, pck))
         self.trace(f"~Refused instruction {sni.name}: {reason}", severity="E")
-        await self.reporter.report(4405, (sni.name, _sender_of(sni), reason), {})
+        op: Callable[[sqlite3.Connection], None] | None = None
+        attributes: dict[int, str] = {}
+        if base is not None:
+            self.trace(
+                f"~This site does not hold version {base.base_version} of package"
+                f" {base.pkg_id}, the base of the changes it was sent: site {self.site} needs"
+                f" the compressed package for version {base.version}."
+            )
+            attributes[ATTR_PACKAGE_ID] = base.pkg_id
+            op = partial(
+                ops.site_lacks_base,
+                pkg_id=base.pkg_id,
+                site_code=self.site,
+                server=self.server,
+                now=product_time(self.clock.wall()),
+            )
+
+        await self.reporter.report(4405, (sni.name, _sender_of(sni), reason), attributes, op=op)
 
 
 class _StoredAlready(Exception):

@@ -27,7 +27,7 @@ from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
 from actors.site._inbox import StatusInbox
-from actors.site._paths import package_file
+from actors.site._paths import package_file, release_package_file
 from actors.site._pullresponse import process_pull_response
 from actors.site.messages import (
     PACKAGE_CHANGED_TOPIC,
@@ -429,10 +429,8 @@ class DistMgr(Component):
             refs = await self.db.package_file_refs(root)
             self.trace(f"Incremented ref count on file {pck}, count = {refs}")
         finally:
-            left = await self.db.write(lambda conn: ops.release_package_file_ref(conn, root))
+            left = await self.db.write(lambda conn: release_package_file(conn, root))
             self.trace(f"Decremented ref count on file {pck}, count = {left}")
-            if left == 0:
-                await anyio.to_thread.run_sync(_unlink, pck)
         if job_id is None:
             return
         self.trace(
@@ -892,10 +890,6 @@ def _start_line(pkg_id: str, server: PkgServerRow, nal_path: str) -> str:
     if server.action == ServerAction.UPDATE:
         return f"Start updating package {pkg_id} on server {nal_path}..."
     return f"Start adding package {pkg_id} to server {nal_path}..."
-
-
-def _unlink(path: Path) -> None:
-    path.unlink(missing_ok=True)
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-__all__ = ["package_file", "receive_box", "smspkg", "tosend_box"]
+from actors.sitedb import ops
+
+__all__ = ["package_file", "receive_box", "release_package_file", "smspkg", "tosend_box"]
 
 
 def receive_box(server_root: Path) -> Path:
@@ -28,3 +31,14 @@ def package_file(server_root: Path, pkg_id: str, version: int, base: int = 0) ->
     if base:
         return smspkg(server_root) / f"{pkg_id}.DLT.{base}.{version}"
     return smspkg(server_root) / f"{pkg_id}.PCK.{version}"
+
+
+def release_package_file(conn: sqlite3.Connection, path: str) -> int:
+    """A write op: one reference fewer on a package file, the file deleted at 0 in the same
+    write. In the writer, so no reference is taken in between: whoever takes one (a mini-job
+    for another site, a despooler forwarding the file) first commits it, then finds the
+    file there or writes it. Returns the count left."""
+    left = ops.release_package_file_ref(conn, path)
+    if left == 0:
+        Path(path).unlink(missing_ok=True)
+    return left

@@ -1,27 +1,33 @@
 """Scheduler (``SMS_SCHEDULER``): mini-jobs into send requests, and their completion.
 
 A mini-job (a ``MiniJobs`` row DistMgr or the despooler wrote) becomes a signed
-instruction in ``schedule.box/tosend`` and a send request for the Sender. When the send
-completes, the job is done: the instruction is deleted, the package file's reference
+instruction in ``schedule.box/tosend`` and a send request for the Sender. While the send
+runs, the send request's status (state, total size, remaining) is logged every
+``scheduler_poll_interval`` in which it changed, as the product's scheduler refreshes its
+send request list.
+When the send completes, the job is done: the instruction is deleted, the package file's reference
 count goes down (the file is deleted at 0) and the send request with it. Jobs left
 unfinished by a previous run are taken again at start (the Sender resumes their bytes).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import sqlite3
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import anyio
 
 from actors import addresses
+from actors.site._capacity import SendRequestList, SentBytes
 from actors.site._instruction import Instruction, SiteKey, sign
-from actors.site._paths import tosend_box
+from actors.site._paths import release_package_file, tosend_box
 from actors.site.messages import MiniJobCreated, SendRequest, SendResult
-from actors.sitedb import MiniJobRow, PackageRow, SiteDatabase, ops
+from actors.sitedb import MiniJobRow, SiteDatabase, ops
 from actors.status import CMTraceLog, Component
 from bus import handler
 
@@ -41,12 +47,16 @@ class Scheduler(Component):
         db: SiteDatabase,
         key: SiteKey,
         server_root: Path,
+        requests: SendRequestList,
+        poll_interval: float = 60.0,
         log: CMTraceLog | None = None,
     ) -> None:
         self.site = site
         self.db = db
         self.key = key
         self.server_root = server_root
+        self.requests = requests  # the sender writes how far each got
+        self.poll_interval = poll_interval
         self.trace_log = log
         self._running: set[int] = set()
         self.completed = 0
@@ -107,31 +117,58 @@ class Scheduler(Component):
             )
         )
         self.trace(f"Created new send request ID:  {request_id}~")
-        self._request_list(job, request_id, job_name, pkg)
-        result: SendResult = await self.request(
-            addresses.sender(self.site),
-            SendRequest(
-                request_id,
-                job.pkg_id,
-                job.version,
-                job.dest_site,
-                job.priority,
-                job.transfer_root,
-                str(icl),
-            ),
-            None,
+        entry = self.requests.open(request_id, job.size)
+        show = partial(self._request_list, job, request_id, job_name, entry, self.clock.wall())
+        show()
+        request = SendRequest(
+            request_id,
+            job.pkg_id,
+            job.version,
+            job.dest_site,
+            job.priority,
+            job.transfer_root,
+            str(icl),
         )
-        await self._finish(job, request_id, job_name, title, icl, result)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._refresh, entry, show)
+                result: SendResult = await self.request(addresses.sender(self.site), request, None)
+                tg.cancel_scope.cancel()
+            await self._finish(job, request_id, job_name, title, icl, result)
+        finally:
+            self.requests.close(request_id)
+
+    async def _refresh(self, entry: SentBytes, show: Callable[[], None]) -> None:
+        """The send request's status, every poll interval while it runs, when its state or
+        remaining bytes changed since the last line (a request waiting for a sending
+        thread, or a send stalled on its link, does not repeat itself)."""
+        last = (entry.state, entry.remaining)
+        while True:
+            await self.clock.sleep(self.poll_interval)
+            now = (entry.state, entry.remaining)
+            if now != last:
+                last = now
+                show()
 
     def _request_list(
-        self, job: MiniJobRow, request_id: str, job_name: str, pkg: PackageRow | None
+        self,
+        job: MiniJobRow,
+        request_id: str,
+        job_name: str,
+        entry: SentBytes,
+        started: dt.datetime,
     ) -> None:
-        size = job.size // 1024
+        # The reference leaves FinalSite empty when the destination is the final site.
+        final = job.final_site if job.final_site != job.dest_site else ""
+        start = started.strftime("%H:%M")
+        heartbeat = self.clock.wall().strftime("%H:%M")
         self.trace("====== Updating Send Request List =======")
         self.trace(
             f"Send Request {request_id} JobID: {job_name} DestSite: {job.dest_site} FinalSite:"
-            f" {job.final_site} State: Pending Status: Action: None Total size: {size}k"
-            f" Remaining: {size}k Retry: SWD PkgID: {job.pkg_id} SWD Pkg Version: {job.version}"
+            f" {final} State: {entry.state} Status: Action: None Total size:"
+            f" {job.size // 1024}k Remaining: {entry.remaining // 1024}k Heartbeat: {heartbeat}"
+            f" Start: {start} Finish: {start} Retry: SWD PkgID: {job.pkg_id} SWD Pkg Version:"
+            f" {job.version}"
         )
 
     async def _finish(
@@ -161,13 +198,12 @@ class Scheduler(Component):
 
         def done(conn: sqlite3.Connection) -> int:
             ops.set_minijob_state(conn, job.job_id, ops.MINIJOB_COMPLETE)
-            return ops.release_package_file_ref(conn, root)
+            return release_package_file(conn, root)
 
         left = await self.db.write(done)
         await anyio.to_thread.run_sync(_unlink, icl)
         if left == 0:
             self.trace(f"Deleting job package source [{root}].~")
-            await anyio.to_thread.run_sync(_unlink, Path(root))
             self.trace(f"Deleted reference counted file {root}")
         self.trace(f"Decremented ref count on file {root}, count = {left}")
         self.trace(f"Deleting send request with ID: {request_id}.~")
@@ -184,12 +220,13 @@ def _sha256(path: str) -> str:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
+    """Whole or not at all, not synced: the instruction is written again (and signed
+    again) each time its mini-job runs, at the next start too, so a copy lost in a crash
+    costs nothing (the mini-job row is what remembers the send)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

@@ -32,6 +32,7 @@ from actors.sitedb.rows import (
     ReplicationRecord,
     SiteRow,
     StatusMessageRow,
+    WorkLeft,
 )
 from actors.sitedb.schema import SCHEMA_VERSION, SCOPES, TableScope
 
@@ -67,6 +68,7 @@ __all__ = [
     "TableScope",
     "UpdateMask",
     "UpdateMaskEx",
+    "WorkLeft",
     "WriteOp",
     "ops",
     "product_time",

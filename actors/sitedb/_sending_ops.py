@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from actors.sitedb.enums import PackageAction, PkgStatusType, ServerAction
+from actors.sitedb.enums import PackageAction, PkgStatusType, PkgStatusValue, ServerAction
 
 __all__ = [
     "MINIJOB_COMPLETE",
@@ -18,6 +18,7 @@ __all__ = [
     "release_package_file_ref",
     "save_site_key",
     "set_minijob_state",
+    "site_lacks_base",
     "take_arrived_version",
 ]
 
@@ -135,6 +136,23 @@ def despooled(
         (pkg_id, int(PkgStatusType.SITE), site_code, server, now, stored_path, version),
     )
     return True
+
+
+def site_lacks_base(
+    conn: sqlite3.Connection, *, pkg_id: str, site_code: str, server: str, now: str
+) -> None:
+    """The despooler was sent the changes from a version this site's library does not
+    hold: the site's Type 1 status row says Failed. DRS takes it to the other sites; where
+    it arrives, a trigger asks DistMgr to look at the package again, and the package's
+    source site sends the whole package (``SiteDatabase.site_version`` no longer counts the
+    site as holding a version)."""
+    conn.execute(
+        "INSERT INTO PkgStatus (ID, Type, SiteCode, PkgServer, Status, UpdateTime)"
+        " VALUES (?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (ID, Type, SiteCode, PkgServer) DO UPDATE SET Status = excluded.Status,"
+        " UpdateTime = excluded.UpdateTime",
+        (pkg_id, int(PkgStatusType.SITE), site_code, server, int(PkgStatusValue.FAILED), now),
+    )
 
 
 def take_arrived_version(

@@ -42,6 +42,7 @@ from actors.sitedb.rows import (
     ReplicationRecord,
     SiteRow,
     StatusMessageRow,
+    WorkLeft,
 )
 from actors.sitedb.schema import MIGRATIONS, SCHEMA_VERSION
 
@@ -677,6 +678,13 @@ class SiteDatabase:
         )
         return [ReplicationRecord(*r) for r in rows]
 
+    async def replication_row_ids_after(self, row_id: int, limit: int = 1000) -> list[int]:
+        """The RowIDs of this site's replication log after ``row_id``, in commit order."""
+        rows = await self.fetchall(
+            "SELECT RowID FROM DrsLog WHERE RowID > ? ORDER BY RowID LIMIT ?", (row_id, limit)
+        )
+        return [int(r[0]) for r in rows]
+
     async def minijobs(self, *, unfinished: bool = True) -> list[MiniJobRow]:
         """The site's mini-jobs (pending or sending ones), oldest first."""
         rows = await self.fetchall(
@@ -840,6 +848,26 @@ class SiteDatabase:
             for table, sql, why in _audit._ORPHAN_ROWS
             for (row,) in await self.fetchall(sql)
         ]
+
+    async def work_left(self, site_code: str) -> WorkLeft:
+        """What the site still has to do, counted in one read: open jobs, mini-jobs (send
+        requests) not complete, pull DP responses not processed, pending requests
+        (a package's Action, this site's DPs' Action, any DP's RefreshTrigger: a
+        redistribute asked here for another site's DP stays set until that site's reset
+        comes back), package files still referenced, and the replication log's end."""
+        row = await self.fetchone(
+            "SELECT (SELECT COUNT(*) FROM DistributionJobs),"
+            " (SELECT COUNT(*) FROM MiniJobs WHERE State <> 2),"
+            " (SELECT COUNT(*) FROM PullDPResponse),"
+            " (SELECT COUNT(*) FROM SMSPackages WHERE Action <> 0)"
+            " + (SELECT COUNT(*) FROM PkgServers WHERE (SiteCode = ? AND Action <> 0)"
+            " OR RefreshTrigger <> 0),"
+            " (SELECT COUNT(*) FROM PackageFileRefs WHERE RefCount > 0),"
+            " (SELECT COALESCE(MAX(RowID), 0) FROM DrsLog)",
+            (site_code,),
+        )
+        assert row is not None
+        return WorkLeft(*(int(v) for v in row))
 
     async def dp_targets(self, site_code: str) -> set[tuple[str, str]]:
         """(PkgID, NAL path) pairs a DP row or an open job says the package targets."""

@@ -48,6 +48,7 @@ from actors.sitedb._sending_ops import (
     release_package_file_ref,
     save_site_key,
     set_minijob_state,
+    site_lacks_base,
     take_arrived_version,
 )
 from actors.sitedb._times import product_time, refresh_time
@@ -106,6 +107,7 @@ __all__ = [
     "set_minijob_state",
     "set_pull_notified",
     "set_server_actions",
+    "site_lacks_base",
     "store_package_version",
     "take_arrived_version",
     "targeted_version",

@@ -29,6 +29,7 @@ __all__ = [
     "ReplicationRecord",
     "SiteRow",
     "StatusMessageRow",
+    "WorkLeft",
 ]
 
 
@@ -220,3 +221,16 @@ class MiniJobRow(msgspec.Struct, frozen=True):
     size: int
     attempts: int
     base_version: int  # a DLT from this version (0: a PCK)
+
+
+class WorkLeft(msgspec.Struct, frozen=True):
+    """What a site's database still holds to do, counted (a settled site: every count 0
+    but ``drs_log_end``, its replication log's last RowID, for comparing with what each
+    neighbour acknowledged)."""
+
+    jobs: int  # DistributionJobs rows
+    minijobs: int  # MiniJobs not complete: a package file still to send (a send request)
+    pull_dp_responses: int  # PullDPResponse rows DistMgr has not processed
+    requests: int  # packages with an Action, this site's DPs with an Action or RefreshTrigger
+    package_files: int  # PackageFileRefs still counted (a PCK/DLT some send still needs)
+    drs_log_end: int

@@ -474,7 +474,6 @@ def _drs_triggers(table: str) -> str:
     where the change came from, so DRS forwards it to every other neighbour but that one."""
     scope = SCOPES[table]
     columns = DRS_COLUMNS[table]
-    glob = [c for c in columns if c not in scope.local_columns]
 
     def obj(row: str, cols: Sequence[str]) -> str:
         return "json_object(" + ", ".join(f"'{c}', {row}.{c}" for c in cols) + ")"
@@ -483,22 +482,39 @@ def _drs_triggers(table: str) -> str:
         "COALESCE((SELECT Origin FROM DrsApplying), ''),"
         " COALESCE((SELECT Via FROM DrsApplying), '')"
     )
-    changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in glob)
     cols = "TableName, Operation, RowJSON, Origin, Via"
     return f"""
 CREATE TRIGGER Drs_{table}_Ins AFTER INSERT ON {table}
 BEGIN
     INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'INSERT', {obj("NEW", columns)}, {origin});
 END;
-CREATE TRIGGER Drs_{table}_Upd AFTER UPDATE ON {table} WHEN {changed}
-BEGIN
-    INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'UPDATE', {obj("NEW", columns)}, {origin});
-END;
+{_drs_update_trigger(table)}
 CREATE TRIGGER Drs_{table}_Del AFTER DELETE ON {table}
 BEGIN
     INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'DELETE', {obj("OLD", scope.key)}, {origin});
 END;
 """
+
+
+def _drs_update_trigger(table: str, *, also: str = "") -> str:
+    """The table's ``Drs_<table>_Upd`` trigger: an update that changes global data is
+    logged (``also``: another condition that logs it)."""
+    scope = SCOPES[table]
+    columns = DRS_COLUMNS[table]
+    glob = [c for c in columns if c not in scope.local_columns]
+    row = "json_object(" + ", ".join(f"'{c}', NEW.{c}" for c in columns) + ")"
+    origin = (
+        "COALESCE((SELECT Origin FROM DrsApplying), ''),"
+        " COALESCE((SELECT Via FROM DrsApplying), '')"
+    )
+    changed = " OR ".join(f"NEW.{c} IS NOT OLD.{c}" for c in glob)
+    if also:
+        changed = f"{changed} OR ({also})"
+    cols = "TableName, Operation, RowJSON, Origin, Via"
+    return f"""CREATE TRIGGER Drs_{table}_Upd AFTER UPDATE ON {table} WHEN {changed}
+BEGIN
+    INSERT INTO DrsLog ({cols}) VALUES ('{table}', 'UPDATE', {row}, {origin});
+END;"""
 
 
 # ``DrsLog``: the replication log, read by this site's DRS by ``RowID`` (commit order) and
@@ -546,6 +562,40 @@ CREATE TABLE DrsPosition (
 """ + "".join(_drs_triggers(t) for t in DRS_COLUMNS)
 
 
+# Version 7: a removal request on a DP (PkgServers.Action 3) is logged for DRS although
+# Action is PkgServers_L: a removal asked at the CAS for a DP of PS1 must reach PS1 (where
+# ``ops.apply_replication`` applies the Action with it).
+#
+# And a site that cannot use the changes it was sent (a DLT whose base version its
+# library does not hold) says so in its Type 1 status row (Status 5, Failed). Where DRS
+# brings that row, the package is looked at again (a Type 1 PkgNotification for DistMgr):
+# the package's source site then sends the whole package. Only a row applied by DRS
+# notifies (the failing site's own DistMgr has nothing to send).
+_V7 = f"""
+DROP TRIGGER Drs_PkgServers_Upd;
+{_drs_update_trigger("PkgServers", also="NEW.Action = 3 AND OLD.Action <> 3")}
+
+CREATE TRIGGER PkgStatus_SiteFailed_Upd_PkgNotification
+AFTER UPDATE OF Status ON PkgStatus
+WHEN NEW.Type = 1 AND NEW.Status = 5 AND OLD.Status <> 5
+    AND EXISTS (SELECT 1 FROM DrsApplying)
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    SELECT PkgID, Priority, 1, (SELECT Now FROM SiteClock) FROM SMSPackages
+    WHERE PkgID = NEW.ID;
+END;
+
+CREATE TRIGGER PkgStatus_SiteFailed_Ins_PkgNotification
+AFTER INSERT ON PkgStatus
+WHEN NEW.Type = 1 AND NEW.Status = 5 AND EXISTS (SELECT 1 FROM DrsApplying)
+BEGIN
+    INSERT INTO PkgNotification (PkgID, Priority, Type, TimeKey)
+    SELECT PkgID, Priority, 1, (SELECT Now FROM SiteClock) FROM SMSPackages
+    WHERE PkgID = NEW.ID;
+END;
+"""
+
+
 # (version, script). A new schema version appends a script; never edit a shipped one.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, _V1),
@@ -554,5 +604,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (4, _V4),
     (5, _V5),
     (6, _V6),
+    (7, _V7),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -21,6 +21,7 @@ from actors.config import nal_path
 from actors.sitedb import SiteDatabase
 from actors.status import PKGXFERMGR, StatusMessage, stored_messages
 from actors.testing import instant_links, read_tree, write_tree
+from bus import ManualClock
 
 __all__ = ["instant_links", "read_tree", "write_tree"]  # (re-exported for the tests)
 
@@ -53,15 +54,21 @@ def open_hierarchy(tmp_path: Path) -> AbstractAsyncContextManager[Hierarchy]:
 async def assert_extracts_identical(
     h: Hierarchy, pkg: Package, dps: list[str], source: Path, out_root: Path
 ) -> None:
-    """``extract`` from every DP gives the source folder, file list and bytes."""
+    """``extract`` from every DP gives the source folder: its folders (empty ones too),
+    file list and bytes."""
     want = read_tree(source)
     for dp in dps:
         out = out_root / f"{dp}-{uuid.uuid4().hex[:8]}"
         await h.extract(pkg, dp, out)
         got = read_tree(out)
         assert sorted(got) == sorted(want), dp
+        assert _folders(out) == _folders(source), dp
         for rel, data in want.items():
             assert got[rel] == data, f"{dp}: {rel} differs from the source"
+
+
+def _folders(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_dir())
 
 
 # -- the site database -------------------------------------------------------------------
@@ -286,3 +293,35 @@ async def replicated(h: Hierarchy, *, timeout: float = TIMEOUT) -> None:
         return True
 
     await until(idle, timeout=timeout)
+
+
+async def advance_until(
+    clock: ManualClock,
+    cond: Callable[[], Awaitable[bool]],
+    *,
+    step: float,
+    timeout: float = TIMEOUT,
+) -> None:
+    """Move a ``ManualClock`` on ``step`` seconds at a time until ``cond`` holds (what
+    happens in between is ordered by the clock, not by how fast the machine runs; the
+    timeout only fails a stuck test)."""
+    with anyio.fail_after(timeout):
+        while not await cond():
+            await clock.advance(step)
+            await anyio.sleep(0.001)
+
+
+def site_log(h: Hierarchy, site: str, name: str) -> str:
+    """A log of any site's server, flushed first ("" when it was never written)."""
+    h.servers[site].logs.flush()
+    path = h.servers[site].root / "logs" / name
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+def assert_in_order(text: str, lines: list[str]) -> None:
+    """Each of ``lines`` is in ``text``, after the one before it."""
+    at = 0
+    for line in lines:
+        found = text.find(line, at)
+        assert found >= 0, f"{line!r} missing (or out of order)"
+        at = found + len(line)

@@ -86,13 +86,11 @@ async def test_bad_input_is_refused_with_a_typed_error_and_changes_nothing(
             (lambda: h.content_status(unknown), UnknownPackage, unknown),
             (lambda: h.extract(unknown, DP1, tmp_path / "x"), UnknownPackage, unknown),
             (lambda: h.distribute("XX100001", [DP1]), UnknownPackage, "XX100001"),
-            # unknown DP; DPs this build cannot serve yet
+            # unknown DP (a pull DP of another site is served: test_flow_sites_pulldp.py)
             (lambda: h.distribute(pkg, [NOPE]), UnknownDistributionPoint, "NOPE"),
             (lambda: h.redistribute(pkg, NOPE), UnknownDistributionPoint, "NOPE"),
             (lambda: h.remove(pkg, [NOPE]), UnknownDistributionPoint, "NOPE"),
-            (lambda: h.distribute(pkg, ["P01PDP1.CONTOSO.COM"]), NotSupported, "pull"),
             # one bad DP in the list: the good one is not added either
-            (lambda: h.distribute(pkg, [DP2, "P01PDP1.CONTOSO.COM"]), NotSupported, "P01PDP1"),
             (
                 lambda: h.distribute(pkg, [DP2, NOPE]),
                 UnknownDistributionPoint,

@@ -18,16 +18,19 @@ from actors.config import HierarchyConfig, load_hierarchy
 from actors.site._instruction import Instruction, SignedInstruction, SiteKey, sign
 from actors.site._paths import receive_box, smspkg
 from actors.status import StatusMessage, stored_messages
+from bus import ManualClock
 from tests.actors.flow_helpers import (
     ANY_DP,
     HIERARCHY,
-    TIME_SCALE,
     TIMEOUT,
+    advance_until,
     assert_extracts_identical,
+    assert_in_order,
     message_ids,
     messages,
     open_hierarchy,
     replicated,
+    site_log,
     until,
     write_tree,
 )
@@ -37,20 +40,6 @@ PS2DP1 = "PS2DP1.CONTOSO.COM"
 SS1DP1 = "SS1DP1.CONTOSO.COM"
 DESTINATIONS = {"PS1": PS1DP1, "PS2": PS2DP1, "SS1": SS1DP1}
 PER_SITE = [2300, 2311, 2301, 4400, 2342, 2357, 8200, 8210, 2330]
-
-
-def _log(h: Hierarchy, site: str, name: str) -> str:
-    h.servers[site].logs.flush()
-    path = h.servers[site].root / "logs" / name
-    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
-
-
-def _in_order(text: str, lines: list[str]) -> None:
-    at = 0
-    for line in lines:
-        found = text.find(line, at)
-        assert found >= 0, f"{line!r} missing (or out of order)"
-        at = found + len(line)
 
 
 async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: Path) -> None:
@@ -76,8 +65,8 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
             site_rows = [r for r in await cs1.db.pkg_status(pkg.pkg_id) if r.site_code == code]
             assert {(r.type, r.status) for r in site_rows} == {(1, 2), (2, 3)}, code
         pkg_id = pkg.pkg_id
-        distmgr = _log(h, "CS1", "distmgr.log")
-        _in_order(
+        distmgr = site_log(h, "CS1", "distmgr.log")
+        assert_in_order(
             distmgr,
             [
                 f"Needs to send the compressed package for package {pkg_id} to site PS2",
@@ -88,7 +77,7 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
             ],
         )
         # SS1's copy goes through PS1, which stores it too: one send over CS1 -> PS1
-        _in_order(
+        assert_in_order(
             distmgr,
             [
                 f"Needs to send the compressed package for package {pkg_id} to site SS1",
@@ -97,8 +86,8 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
             ],
         )
         assert f"package {pkg_id} to site PS1" not in distmgr
-        _in_order(
-            _log(h, "CS1", "sched.log"),
+        assert_in_order(
+            site_log(h, "CS1", "sched.log"),
             [
                 "Destination site:  PS1, Preferred Address: *, Priority: 2",
                 "Instruction type:  MICROSOFT|SMS|MINIJOBINSTRUCTION|PACKAGE~",
@@ -108,11 +97,11 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
                 "Deleting send request with ID: ",
             ],
         )
-        sender = _log(h, "CS1", "sender.log")
-        _in_order(sender, ["Checking for site-specific sending capacity.  Used 0 out of 3.~"])
-        _in_order(sender, ["SQCS1.TMP to \\\\PS1SITE", "Sending completed successfully"])
-        _in_order(
-            _log(h, "PS1", "despool.log"),
+        sender = site_log(h, "CS1", "sender.log")
+        assert_in_order(sender, ["Checking for site-specific sending capacity.  Used 0 out of 3.~"])
+        assert_in_order(sender, ["SQCS1.TMP to \\\\PS1SITE", "Sending completed successfully"])
+        assert_in_order(
+            site_log(h, "PS1", "despool.log"),
             [
                 "Found ready instruction",
                 "Signature checked out OK for instruction coming from site CS1",
@@ -121,8 +110,8 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
                 "Despooler successfully executed one instruction.",
             ],
         )
-        _in_order(
-            _log(h, "PS1", "distmgr.log"), ["The Package Action is 1, the Update Mask is 160"]
+        assert_in_order(
+            site_log(h, "PS1", "distmgr.log"), ["The Package Action is 1, the Update Mask is 160"]
         )
         # every mini-job done, every package file's count at 0 and the file deleted
         for code in ("CS1", "PS1"):
@@ -147,11 +136,11 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
         # the changes travelled (a DLT from version 1), with 2333 naming each site sent to
         cs1_ids = [m for m in await messages(cs1.db) if m.message_id == 2333]
         assert sorted(m.strings[1] for m in cs1_ids) == ["PS2", "SS1"]  # PS1: on SS1's way
-        distmgr = _log(h, "CS1", "distmgr.log")
+        distmgr = site_log(h, "CS1", "distmgr.log")
         assert (
             f"Setting CMiniJob transfer root to {smspkg(cs1.root) / f'{pkg_id}.DLT.1.2'}" in distmgr
         )
-        _in_order(_log(h, "SS1", "despool.log"), [f"Extracting content {pkg_id}.2"])
+        assert_in_order(site_log(h, "SS1", "despool.log"), [f"Extracting content {pkg_id}.2"])
 
 
 async def _stored(h: Hierarchy, pkg_id: str, version: int) -> bool:
@@ -183,32 +172,50 @@ async def _keys_everywhere(tmp_path: Path) -> None:
 
 async def test_content_before_its_package_row_is_retried_after_the_delay(tmp_path: Path) -> None:
     """The reference's race: the PCK reaches PS1 before DRS brings the package's row; the
-    despooler fails with error 12, retries after despooler_retry_delay, then stores it."""
+    despooler fails with error 12 and raises 4404, retries after despooler_retry_delay,
+    then stores it (4400). On a ManualClock: the row takes 10,000 clock seconds, the retry
+    20,000, and the clock moves only as the test says."""
     await _keys_everywhere(tmp_path)
     src = write_tree(tmp_path / "src", {"a.txt": b"alpha\n" * 100})
-    # The row takes 0.5 s of real time (the send, a few ms); the retry comes after it.
-    cfg = _slow_replication(tmp_path, 5_000.0, 6_000.0)
-    async with Hierarchy.open(cfg, time_scale=TIME_SCALE) as h:
+    clock = ManualClock()
+    async with Hierarchy.open(_slow_replication(tmp_path, 10_000.0, 20_000.0), clock=clock) as h:
         pkg = await h.create_package("Race", src, site="CS1")
         await h.distribute(pkg, [PS1DP1])
-        results = await h.wait(pkg, timeout=TIMEOUT)
-        assert [(r.dp, r.state, r.version) for r in results] == [(PS1DP1, "Installed", 1)]
-        _in_order(
-            _log(h, "PS1", "despool.log"),
+        ps1 = h.servers["PS1"]
+        box = receive_box(ps1.root)
+
+        async def arrived() -> bool:
+            return any(box.glob("*.SNI"))
+
+        async def ids_are(*want: int) -> bool:
+            return await message_ids(ps1.db, pkg.pkg_id, ANY_DP) == list(want)
+
+        await advance_until(clock, arrived, step=0.01)  # the send (the link takes time)
+        await advance_until(clock, lambda: ids_are(4404), step=1.0)  # the first poll
+        assert await ps1.db.package(pkg.pkg_id) is None  # DRS has not brought it
+        (msg,) = [m for m in await _messages(ps1) if m.message_id == 4404]
+        assert msg.strings[:3] == (pkg.pkg_id, "1", "12")
+        assert msg.severity == "W"
+        await advance_until(clock, lambda: ids_are(4404, *PER_SITE), step=100.0)
+        assert_in_order(
+            site_log(h, "PS1", "despool.log"),
             [
                 f"This package[{pkg.pkg_id}]'s information hasn't arrived yet for this version"
                 " [1]. Retry later",
                 "Despooler failed to execute the instruction, error code = 12",
+                "STATMSG: ID=4404",
                 "won't be processed till",
                 f"Extracting content {pkg.pkg_id}.1",
+                "STATMSG: ID=4400",
                 "Despooler successfully executed one instruction.",
             ],
         )
-        _in_order(
-            _log(h, "PS1", "distmgr.log"),
+        assert_in_order(
+            site_log(h, "PS1", "distmgr.log"),
             [f"The contents for the package {pkg.pkg_id} hasn't arrived from site CS1 yet"],
         )
-        assert await message_ids(h.servers["PS1"].db, pkg.pkg_id, ANY_DP) == PER_SITE
+        status = await h.content_status(pkg)
+        assert [(s.dp, s.state, s.version) for s in status] == [(PS1DP1, "Installed", 1)]
 
 
 async def test_a_cut_send_resumes_where_it_stopped(tmp_path: Path) -> None:
@@ -225,7 +232,7 @@ async def test_a_cut_send_resumes_where_it_stopped(tmp_path: Path) -> None:
         assert link.cuts == 1
         # resumed from byte 300,000: the link carried the PCK about once, not 1.4 times
         assert link.bytes_sent <= pck_size + 8_192
-        assert "at position 300000" in _log(h, "CS1", "sender.log")
+        assert "at position 300000" in site_log(h, "CS1", "sender.log")
         sender = h.servers["CS1"].sender
         assert sender is not None
         assert 1 <= sender.max_active_per_site <= 3

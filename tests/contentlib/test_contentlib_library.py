@@ -13,9 +13,13 @@ from contentlib import (
     ContentLibError,
     ContentLibrary,
     ContentNotFound,
+    FileEntry,
     HashMismatch,
+    Manifest,
     UnsafePath,
 )
+from contentlib._model import content_hash
+from contentlib._paths import check_manifest
 from tests.contentlib.contentlib_helpers import chunks, listing, make_tree, sha
 
 FILES = {
@@ -224,3 +228,45 @@ async def test_add_file_from_path_move_and_replace(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(lib.file_path(sha(data)))
     with pytest.raises(UnsafePath):
         await lib.add_file_from_path(sha(data), len(data), tmp_path / "link", move=True)
+
+
+async def test_empty_folders_are_content_and_extract_rebuilds_them(tmp_path: Path) -> None:
+    src = make_tree(tmp_path / "src", {"bin/app": b"x"})
+    (src / "logs").mkdir()
+    (src / "plugins" / "none").mkdir(parents=True)
+    (src / "bin" / "cache").mkdir()
+    lib = ContentLibrary(tmp_path / "lib")
+    m1 = (await lib.snapshot("CS100026", src, "CS100026.1")).manifest
+    assert m1.dirs == ("bin/cache", "logs", "plugins/none")
+    out = tmp_path / "out"
+    await ContentLibrary(tmp_path / "lib").extract("CS100026.1", out)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        "bin", "bin/app", "bin/cache", "logs", "plugins", "plugins/none",
+    ]  # fmt: skip
+    (src / "logs").rmdir()  # an empty folder gone is a change of content
+    m2 = (await lib.snapshot("CS100026", src, "CS100026.2")).manifest
+    assert m2.dirs == ("bin/cache", "plugins/none")
+    assert m2.content_hash != m1.content_hash
+
+
+async def test_a_manifest_without_folders_keeps_its_content_hash(tmp_path: Path) -> None:
+    lib = ContentLibrary(tmp_path / "lib")
+    m = (await lib.snapshot("CS100026", make_tree(tmp_path / "src", FILES), "CS100026.1")).manifest
+    assert m.dirs == ()
+    assert content_hash(m.files) == content_hash(m.files, ()) == m.content_hash
+
+
+@pytest.mark.parametrize(
+    ("dirs", "problem"),
+    [
+        (("../escape",), "escape"),
+        (("readme.txt",), "is a file or under one"),
+        (("readme.txt/below",), "is a file or under one"),
+        (("logs", "logs"), "listed twice"),
+    ],
+)
+def test_a_manifest_with_a_bad_folder_is_refused(dirs: tuple[str, ...], problem: str) -> None:
+    files = (FileEntry("readme.txt", 6, sha(b"hello\n")),)
+    m = Manifest("CS100026.1", "CS100026", 1, files, content_hash(files, dirs), dirs)
+    with pytest.raises(UnsafePath, match=problem if problem != "escape" else None):
+        check_manifest(m)

@@ -236,3 +236,22 @@ async def test_single_instance_across_packages(
     distinct = {data for tree in trees for data in tree.values()}
     stored = [p.read_bytes() for p in (run / "lib" / "FileLib").glob("*/*")]
     assert sorted(stored) == sorted(distinct)
+
+
+async def test_empty_folders_travel_in_pck_and_dlt(tmp_path: Path) -> None:
+    site = ContentLibrary(tmp_path / "site")
+    src = make_tree(tmp_path / "src", V1)
+    (src / "logs").mkdir()
+    await site.snapshot("CS100026", src, "CS100026.1")
+    (src / "logs").rmdir()
+    (src / "cache" / "empty").mkdir(parents=True)
+    await site.snapshot("CS100026", src, "CS100026.2")
+    pck, dlt = tmp_path / "p.PCK", tmp_path / "p.DLT"
+    await site.write_pck("CS100026.1", pck)
+    await site.write_dlt("CS100026.1", "CS100026.2", dlt)
+    dp = ContentLibrary(tmp_path / "dp")
+    assert (await dp.add_from_pck(pck)).dirs == ("logs",)
+    assert (await dp.add_from_dlt(dlt)).dirs == ("cache/empty",)
+    await dp.extract("CS100026.2", tmp_path / "out")
+    assert (tmp_path / "out" / "cache" / "empty").is_dir()
+    assert not (tmp_path / "out" / "logs").exists()

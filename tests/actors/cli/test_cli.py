@@ -221,3 +221,14 @@ def test_a_real_sigint_in_the_demo_is_one_line_and_exit_130(tmp_path: Path) -> N
     assert proc.returncode == 130
     assert err == f"cmdist demo: interrupted; data root kept at {root}\n"
     assert root.is_dir()
+
+
+def test_bench_runs_the_checkouts_benchmarks_in_a_process_of_their_own(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["bench"]) == 2  # no name: the usage names every benchmark
+    err = capfd.readouterr().err
+    assert "distribute" in err
+    assert "stress" in err
+    assert main(["bench", "distribute", "--help"]) == 0
+    assert "--packages" in capfd.readouterr().out

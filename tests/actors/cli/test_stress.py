@@ -6,14 +6,18 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from actors import DPInfo, SiteInfo, check_root, default_hierarchy
+from actors import DPInfo, Hierarchy, SiteInfo, check_root, default_hierarchy
 from actors.cli._main import main
-from actors.cli._stress import plan, root_checks
+from actors.cli._stress import WORK_CHECK, _work_check, plan, root_checks
+from actors.testing import cut_link, link_cuts, pending_work, write_tree
+from tests.actors.flow_helpers import TIMEOUT, open_hierarchy, until
+from tests.actors.test_flow_pulldp import DP, PULL
 
 # a tenth of the default time scale: retry delays of 1800 s take 0.18 s
 FAST = ["--time-scale", "0.0001", "--timeout", "60", "--concurrency", "8"]
@@ -42,7 +46,7 @@ def test_a_small_run_with_faults_passes_every_check(
     for run in (result, result["half"]):
         assert {c["name"]: c["ok"] for c in run["checks"]} == {
             "every package Installed on every targeted DP at its current version": True,
-            "no job or send request left (DistributionJobs)": True,
+            WORK_CHECK: True,
             "every fault recovered": True,
             HASHES: True,
             "no file in any library that no manifest references": True,
@@ -52,13 +56,17 @@ def test_a_small_run_with_faults_passes_every_check(
         faults = {f["kind"]: f for f in run["faults"]}
         assert faults["crash"]["where"] == "PS1/PkgXferMgr"
         assert faults["crash"]["fired"] == 1  # restarted once by its supervisor
-        assert faults["link cut"]["injected"] == 9
+        # odd tenths cut a link to a DP, even tenths a link between sites
+        assert faults["link cut"]["injected"] == 5
+        assert faults["site link cut"]["injected"] == 4
         # a cut fires once its random offset has crossed its link: most do, not all
-        assert 0 <= faults["link cut"]["fired"] <= 9
+        assert 0 <= faults["link cut"]["fired"] <= 5
+        assert 0 <= faults["site link cut"]["fired"] <= 4
         assert faults["link down"]["injected"] == 1
         assert all(f["recovered"] for f in run["faults"])
-    # PS1's packages to its 4 standard DPs, PS2's to its one, P01's to its DP and pull DP
-    assert result["deliveries"] == 10 * 4 + 10 + 10 * 2
+    # created at CS1, PS1, PS2 and P01, each to all 8 DPs of the hierarchy
+    assert result["dps"] == 8
+    assert result["deliveries"] == 30 * 8
     assert result["updates"] == 3
     assert result["redistributes"] == 1
     assert result["root"] == str((root / "full").resolve())
@@ -98,24 +106,38 @@ def _hierarchy() -> tuple[list[SiteInfo], list[DPInfo]]:
     return sites, dps
 
 
-def test_the_plan_today_each_primary_to_its_own_dps() -> None:
-    assert plan(*_hierarchy(), whole_hierarchy=False) == {
-        "PS1": (
-            "PS1SITE.CONTOSO.COM",
-            "PS1DP1.CONTOSO.COM",
-            "PS1DP2.CONTOSO.COM",
-            "PS1SYS.CONTOSO.COM",
-        ),
-        "PS2": ("PS2DP1.CONTOSO.COM",),
-        "P01": ("P01DP1.CONTOSO.COM", "P01PDP1.CONTOSO.COM"),
-    }
-
-
 def test_the_whole_hierarchy_plan_creates_at_the_cas_too_and_targets_every_dp() -> None:
     sites, dps = _hierarchy()
     every = tuple(d.name for d in dps)
     assert "SS1DP1.CONTOSO.COM" in every
     assert "P01PDP1.CONTOSO.COM" in every
-    assert plan(sites, dps, whole_hierarchy=True) == {
-        code: every for code in ("CS1", "PS1", "PS2", "P01")
-    }
+    assert plan(sites, dps) == {code: every for code in ("CS1", "PS1", "PS2", "P01")}
+
+
+async def test_work_left_is_reported_by_site_and_kind_until_it_drains(tmp_path: Path) -> None:
+    """A CAS package on the pull DP alone: its job stays at P01 (no source DP holds the
+    version, 8212 and retries), and the work check names it; once P01DP1 has it too,
+    everything drains. The package file crossed a link between sites cut after 100
+    bytes (the sender resumed it)."""
+    src = write_tree(tmp_path / "src", {"a.bin": random.Random(3).randbytes(3000)})
+    async with open_hierarchy(tmp_path) as h:
+        cut_link(h, "CS1", "P01", after_bytes=100)
+        pkg = await h.create_package("Left", src, site="CS1")
+        await h.distribute(pkg, [PULL])
+        await until(lambda: _retrying(h, pkg.pkg_id))
+        check = await _work_check(h, timeout=0)
+        assert not check.ok
+        assert check.name == WORK_CHECK
+        assert "P01: jobs 1" in check.detail
+        assert (await pending_work(h))["P01"].jobs == 1
+        await h.distribute(pkg, [DP])
+        await h.wait(pkg, timeout=TIMEOUT)
+        check = await _work_check(h, timeout=TIMEOUT)
+        assert check.ok, check.detail
+        assert check.failed == 0
+        assert all(w.total == 0 for w in (await pending_work(h)).values())
+        assert link_cuts(h, "CS1", "P01") == 1
+
+
+async def _retrying(h: Hierarchy, pkg_id: str) -> bool:
+    return {s.dp: s.state for s in await h.content_status(pkg_id)}.get(PULL) == "Retrying"

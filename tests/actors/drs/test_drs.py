@@ -12,7 +12,7 @@ import msgspec
 
 from actors import Hierarchy
 from actors.config import load_hierarchy
-from actors.sitedb import ReplicationRecord, SiteDatabase, ops
+from actors.sitedb import ReplicationRecord, ServerAction, SiteDatabase, ops
 from tests.actors.flow_helpers import (
     HIERARCHY,
     TIME_SCALE,
@@ -185,6 +185,28 @@ async def test_pkgservers_scopes_action_local_refresh_trigger_global(tmp_path: P
         assert await server(db) == (2, 1)  # a redistribute asked at the CAS reaches PS1
         await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(4, 3, 1)]))
         assert await server(db) == (3, 1)  # and so does a removal
+
+
+async def test_a_removal_asked_here_is_logged_for_the_dps_site(tmp_path: Path) -> None:
+    """Action is local, but a removal request (Action 3) set here is logged for
+    replication with the row (schema 7): a removal asked at the CAS reaches P01. Setting
+    or resetting another action alone logs nothing."""
+    cfg = load_hierarchy(HIERARCHY, root=tmp_path / "data")
+    async with SiteDatabase.open(tmp_path / "site.db", hierarchy=cfg) as db:
+        await db.write(lambda c: ops.apply_replication(c, "CS1", [_server_record(1, 2, 0)]))
+        before = len(await db.replication_records_after(0))
+
+        async def set_action(action: ServerAction) -> list[ReplicationRecord]:
+            await db.write(lambda c: ops.set_server_actions(c, "CS100001", ["PS1DP1"], action))
+            return (await db.replication_records_after(0))[before:]
+
+        assert await set_action(ServerAction.NONE) == []
+        assert await set_action(ServerAction.UPDATE) == []
+        (removal,) = await set_action(ServerAction.REMOVE)
+        assert (removal.table, removal.operation) == ("PkgServers", "UPDATE")
+        assert json.loads(removal.row_json)["Action"] == int(ServerAction.REMOVE)
+        assert (removal.origin, removal.via) == ("", "")  # asked here
+        assert len(await set_action(ServerAction.REMOVE)) == 1  # unchanged: not again
 
 
 class _Killed(Exception):
