@@ -9,8 +9,10 @@ distribution to their Installed status (notification, downloads, hash checks, si
 instancing and the state message included); ``copy_mb_s`` is ``shutil.copyfile`` + fsync
 of the same files in the same run (the pull DP's library makes its files durable too).
 The update changes three 4 KiB regions of the first large
-file; ``rsync_bytes`` is rsync's ``Total bytes sent`` + ``received`` (its block checksums
-travel too, as our signature does) for the same old and new folders.
+file; ``update_bytes`` is every byte of the update's HTTP requests and responses on the
+pull DP's side (request lines, headers and bodies: the signature rounds and the ranges),
+``rsync_bytes`` rsync's ``Total bytes sent`` + ``received`` (its block checksums travel
+too, as our signatures do) for the same old and new folders.
 """
 
 from __future__ import annotations
@@ -124,12 +126,12 @@ async def _update_cases(h: Hierarchy, work: Path, wheel: bool) -> list[dict[str,
             raise RuntimeError(f"{name} on {PULL}: {status}")
         shutil.rmtree(src)
         shutil.copytree(new, src)
-        before = agent.bytes_downloaded
+        before = agent.wire_bytes
         await h.update(pkg)
         final = {s.dp: (s.state, s.version) for s in await h.wait(pkg, timeout=3600)}
         if final.get(PULL) != ("Installed", 2):
             raise RuntimeError(f"update of {name} on {PULL}: {final}")
-        update = agent.bytes_downloaded - before
+        update = agent.wire_bytes - before
         rsync = await anyio.to_thread.run_sync(_rsync_bytes, old, new, work / "rs" / name)
         cases.append(
             {
@@ -171,13 +173,13 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for at in (len(data) // 5, len(data) // 2, 4 * len(data) // 5):
                 data[at : at + 4096] = rng.randbytes(4096)
             target.write_bytes(bytes(data))
-            before = agent.bytes_downloaded
+            before = agent.wire_bytes
             await h.update(pkgs[len(small)])
             final = await h.wait(pkgs[len(small)], timeout=3600)
             status = {s.dp: (s.state, s.version) for s in final}
             if status.get(PULL) != ("Installed", 2):
                 raise RuntimeError(f"update on {PULL}: {status}")
-            update_bytes = agent.bytes_downloaded - before
+            update_bytes = agent.wire_bytes - before
             rsync_bytes = await anyio.to_thread.run_sync(_rsync_bytes, old, large[0], work)
         if args.cases:
             cases = await _update_cases(h, work, args.wheel)

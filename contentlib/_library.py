@@ -320,13 +320,18 @@ class ContentLibrary:
         *,
         move: bool = False,
         replace: bool = False,
+        verified: bool = False,
     ) -> None:
         """Store a staged file after checking its size and hash.
 
         ``move``: take the staged file itself (renamed into the library's private tmp/ first,
         then hashed there, so nobody can change it between check and use; copied when it is
         on another filesystem). ``replace``: overwrite a stored copy (a redistribute repairs
-        a damaged file)."""
+        a damaged file). ``verified`` (with ``move``): the caller hashed the file as it
+        wrote it, found ``sha256`` and has not let anyone else write it since; the moved
+        file is then checked by its size only, not read again (a download verified on the
+        way costs one pass over its bytes, not two). A copy across filesystems is still
+        hashed."""
         _paths.check_sha256(sha256)
         tmp = _fs.temp_name(self._tmp)
 
@@ -336,6 +341,8 @@ class ContentLibrary:
                     _fs.check_regular(Path(path))
                     os.replace(path, tmp)
                     os.chmod(tmp, 0o644)
+                    if verified:
+                        return sha256, tmp.stat().st_size
                     return _fs.hash_file(tmp)
                 except OSError as e:
                     if e.errno != errno.EXDEV:

@@ -46,6 +46,9 @@ class ContentStatus(msgspec.Struct, frozen=True):
     recorded); a resumed send counts what every try moved."""
     bytes_delta: int = 0
     """Bytes of deltas that crossed the link for that install."""
+    percent: int | None = None
+    """A pull DP's download percentage while InProgress, as its last in-progress state
+    message reported it (None: not a pull DP, not downloading, or no message yet)."""
 
     @property
     def final(self) -> bool:
@@ -97,6 +100,7 @@ async def dp_content_status(
     servers = {s.nal_path: s for s in await db.pkg_servers(pkg_id, site_code)}
     busy = await db.busy_dps(pkg_id)
     sent = {r.nal_path: r for r in await db.transfer_bytes(pkg_id)}
+    percents = await db.pull_percent(pkg_id)
     out: list[ContentStatus] = []
     for nal in servers.keys() | rows.keys():
         dp = await db.distribution_point(nal)
@@ -128,6 +132,7 @@ async def dp_content_status(
                 detail=describe(last) if last is not None and last.severity != "I" else "",
                 bytes_full=moved.bytes_full if moved is not None else 0,
                 bytes_delta=moved.bytes_delta if moved is not None else 0,
+                percent=percents.get(dp.dp_id) if state == "InProgress" else None,
             )
         )
     return tuple(sorted(out, key=lambda d: d.dp))

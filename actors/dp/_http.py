@@ -2,10 +2,13 @@
 
 It stands in for the IIS of every DP and management point: ``/<DP>/SMS_DP_SMSPKG$/
 <ContentID>/<file>`` serves a file of a content version the DP's library holds (range
-requests included, so a pull DP resumes and fetches only the chunks it lacks),
-``/<DP>/SMS_DP_SMSSIG$/<ContentID>/<file>`` its RDC signature, and ``/<MP>/ccm_system/
-request`` takes a state message for a site's MP relay. Routing is by the DP's name in the
-path (one port for all, as one host would have one IIS per machine).
+requests included, so a pull DP resumes where a download stopped); a POST to
+``/<DP>/SMS_DP_SMSSIG$/<ContentID>`` answers RDC signature levels of its files, and one to
+``/<DP>/SMS_DP_SMSPKG$/<ContentID>`` byte ranges of its files (:mod:`actors.dp._rdcsig`:
+an update asks for what it lacks of every changed file in a few requests, not one per
+range); ``/<MP>/ccm_system/request`` takes a state message for a site's MP relay. Routing
+is by the DP's name in the path (one port for all, as one host would have one IIS per
+machine).
 
 aiohttp on both ends, chosen by measurement on loopback (a 100 MiB file: ~530 MB/s with
 4 MiB reads vs ~365 MB/s for ``shutil.copyfile`` of the same file, same run). A file is
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote, urlsplit
 
 import anyio
@@ -28,7 +33,7 @@ import msgspec
 import zstandard
 from aiohttp import web
 
-from actors.dp._rdcsig import chunk_slices, parse_ranges, super_signature
+from actors.dp import _rdcsig as rdc
 from actors.errors import BadNotification
 from contentlib import ContentLibError, ContentLibrary, FileEntry
 
@@ -40,6 +45,7 @@ SIG_SHARE = "SMS_DP_SMSSIG$"
 StateMessageEndpoint = Callable[[bytes], Awaitable[None]]
 """A management point's relay: takes a state message's body (raises to refuse it)."""
 
+T = TypeVar("T")
 _log = logging.getLogger("actors.dp.http")
 _ENCODED_SEPARATOR = re.compile("%2f|%5c", re.IGNORECASE)
 # A response of at most this many bytes is sent zstd-encoded to a client that accepts it,
@@ -48,6 +54,12 @@ _ENCODED_SEPARATOR = re.compile("%2f|%5c", re.IGNORECASE)
 COMPRESS_MAX = 16 << 20
 _PROBE = 64 << 10  # a first slice compressed fast tells whether the rest is worth it
 _LEVEL = 9  # measured on the delta bench's text: level 9 ~12% smaller than 3, still >100 MB/s
+_SMALL_LEVEL = 19  # for an answer of at most _SMALL bytes (an update's ranges): every byte counts
+_SMALL = 1 << 20
+_BLOCK_SPAN_MAX = 64 << 10  # a longer run of missing chunks is not worth its block hashes
+_TREES = 64  # signature trees kept (a 100 MiB file's: ~5 MB)
+_sig_asks = msgspec.msgpack.Decoder(list[rdc.SigAsk])
+_data_asks = msgspec.msgpack.Decoder(list[rdc.DataAsk])
 
 
 class ContentServer:
@@ -58,6 +70,8 @@ class ContentServer:
         self._endpoints: dict[str, StateMessageEndpoint] = {}
         self.base_url = ""
         self.requests = 0
+        # the signature trees of the files last asked about (an update asks three levels)
+        self._trees: OrderedDict[str, rdc.SigTree] = OrderedDict()
 
     @classmethod
     @asynccontextmanager
@@ -66,7 +80,8 @@ class ContentServer:
         server = cls()
         app = web.Application()
         app.router.add_get(f"/{{dp}}/{PKG_SHARE}/{{content_id}}/{{path:.+}}", server._file)
-        app.router.add_get(f"/{{dp}}/{SIG_SHARE}/{{content_id}}/{{path:.+}}", server._signature)
+        app.router.add_post(f"/{{dp}}/{SIG_SHARE}/{{content_id}}", server._signatures)
+        app.router.add_post(f"/{{dp}}/{PKG_SHARE}/{{content_id}}", server._ranges)
         app.router.add_post("/{mp}/ccm_system/request", server._state_message)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
@@ -107,11 +122,19 @@ class ContentServer:
     # -- handlers ------------------------------------------------------------------------
 
     def _entry(self, request: web.Request) -> tuple[ContentLibrary, FileEntry]:
+        library, files = self._content(request)
+        path = request.match_info["path"]
+        entry = files.get(path)
+        if entry is None:
+            raise _refused(request, f"{request.match_info['content_id']} has no file {path!r}")
+        return library, entry
+
+    def _content(self, request: web.Request) -> tuple[ContentLibrary, dict[str, FileEntry]]:
+        """The library and the files (by path) of the content version the URL names."""
         if _ENCODED_SEPARATOR.search(request.raw_path):
             raise _refused(request, "an encoded path separator")
         dp = request.match_info["dp"].upper()
         content_id = request.match_info["content_id"]
-        path = request.match_info["path"]
         library = self._libraries.get(dp)
         if library is None:
             raise _refused(request, f"no DP {dp} serves content here")
@@ -119,10 +142,7 @@ class ContentServer:
             manifest = library.manifest(content_id)
         except ContentLibError:
             raise _refused(request, f"{dp} does not hold {content_id}") from None
-        for entry in manifest.files:
-            if entry.path == path:
-                return library, entry
-        raise _refused(request, f"{content_id} on {dp} has no file {path!r}")
+        return library, {e.path: e for e in manifest.files}
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         library, entry = self._entry(request)
@@ -161,22 +181,57 @@ class ContentServer:
             body=packed, status=status, headers=headers, content_type="application/octet-stream"
         )
 
-    async def _signature(self, request: web.Request) -> web.Response:
-        library, entry = self._entry(request)
+    async def _signatures(self, request: web.Request) -> web.Response:
+        """RDC signature levels of the version's files: a msgpack list of ``SigAsk``
+        in, a list of ``Level`` out (one per ask)."""
+        library, files = self._content(request)
         self.requests += 1
-        signature = await library.signature(entry.sha256)
-        # ?level=2: the super-chunks; ?chunks=a-b,..: those chunks' signatures; else all.
-        if request.query.get("level") == "2":
-            body = msgspec.msgpack.encode(super_signature(signature))
-        elif "chunks" in request.query:
-            try:
-                ranges = parse_ranges(request.query["chunks"])
-            except ValueError as exc:
-                raise web.HTTPBadRequest(text=str(exc)) from exc
-            body = msgspec.msgpack.encode(chunk_slices(signature, ranges))
-        else:
-            body = msgspec.msgpack.encode(signature)
-        return web.Response(body=body, content_type="application/octet-stream")
+        asks = _decode(_sig_asks, await request.read())
+        for ask in asks:
+            _check_ask(request, files, ask.path, ask.spans)
+            if not rdc.LEVEL_SUPER <= ask.level <= rdc.LEVEL_BLOCK:
+                raise web.HTTPBadRequest(text=f"no signature level {ask.level}")
+            if ask.level == rdc.LEVEL_BLOCK and any(b - a > _BLOCK_SPAN_MAX for a, b in ask.spans):
+                raise web.HTTPBadRequest(text="block hashes of a range that long")
+        answers: list[rdc.Level] = []
+        for ask in asks:
+            entry = files[ask.path]
+            if ask.level == rdc.LEVEL_BLOCK:
+                data = await anyio.to_thread.run_sync(
+                    _read_spans, library.file_path(entry.sha256), ask.spans, False
+                )
+                answers.append(rdc.Level((), b"".join(rdc.block_hashes(d) for d in data)))
+                continue
+            answers.append((await self._tree(library, entry.sha256)).inside(ask.level, ask.spans))
+        return await _answer(request, msgspec.msgpack.encode(answers))
+
+    async def _tree(self, library: ContentLibrary, sha256: str) -> rdc.SigTree:
+        tree = self._trees.get(sha256)
+        if tree is None:
+            sig = await library.signature(sha256)
+            tree = await anyio.to_thread.run_sync(rdc.SigTree, sig)
+            self._trees[sha256] = tree
+            while len(self._trees) > _TREES:
+                self._trees.popitem(last=False)
+        self._trees.move_to_end(sha256)
+        return tree
+
+    async def _ranges(self, request: web.Request) -> web.Response:
+        """Byte ranges of the version's files in one answer: a msgpack list of
+        ``DataAsk`` in, their bytes concatenated out (zstd-encoded, all together, to a
+        client that accepts it, when that makes them smaller)."""
+        library, files = self._content(request)
+        self.requests += 1
+        asks = _decode(_data_asks, await request.read())
+        for ask in asks:
+            _check_ask(request, files, ask.path, ask.spans)
+        if sum(b - a for ask in asks for a, b in ask.spans) > COMPRESS_MAX:
+            raise web.HTTPBadRequest(text="more than one answer should carry")
+        parts: list[bytes] = []
+        for ask in asks:
+            source = library.file_path(files[ask.path].sha256)
+            parts += await anyio.to_thread.run_sync(_read_spans, source, ask.spans, True)
+        return await _answer(request, b"".join(parts))
 
     async def _state_message(self, request: web.Request) -> web.Response:
         mp = request.match_info["mp"].upper()
@@ -201,6 +256,57 @@ def _compress(source: Path, start: int, stop: int) -> bytes | None:
         data = probe + f.read(stop - start - len(probe))
     packed = zstandard.ZstdCompressor(level=_LEVEL).compress(data)
     return packed if len(packed) < 0.9 * len(data) else None
+
+
+def _decode(decoder: msgspec.msgpack.Decoder[list[T]], body: bytes) -> list[T]:
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise web.HTTPBadRequest(text=f"malformed request: {exc}") from exc
+
+
+def _check_ask(
+    request: web.Request, files: dict[str, FileEntry], path: str, spans: tuple[tuple[int, int], ...]
+) -> None:
+    entry = files.get(path)
+    if entry is None:
+        raise _refused(request, f"{request.match_info['content_id']} has no file {path!r}")
+    try:
+        rdc.check_spans(spans, entry.size)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=f"{path}: {exc}") from exc
+
+
+def _read_spans(path: Path, spans: tuple[tuple[int, int], ...], whole: bool) -> list[bytes]:
+    """The bytes of each span (``whole``: a file that ended early is an error)."""
+    out: list[bytes] = []
+    with open(path, "rb") as f:
+        for start, stop in spans:
+            f.seek(start)
+            data = f.read(stop - start)
+            if whole and len(data) != stop - start:
+                raise OSError(f"{path} is shorter than its manifest says")
+            out.append(data)
+    return out
+
+
+async def _answer(request: web.Request, body: bytes) -> web.Response:
+    """A POST's answer, zstd-encoded for a client that accepts it if that saves bytes."""
+    headers: dict[str, str] = {}
+    if "zstd" in request.headers.get("Accept-Encoding", "") and len(body) >= 64:
+        packed = await anyio.to_thread.run_sync(_pack, body)
+        if packed is not None:
+            body, headers = packed, {"Content-Encoding": "zstd"}
+    return web.Response(body=body, headers=headers, content_type="application/octet-stream")
+
+
+def _pack(data: bytes) -> bytes | None:
+    probe = data[:_PROBE]
+    if len(zstandard.ZstdCompressor(level=1).compress(probe)) >= 0.97 * len(probe):
+        return None  # random-looking: not worth the CPU
+    level = _SMALL_LEVEL if len(data) <= _SMALL else _LEVEL
+    packed = zstandard.ZstdCompressor(level=level).compress(data)
+    return packed if len(packed) < len(data) else None
 
 
 def _refused(request: web.Request, why: str) -> web.HTTPNotFound:

@@ -4,6 +4,7 @@ pull DP writes it, the MP relay carries it, the State System reads it."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import xml.etree.ElementTree as ET
 
 import msgspec
@@ -16,7 +17,10 @@ __all__ = [
     "STATE_IN_PROGRESS",
     "STATE_SUCCESS",
     "PullDPStateMessage",
+    "PullProgress",
+    "parse_progress",
     "parse_report",
+    "progress_data",
     "report_xml",
 ]
 
@@ -37,6 +41,38 @@ class PullDPStateMessage(msgspec.Struct, frozen=True):
     job_guid: str
     data: str  # percentage or error text
     time: dt.datetime
+
+
+class PullProgress(msgspec.Struct, frozen=True):
+    """What an in-progress message (State 2) carries: the download's percentage and, in
+    the job's last one (100 %, sent once its downloads are done), the bytes that crossed
+    for it (whole files and RDC apart): the site's ``DPTransferBytes`` for the pull DP.
+    The success message keeps the reference's empty fourth parameter."""
+
+    percent: int
+    bytes_full: int | None = None
+    bytes_delta: int | None = None
+
+
+_PROGRESS = re.compile(r"(\d{1,3})(?:;BytesFull=(\d+);BytesDelta=(\d+))?")
+
+
+def progress_data(p: PullProgress) -> str:
+    """The fourth UserParameter of a State 2 message: ``40``, or
+    ``100;BytesFull=1048576;BytesDelta=0`` in a job's last one."""
+    if p.bytes_full is None or p.bytes_delta is None:
+        return str(p.percent)
+    return f"{p.percent};BytesFull={p.bytes_full};BytesDelta={p.bytes_delta}"
+
+
+def parse_progress(data: str) -> PullProgress | None:
+    """A State 2 message's parameter read back (None: not in that shape)."""
+    m = _PROGRESS.fullmatch(data.strip())
+    if m is None or int(m.group(1)) > 100:
+        return None
+    if m.group(2) is None:
+        return PullProgress(int(m.group(1)))
+    return PullProgress(int(m.group(1)), int(m.group(2)), int(m.group(3)))
 
 
 def _stamp(t: dt.datetime) -> str:

@@ -32,8 +32,10 @@ from actors.dp import (
     PullDPNotify,
     PullDPStateMessage,
     PullNotification,
+    PullProgress,
     bundle_name,
     parse_notification,
+    progress_data,
     read_bundle,
     report_xml,
     staging_folder,
@@ -41,7 +43,7 @@ from actors.dp import (
 from actors.errors import BadNotification, TransferError
 from actors.network import NetworkLink
 from actors.pulldp._dts import Source, download_file, remove_tree
-from actors.pulldp._rdc import rdc_download
+from actors.pulldp._rdc import WHOLE_MAX, RdcFile, rdc_download
 from actors.status import CMTraceLog, Component, Severity
 from bus import Clock, handler
 from contentlib import ContentLibError, ContentLibrary, FileEntry, Manifest, content_id
@@ -55,9 +57,6 @@ STATE_INTERVAL = 5.0  # and clock seconds at least
 
 Progress = Callable[[str, int, int, int], Awaitable[None]]
 """(package ID, version, bytes downloaded, bytes to download) -> publish it."""
-
-# Below this a changed file is fetched whole: a signature cannot save enough.
-_RDC_MIN_SIZE = 2 << 10  # one average chunk: a smaller changed file has none to reuse
 
 
 class RunPullJob(msgspec.Struct, frozen=True):
@@ -106,11 +105,16 @@ class PullDPAgent(Component):
         self.limiter = anyio.CapacityLimiter(max(1, max_active_jobs))
         self.jobs = root / JOBS_FOLDER
         self.staging = staging_folder(root)
-        self.bytes_downloaded = 0  # every byte that crossed, all jobs
+        self.bytes_downloaded = 0  # every payload byte that crossed, all jobs (bodies)
+        self.wire_bytes = 0  # ... and with the HTTP requests' and responses' lines and headers
         self.session: aiohttp.ClientSession | None = None
         self._locks: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self._queued: set[str] = set()
         self._running: dict[str, anyio.CancelScope] = {}  # a package's job, to abandon it
+        # (bytes full, bytes delta) earlier tries of a job moved, by "<pkg>.<version>", until
+        # the job is cleared: its bytes count what every try moved, as a standard DP's do
+        # (a try whose final state message did not get through included)
+        self._tries: dict[str, tuple[int, int]] = {}
 
     async def on_start(self) -> None:
         await anyio.to_thread.run_sync(self._make_folders)
@@ -148,9 +152,18 @@ class PullDPAgent(Component):
 
     @handler
     async def holds(self, msg: PullDPHolds) -> bool:
-        """The status poll: the version is in the library and no job for it is stored."""
+        """The status poll: the version is in the library and no job for it is stored (a
+        stored one still has its state messages to send: they end the site's job, with the
+        bytes the last in-progress one carries)."""
         cid = content_id(msg.pkg_id, msg.version)
-        return cid in self.library.content_ids(msg.pkg_id)
+        if cid not in self.library.content_ids(msg.pkg_id):
+            return False
+        try:
+            text = await anyio.Path(self.jobs / f"{msg.pkg_id}.xml").read_text()
+            stored = parse_notification(text)
+        except (FileNotFoundError, BadNotification):
+            return True
+        return stored.version != msg.version
 
     @handler
     async def remove_package(self, msg: DPRemovePackage) -> None:
@@ -212,11 +225,13 @@ class PullDPAgent(Component):
                     await self._report(n, state)
                 if scope.cancelled_caught:  # abandoned by the site: nothing to report
                     self.trace(f"Pull DP job for package {n.pkg_id}.{n.version} abandoned")
+                    self._tries.pop(f"{n.pkg_id}.{n.version}", None)
                     await anyio.to_thread.run_sync(remove_tree, self.staging / pkg_id)
                     return
             except BadNotification as exc:
                 self.trace(f"Pull DP job for package {pkg_id} refused: {exc}", severity="E")
                 if n is not None:  # the site learns it failed (the .TZ did not verify)
+                    self._tries.pop(f"{n.pkg_id}.{n.version}", None)
                     with suppress(TransferError, aiohttp.ClientError, OSError):
                         await self._report(n, STATE_FAILED, str(exc))
                 await anyio.to_thread.run_sync(_unlink_if_same, path, text)
@@ -231,6 +246,7 @@ class PullDPAgent(Component):
                 return
             finally:
                 self._running.pop(pkg_id, None)
+            self._tries.pop(f"{n.pkg_id}.{n.version}", None)
             await self._clear(n)
             await anyio.to_thread.run_sync(_unlink_if_same, path, text)
 
@@ -261,16 +277,29 @@ class PullDPAgent(Component):
         manifests = {m.content_id: m for m in bundle.contents}
         self.trace("CPullDPService::ExecuteJobs(). 1 jobs to do")
         self.trace(f"{tag} Starting Download  there are {count} content jobs.")
-        # The intermediate state message, with the download percentage (0 at the start);
-        # one that does not get through is not retried: the final one matters.
-        with suppress(TransferError, aiohttp.ClientError, OSError):
-            await self._report(n, STATE_IN_PROGRESS, "0")
         tracker = _Tracker(self, n, sum(m.size for m in _todo_all(self, n, manifests)))
-        for guid, content in jobs:
-            manifest = manifests.get(content.content_id)
-            if manifest is None:
-                raise BadNotification(f"{content.content_id} is not in the package info bundle")
-            await self._content_job(n, guid, content, manifest, tracker)
+        tracker.bytes_full, tracker.bytes_delta = self._tries.get(tag, (0, 0))
+        failure: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            # The intermediate state messages go out beside the downloads (none waits for
+            # the MP's answer); the last one is through before the final one is sent.
+            tg.start_soon(tracker.send_states)
+            tracker.state(PullProgress(0))
+            try:
+                for guid, content in jobs:
+                    manifest = manifests.get(content.content_id)
+                    if manifest is None:
+                        raise BadNotification(
+                            f"{content.content_id} is not in the package info bundle"
+                        )
+                    await self._content_job(n, guid, content, manifest, tracker)
+                tracker.state(PullProgress(100, tracker.bytes_full, tracker.bytes_delta))
+            except Exception as exc:  # raised as itself once the messages are sent
+                failure = exc
+            tracker.close()
+        self._tries[tag] = (tracker.bytes_full, tracker.bytes_delta)
+        if failure is not None:
+            raise failure
         await tracker.report(final=True)
         self.trace(
             f"All {count} content jobs for {tag} have completed, notify of success for this"
@@ -300,18 +329,10 @@ class PullDPAgent(Component):
         ]
         redist = n.action == "redist"
         todo = _todo(self.library, manifest, redist=redist)
-        previous = self._previous(n.pkg_id, n.version)
-        changed = {
-            e.sha256: previous[e.path]
-            for e in todo
-            if not redist
-            and e.path in previous
-            and previous[e.path].sha256 != e.sha256
-            and e.size >= _RDC_MIN_SIZE
-            and self.library.has_file(previous[e.path].sha256)
-        }
-        if changed:
-            await self._signatures(n, guid, content, sources, folder, todo, changed, tracker)
+        rdc = [] if redist else self._rdc_files(todo, self._previous(n.pkg_id, n.version))
+        again: list[FileEntry] = []
+        if rdc:
+            again = await self._signatures(n, guid, content, sources, folder, rdc, tracker)
         if redist:
             self.trace(f"{cid}: redistribute/redownload all files")
         else:
@@ -319,7 +340,8 @@ class PullDPAgent(Component):
                 self.trace(f"File To Download: {os.path.basename(entry.path)}")
             present = len({e.sha256 for e in manifest.files}) - len(todo)
             self.trace(f"{cid}: {present} files already exists, {len(todo)} files to download")
-        full = [e for e in todo if e.sha256 not in changed]
+        built = {f.entry.sha256 for f in rdc}
+        full = [e for e in todo if e.sha256 not in built] + again
         if full:
             dts = _guid()
             self.trace(
@@ -332,16 +354,16 @@ class PullDPAgent(Component):
             self._dts(f"Starting BITS job '{_guid()}' for DTS job '{dts}' under user 'S-1-5-18'.")
             self._dts(f"DTSJob {dts} in state 'DownloadingData'.")
             for entry in full:
-                crossed = await download_file(
+                await download_file(
                     self._session(),
                     sources,
                     entry,
                     folder / entry.sha256,
                     allow_fallback=n.allow_fallback,
                     progress=tracker.add,
+                    wire=tracker.crossed_full,
                     failed=self._source_failed,
                 )
-                self.bytes_downloaded += crossed
             self._dts(f"DTS job {dts} has completed:")
             self.trace(
                 f"DTS message for content job {guid} received, searching 1 active jobs for any"
@@ -356,8 +378,13 @@ class PullDPAgent(Component):
         self.trace("CPullDPPkgContJob::ApplySingleInstancing(): JobState = Downloaded")
         with anyio.CancelScope(shield=True):  # an abandon lands before or after, not inside
             for entry in todo:
-                await self.library.add_file_from_path(
-                    entry.sha256, entry.size, folder / entry.sha256, move=True, replace=redist
+                await self.library.add_file_from_path(  # each was hashed as it was written
+                    entry.sha256,
+                    entry.size,
+                    folder / entry.sha256,
+                    move=True,
+                    replace=redist,
+                    verified=True,
                 )
             await self.library.add_content(manifest)
         self._provider(
@@ -383,11 +410,11 @@ class PullDPAgent(Component):
         content: PullContent,
         sources: list[Source],
         folder: Path,
-        todo: list[FileEntry],
-        changed: dict[str, FileEntry],
+        files: list[RdcFile],
         tracker: _Tracker,
-    ) -> None:
-        """RDC: the changed files' signatures, then only the chunks the old files lack."""
+    ) -> list[FileEntry]:
+        """RDC: the changed files' signatures, then only the bytes the old files lack;
+        returns the files to fetch whole after all."""
         tag, cid = f"{n.pkg_id}.{n.version}", content.content_id
         dts = _guid()
         self.trace(
@@ -407,19 +434,18 @@ class PullDPAgent(Component):
         self._dts(f"Starting BITS download for DTS job '{dts}'.")
         self._dts(f"Starting BITS job '{_guid()}' for DTS job '{dts}' under user 'S-1-5-18'.")
         self._dts(f"Adding to BITS job: {cid}.tar")
-        entries = [e for e in todo if e.sha256 in changed]
-        crossed = await rdc_download(
+        return await rdc_download(
             self._session(),
             sources,
-            entries,
-            changed,
+            files,
             self.library,
             folder,
             allow_fallback=n.allow_fallback,
             progress=tracker.add,
+            wire=tracker.crossed_delta,
             signatures_done=lambda: self._signatures_done(tag, cid, guid, dts),
+            failed=self._source_failed,
         )
-        self.bytes_downloaded += crossed
 
     def _signatures_done(self, tag: str, cid: str, guid: str, dts: str) -> None:
         self._dts(f"DTSJob {dts} successfully completed download.")
@@ -467,6 +493,26 @@ class PullDPAgent(Component):
 
     # -- helpers -------------------------------------------------------------------------
 
+    def _rdc_files(self, todo: list[FileEntry], previous: dict[str, FileEntry]) -> list[RdcFile]:
+        """An update's files to build by RDC: each changed one from its old version (by
+        path, else the one old file of the same name: a renamed folder), and a small new
+        one whole in the same requests. None without an older version here."""
+        if not previous:
+            return []
+        by_name: dict[str, list[FileEntry]] = defaultdict(list)
+        for e in previous.values():
+            by_name[os.path.basename(e.path)].append(e)
+        out: list[RdcFile] = []
+        for entry in todo:
+            old = previous.get(entry.path)
+            if old is None and len(same := by_name.get(os.path.basename(entry.path), [])) == 1:
+                old = same[0]
+            if old is not None and self.library.has_file(old.sha256):
+                out.append(RdcFile(entry, old, self.library.file_path(old.sha256)))
+            elif entry.size <= WHOLE_MAX:
+                out.append(RdcFile(entry, None, None))
+        return out
+
     def _previous(self, pkg_id: str, version: int) -> dict[str, FileEntry]:
         """The files of the newest older version the library holds, by path."""
         older = [c for c in self.library.content_ids(pkg_id) if _version_of(c) < version]
@@ -508,13 +554,29 @@ class _Tracker:
         self.last: float | None = None
         self.reported = 0  # the percentage the last intermediate state message carried
         self.last_message: float | None = None
+        self.bytes_full = 0  # what crossed for this job: whole files (failed tries too)
+        self.bytes_delta = 0  # ... and RDC (signatures and chunks)
+        # At most one message per STATE_STEP %, so 1 + 100 / STATE_STEP + 1 in all.
+        self._states, self._pending = anyio.create_memory_object_stream[PullProgress](
+            2 + 100 // STATE_STEP
+        )
+
+    def crossed_full(self, payload: int, overhead: int) -> None:
+        self.bytes_full += payload
+        self.agent.bytes_downloaded += payload
+        self.agent.wire_bytes += payload + overhead
+
+    def crossed_delta(self, payload: int, overhead: int) -> None:
+        self.bytes_delta += payload
+        self.agent.bytes_downloaded += payload
+        self.agent.wire_bytes += payload + overhead
 
     async def add(self, nbytes: int) -> None:
         self.done += nbytes
         await self.report()
-        await self.state_message()
+        self.state_message()
 
-    async def state_message(self) -> None:
+    def state_message(self) -> None:
         """The intermediate state message (State 2) with the running percentage, at each
         step of STATE_STEP % and at most once per STATE_INTERVAL of the clock: the site
         hears how far the download is without a message per read."""
@@ -525,9 +587,23 @@ class _Tracker:
         if self.last_message is not None and now - self.last_message < STATE_INTERVAL:
             return
         self.reported, self.last_message = percent, now
-        # one that does not get through is not retried: the next or the final one matters
-        with suppress(TransferError, aiohttp.ClientError, OSError):
-            await self.agent._report(self.n, STATE_IN_PROGRESS, str(percent))
+        self.state(PullProgress(percent))
+
+    def state(self, progress: PullProgress) -> None:
+        """Queue a State 2 message for :meth:`send_states` (never waits: the queue holds
+        every message a job can have)."""
+        self._states.send_nowait(progress)
+
+    def close(self) -> None:
+        """No more messages: :meth:`send_states` ends once the queued ones are sent."""
+        self._states.close()
+
+    async def send_states(self) -> None:
+        async with self._pending:
+            async for progress in self._pending:
+                # one that does not get through is not retried: a later one matters more
+                with suppress(TransferError, aiohttp.ClientError, OSError):
+                    await self.agent._report(self.n, STATE_IN_PROGRESS, progress_data(progress))
 
     async def report(self, *, final: bool = False) -> None:
         publish = self.agent.progress

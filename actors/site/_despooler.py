@@ -247,11 +247,11 @@ class Despooler(Component):
         """Keep the package file for the sites below and send it on, one hop down."""
         if await self.db.minijob_for(ins.pkg_id, ins.version, ins.final_site) is not None:
             return  # forwarded already (a second run of this instruction)
-        # Our own reference while the file is copied and handed over (as DistMgr takes
+        # Our own reference while the file is kept and handed over (as DistMgr takes
         # one): a send of the same file completing meanwhile cannot delete it under us.
         root = str(stored)
         await self.db.write(lambda conn: ops.add_package_file_ref(conn, root))
-        await anyio.to_thread.run_sync(_copy, pck, stored)
+        await anyio.to_thread.run_sync(_keep, pck, stored)
         hop = self._next_hop(ins.final_site)
         now = product_time(self.clock.wall())
         job_id = await self.db.write(
@@ -346,12 +346,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest().upper()
 
 
-def _copy(src: Path, dst: Path) -> None:
+def _keep(src: Path, dst: Path) -> None:
+    """``dst`` becomes a copy of ``src`` (whole or not at all): a second name for the same
+    file when both are on one file system (the sender synced its bytes), else a synced
+    copy."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
-    shutil.copyfile(src, tmp)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
     os.replace(tmp, dst)
 
 

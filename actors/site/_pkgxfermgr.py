@@ -664,7 +664,7 @@ class PkgXferMgr(Component):
         if not jobs:
             return False
         last = max(jobs, key=lambda j: j.package_version)
-        held = await self._held_version(dp, pkg_id)
+        held = await self._held_version(dp, pkg_id, last.package_version)
         whole = held >= last.package_version  # the DP holds what the jobs were for
         cancel = partial(
             ops.cancel_jobs,
@@ -688,9 +688,12 @@ class PkgXferMgr(Component):
             await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
         return True
 
-    async def _held_version(self, dp: DistributionPointRow, pkg_id: str) -> int:
+    async def _held_version(self, dp: DistributionPointRow, pkg_id: str, version: int) -> int:
         """The latest version of the package the DP's library holds (0: none, or the DP
-        did not answer: the cancelled request then counts as not done)."""
+        did not answer: the cancelled request then counts as not done); a pull DP says
+        whether it holds ``version``."""
+        if dp.is_pull_dp:
+            return await self.pull.held_version(dp, pkg_id, version)
         try:
             inventory: DPInventory = await self.request(_provider(dp), DPQuery(pkg_id, ()))
         except BusError:

@@ -6,7 +6,9 @@ source of that version (``ContentDPMap``), ends its pull jobs for the package wi
 and deletes the response row, in one commit. A failure (State ID 3: the pull DP refused
 the job, its package info bundle did not verify) makes it Failed and ends the jobs with
 8204 and the pull DP's reason; a redistribute tries again. An in-progress message (State
-ID 2, the download percentage) changes nothing but is processed and deleted.
+ID 2) stores its download percentage on the DP's job (``content_status`` shows it), and the
+job's last one the bytes that crossed, which the success records in ``DPTransferBytes``
+(or records itself, when a restart let the success be processed first).
 """
 
 from __future__ import annotations
@@ -14,9 +16,22 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from actors.dp import STATE_FAILED, STATE_SUCCESS
+from actors.dp import (
+    STATE_FAILED,
+    STATE_IN_PROGRESS,
+    STATE_SUCCESS,
+    PullProgress,
+    parse_progress,
+)
 from actors.site.messages import PACKAGE_CHANGED_TOPIC, PackageChanged, PullResponseNotification
-from actors.sitedb import JobAction, PkgStatusValue, PullResponseDetail, ops, product_time
+from actors.sitedb import (
+    DistributionJobRow,
+    JobAction,
+    PkgStatusValue,
+    PullResponseDetail,
+    ops,
+    product_time,
+)
 from actors.status import ATTR_DP_NAL_PATH, ATTR_PACKAGE_ID, ATTR_PACKAGE_VERSION, StatusMessage
 
 if TYPE_CHECKING:
@@ -70,6 +85,18 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
     )
     now = product_time(mgr.clock.wall())
     final = current and status in (PkgStatusValue.INSTALLED, PkgStatusValue.FAILED)
+    progress = parse_progress(r.action_data) if r.action_state == STATE_IN_PROGRESS else None
+    running = (
+        [
+            j
+            for j in await mgr.db.distribution_jobs(dp_id=dp.dp_id)
+            if j.pkg_id == r.pkg_id
+            and j.package_version == r.pkg_version
+            and j.action != JobAction.REMOVE
+        ]
+        if dp is not None and progress is not None and current
+        else []
+    )
 
     def op(conn: sqlite3.Connection) -> None:
         if dp is not None and final:  # (an in-progress message rewrites nothing it read)
@@ -80,6 +107,19 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
             ops.set_content_dp_map(
                 conn, content_id=r.pkg_id, version=r.pkg_version, server_name=dp.server_name
             )
+        if dp is not None and progress is not None:
+            _store_progress(conn, r, dp.nal_path, running, progress)
+        if dp is not None and final and status == PkgStatusValue.INSTALLED and jobs:
+            last = max(jobs, key=lambda j: j.package_version)
+            if last.package_version == r.pkg_version and (last.bytes_full or last.bytes_delta):
+                ops.record_transfer_bytes(
+                    conn,
+                    pkg_id=r.pkg_id,
+                    nal_path=dp.nal_path,
+                    version=r.pkg_version,
+                    bytes_full=last.bytes_full,
+                    bytes_delta=last.bytes_delta,
+                )
         for job in jobs:  # the job ends with the status that ends it
             ops.delete_job(conn, job.job_id)
         ops.delete_pull_dp_response(conn, pkg_status_id=pks, message_time=r.message_time)
@@ -111,3 +151,32 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
         f"SQL>>>DELETE FROM PullDPResponse WHERE PkgStatusID = {pks} AND MessageTime ="
         f" '{r.message_time}'"
     )
+
+
+def _store_progress(
+    conn: sqlite3.Connection,
+    r: PullResponseDetail,
+    nal_path: str,
+    running: list[DistributionJobRow],
+    progress: PullProgress,
+) -> None:
+    """An in-progress message on the version's open job; the bytes of one that comes after
+    the success (a restart can reorder them) go straight to ``DPTransferBytes``."""
+    for job in running:
+        ops.set_pull_progress(
+            conn,
+            job_id=job.job_id,
+            percent=progress.percent,
+            bytes_full=progress.bytes_full,
+            bytes_delta=progress.bytes_delta,
+        )
+    installed = r.status == PkgStatusValue.INSTALLED and r.pkg_version == r.stored_pkg_version
+    if not running and installed and progress.bytes_full is not None:
+        ops.fill_transfer_bytes(
+            conn,
+            pkg_id=r.pkg_id,
+            nal_path=nal_path,
+            version=r.pkg_version,
+            bytes_full=progress.bytes_full,
+            bytes_delta=progress.bytes_delta or 0,
+        )

@@ -206,6 +206,18 @@ class PullSending:
         if not give_up:
             mgr.send_later(delay, mgr.address, RetryJob(job.job_id, job.action))
 
+    async def held_version(self, dp: DistributionPointRow, pkg_id: str, version: int) -> int:
+        """For a cancel: ``version`` if the pull DP's library holds it (its job may have
+        ended just before the cancel reached it, or was a redistribute of a version it
+        has), else 0 (also when it does not answer)."""
+        try:
+            holds = await self.mgr.request(
+                addresses.pulldp(dp.server_name), PullDPHolds(pkg_id, version)
+            )
+        except BusError:
+            return 0
+        return version if holds else 0
+
     async def poll(self, msg: PollPullJob) -> None:
         """The backup: ask the pull DP whether it holds the version; if so, end the job."""
         mgr = self.mgr
@@ -233,9 +245,17 @@ class PullSending:
                 f" to distribution point {dp.server_name}"
             )
             # As a sending thread ends: the final STA dropped, then the job deleted with
-            # 8210 (one commit), then DistMgr told.
+            # 8210 (one commit), then DistMgr told. The bytes are the job's as they are now
+            # (the pull DP's last in-progress message may have set them since the poll began).
             sent = mgr._message(8210, job, dp)
-            path = await mgr._drop_status(job, dp, PkgStatusValue.INSTALLED)
+            job = await mgr.db.distribution_job(job.job_id) or job
+            path = await mgr._drop_status(
+                job,
+                dp,
+                PkgStatusValue.INSTALLED,
+                bytes_full=job.bytes_full,
+                bytes_delta=job.bytes_delta,
+            )
             end_job = partial(ops.delete_job, job_id=job.job_id)
             await mgr.reporter.raise_messages([sent], op=end_job)
             await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, path)

@@ -25,7 +25,7 @@ from actors.dp import PullDPStateMessage, parse_report
 from actors.errors import BadNotification
 from actors.sitedb import SiteDatabase, ops
 from actors.status import CMTraceLog, Component
-from bus import Bus, BusClosed, Clock, handler
+from bus import Bus, BusClosed, Clock, UnknownAddress, handler
 
 __all__ = ["MpRelay", "StateMessageFile", "StateSystem", "statesys_incoming"]
 
@@ -70,7 +70,9 @@ class MpRelay:
         name = f"{uuid.uuid4().hex[:8].upper()}.SMX"
         await anyio.to_thread.run_sync(_write_atomic, self.incoming, name, body)
         self._trace(f"Relay: Outbox dir: {self.incoming}")
-        with suppress(BusClosed):  # (closed: the file waits for the State System's next start)
+        # The file is written: a State System that is not running takes it at its next
+        # start (a refusal now would only make the pull DP send the message again).
+        with suppress(BusClosed, UnknownAddress):
             await self.bus.send(addresses.statesys(self.site), StateMessageFile(name))
 
 

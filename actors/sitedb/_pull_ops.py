@@ -11,9 +11,11 @@ from actors.sitedb.enums import ContentAccessType, JobState
 __all__ = [
     "delete_content_dp_map",
     "delete_pull_dp_response",
+    "fill_transfer_bytes",
     "insert_pull_dp_response",
     "set_content_dp_map",
     "set_pull_notified",
+    "set_pull_progress",
 ]
 
 
@@ -76,4 +78,47 @@ def delete_pull_dp_response(
     conn.execute(
         "DELETE FROM PullDPResponse WHERE PkgStatusID = ? AND MessageTime = ?",
         (pkg_status_id, message_time),
+    )
+
+
+def set_pull_progress(
+    conn: sqlite3.Connection,
+    *,
+    job_id: int,
+    percent: int,
+    bytes_full: int | None,
+    bytes_delta: int | None,
+) -> None:
+    """A pull DP's in-progress state message on its job: the percentage, and the bytes that
+    crossed when the message carries them (a run's last one: what the pull DP's runs of
+    the job since it started moved). The job keeps the most it was told: a run after a
+    restart that finds the files already there moves nothing, and does not erase them."""
+    conn.execute(
+        "UPDATE DistributionJobs SET PullPercent = ?1,"
+        " BytesFull = CASE WHEN ?2 IS NULL THEN BytesFull ELSE max(BytesFull, ?2) END,"
+        " BytesDelta = CASE WHEN ?3 IS NULL THEN BytesDelta ELSE max(BytesDelta, ?3) END"
+        " WHERE JobID = ?4",
+        (percent, bytes_full, bytes_delta, job_id),
+    )
+
+
+def fill_transfer_bytes(
+    conn: sqlite3.Connection,
+    *,
+    pkg_id: str,
+    nal_path: str,
+    version: int,
+    bytes_full: int,
+    bytes_delta: int,
+) -> None:
+    """A pull DP's bytes for an install DistMgr already ended (its last in-progress message
+    came after the success): recorded unless that version's are already, as many or more
+    (a job run again after a restart downloads nothing, and says so: the bytes stay)."""
+    conn.execute(
+        "INSERT INTO DPTransferBytes (PkgID, NALPath, Version, BytesFull, BytesDelta)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (PkgID, NALPath) DO UPDATE SET"
+        " Version = excluded.Version, BytesFull = excluded.BytesFull,"
+        " BytesDelta = excluded.BytesDelta WHERE Version <> excluded.Version"
+        " OR BytesFull + BytesDelta < excluded.BytesFull + excluded.BytesDelta",
+        (pkg_id, nal_path, version, bytes_full, bytes_delta),
     )

@@ -791,6 +791,16 @@ class SiteDatabase:
         )
         return {int(r[0]) for r in rows}
 
+    async def pull_percent(self, pkg_id: str) -> dict[int, int]:
+        """Per DP, the download percentage its open pull job last reported (none: no
+        in-progress state message yet, or no open pull job)."""
+        rows = await self.fetchall(
+            "SELECT DPID, PullPercent FROM DistributionJobs WHERE PkgID = ? AND State <> ?"
+            " AND PullPercent IS NOT NULL ORDER BY PackageVersion",
+            (pkg_id, int(JobState.FAILED)),
+        )
+        return {int(r[0]): int(r[1]) for r in rows}  # (the newest version's job wins)
+
     async def last_message_record(self, pkg_id: str, nal_path: str) -> int | None:
         """The RecordID of the latest status message about the package on the DP: one
         naming the DP, or an error about the whole package (nothing then reaches the DP)."""

@@ -33,9 +33,11 @@ from actors.sitedb._provider_ops import (
 from actors.sitedb._pull_ops import (
     delete_content_dp_map,
     delete_pull_dp_response,
+    fill_transfer_bytes,
     insert_pull_dp_response,
     set_content_dp_map,
     set_pull_notified,
+    set_pull_progress,
 )
 from actors.sitedb._sending_ops import (
     MINIJOB_COMPLETE,
@@ -81,6 +83,7 @@ __all__ = [
     "despooled",
     "end_older_jobs",
     "fail_job",
+    "fill_transfer_bytes",
     "insert_distribution_job",
     "insert_minijob",
     "insert_package",
@@ -106,6 +109,7 @@ __all__ = [
     "set_job_state",
     "set_minijob_state",
     "set_pull_notified",
+    "set_pull_progress",
     "set_server_actions",
     "site_lacks_base",
     "store_package_version",

@@ -595,6 +595,14 @@ BEGIN
 END;
 """
 
+# Version 8: how far a pull DP's job has got: ``DistributionJobs.PullPercent``, the download
+# percentage of the pull DP's last in-progress state message (State 2; NULL: none yet). The
+# job's last one also carries the bytes that crossed, kept in ``BytesFull`` / ``BytesDelta``
+# until the success message records them in ``DPTransferBytes``.
+_V8 = """
+ALTER TABLE DistributionJobs ADD COLUMN PullPercent INTEGER;
+"""
+
 
 # (version, script). A new schema version appends a script; never edit a shipped one.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -605,5 +613,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (5, _V5),
     (6, _V6),
     (7, _V7),
+    (8, _V8),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

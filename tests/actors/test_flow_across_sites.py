@@ -102,7 +102,7 @@ async def test_sends_are_taken_by_package_priority_within_the_capacity(tmp_path:
                 h, "PS1", "sched.log"
             )
 
-        await advance_until(clock, forwarded, step=5.0)
+        await advance_until(clock, forwarded, step=20.0)
 
 
 async def test_the_send_request_status_is_logged_while_the_send_runs(tmp_path: Path) -> None:

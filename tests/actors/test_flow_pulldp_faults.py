@@ -10,8 +10,11 @@ import os
 import random
 from pathlib import Path
 
+import pytest
+
 from actors import Hierarchy, addresses
 from actors.pulldp import PullDPAgent
+from actors.pulldp import _agent as pulldp_agent
 from actors.site._statesys import statesys_incoming
 from tests.actors.flow_helpers import HIERARCHY, TIMEOUT, until, write_tree
 from tests.actors.test_flow_pulldp import DP, PULL, SCALE, SITE, _ids, _log, _rows
@@ -149,13 +152,20 @@ async def test_update_fetches_only_missing_chunks_and_redistribute_fetches_all(
         first = agent.bytes_downloaded
         # the text file crossed zstd-encoded, the random one as it is
         assert len(data) < first < len(data) + 100
+        # the pull DP's bytes reach DPTransferBytes (its last in-progress message)
+        assert await _moved(h, pkg) == (first, 0)
         data[200_000:201_000] = rng.randbytes(1000)
         (src / "big.bin").write_bytes(bytes(data))
+        wire = agent.wire_bytes
         await h.update(pkg)
         status = {s.dp: (s.state, s.version) for s in await h.wait(pkg, timeout=TIMEOUT)}
         assert status[PULL] == ("Installed", 2)
         update = agent.bytes_downloaded - first
         assert 0 < update < len(data) // 10  # the signature and the changed chunks only
+        # on the wire with the HTTP lines and headers: five requests (four signature
+        # rounds, one for the ranges), a few hundred bytes each
+        assert update + 5 * 200 < agent.wire_bytes - wire < update + 5 * 1000
+        assert await _moved(h, pkg) == (0, update)
         assert "Created SignatureDownload DTS job" in _log(h, PULL, "PullDP.log")
         out = tmp_path / "out"
         await h.extract(pkg, PULL, out)
@@ -166,6 +176,55 @@ async def test_update_fetches_only_missing_chunks_and_redistribute_fetches_all(
         await h.wait(pkg, timeout=TIMEOUT)
         assert agent.bytes_downloaded - before == first
         assert "redistribute/redownload all files" in _log(h, PULL, "PullDP.log")
+        assert await _moved(h, pkg) == (first, 0)
+        sql = "SELECT Version, BytesFull, BytesDelta FROM DPTransferBytes WHERE NALPath LIKE"
+        assert _rows(h, f"{sql} '%P01PDP1%'") == [(2, first, 0)]
+
+
+async def _moved(h: Hierarchy, pkg: object) -> tuple[int, int]:
+    status = {s.dp: s for s in await h.content_status(pkg)}  # type: ignore[arg-type]
+    return status[PULL].bytes_full, status[PULL].bytes_delta
+
+
+async def test_content_status_shows_the_download_percentage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A download cut half way waits for its retry (a long pulldp_retry_delay): the pull DP
+    is InProgress at 50 %, as its last in-progress state message said; once Installed no
+    percentage is shown, and the bytes of both tries are the install's (the state messages
+    end the job: the status poll, the backup, is put off)."""
+    monkeypatch.setattr(pulldp_agent, "STATE_INTERVAL", 0.0)
+    text = HIERARCHY.read_text()
+    for setting in ("pulldp_retry_delay = 1200.0", "pulldp_polling_delay = 3600.0"):
+        assert setting in text
+        text = text.replace(setting, setting.split("=")[0] + "= 1e9")
+    config = tmp_path / "hierarchy.toml"
+    config.write_text(text)
+    data = random.Random(9).randbytes(300_000)
+    src = write_tree(tmp_path / "src", {"half.bin": data})
+    async with _open(tmp_path, config) as h:
+        pkg = await h.create_package("Percent", source=src, site=SITE)
+        await h.distribute(pkg, [DP])
+        await h.wait(pkg, timeout=TIMEOUT)
+        assert {s.dp: s.percent for s in await h.content_status(pkg)} == {DP: None}
+        agent = _agent(h)
+        agent.links[DP].inject_cut(150_000)
+        await h.distribute(pkg, [PULL])
+        await until(lambda: _percent_is(h, pkg, 50))
+        status = {s.dp: s for s in await h.content_status(pkg)}
+        assert status[PULL].state == "InProgress"
+        assert status[DP].percent is None  # a standard DP reports none
+        agent.links[DP].inject_cut(10**9)  # (disarmed: nothing that long crosses)
+        await h.bus.send(agent.address, pulldp_agent.RunPullJob(pkg.pkg_id))  # retry now
+        status = {s.dp: s for s in await h.wait(pkg, timeout=TIMEOUT)}
+        assert (status[PULL].state, status[PULL].percent) == ("Installed", None)
+        assert agent.bytes_downloaded == len(data)
+        assert (status[PULL].bytes_full, status[PULL].bytes_delta) == (len(data), 0)
+
+
+async def _percent_is(h: Hierarchy, pkg: object, percent: int) -> bool:
+    status = {s.dp: s for s in await h.content_status(pkg)}  # type: ignore[arg-type]
+    return status[PULL].percent == percent
 
 
 async def _redistributed(h: Hierarchy, agent: PullDPAgent, before: int) -> bool:
@@ -213,7 +272,8 @@ async def test_state_message_left_in_the_relay_is_processed_after_a_kill(tmp_pat
             await h.bus.stop_actor(addresses.statesys(SITE))
             incoming = statesys_incoming(h.servers[SITE].root)
             await h.distribute(pkg, [PULL])
-            await until(lambda: _smx_waiting(incoming, 2))  # in progress, then success
+            # in progress (0 %, then 100 % with the bytes), then success
+            await until(lambda: _smx_waiting(incoming, 3))
             raise KeyboardInterrupt  # a kill
     except KeyboardInterrupt:
         pass
@@ -225,6 +285,10 @@ async def test_state_message_left_in_the_relay_is_processed_after_a_kill(tmp_pat
         # takes both at the start): it changes nothing and its row goes too.
         await until(lambda: _no_pull_response(h))
         assert (await _ids(h, pkg_id, PULL)).count(8210) == 1
+        # the bytes the last in-progress message carried are recorded whichever of it
+        # and the success the State System stored first
+        status = {s.dp: s for s in await h.content_status(pkg_id)}
+        assert (status[PULL].bytes_full, status[PULL].bytes_delta) == (10_000, 0)
         assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
 
 
@@ -263,3 +327,30 @@ async def test_cancel_stops_a_pull_dp_download(tmp_path: Path) -> None:
 
 async def _no_stored_job(agent: PullDPAgent) -> bool:
     return not list(agent.jobs.glob("*.xml"))
+
+
+async def test_cancel_on_a_pull_dp_that_holds_the_version_ends_installed(tmp_path: Path) -> None:
+    """A redistribute to a pull DP that holds the version, cancelled while its download
+    retries: the DP still has the version whole, so it ends Installed (8204 says cancelled),
+    and its library keeps the version."""
+    data = random.Random(10).randbytes(20_000)
+    src = write_tree(tmp_path / "src", {"a.bin": data})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Held", source=src, site=SITE)
+        await h.distribute(pkg, [DP, PULL])
+        await h.wait(pkg, timeout=TIMEOUT)
+        agent = _agent(h)
+        agent.links[DP].down = True  # the download fails and retries: in flight
+        await h.redistribute(pkg, PULL)
+        await until(lambda: _notified(h))
+        assert await h.cancel(pkg, PULL)
+        status = {s.dp: s for s in await h.content_status(pkg)}
+        assert (status[PULL].state, status[PULL].version) == ("Installed", 1)
+        assert status[PULL].last_message == 8204
+        assert _rows(h, "SELECT COUNT(*) FROM DistributionJobs") == [(0,)]
+        await until(lambda: _no_stored_job(agent))
+        assert agent.library.content_ids(pkg.pkg_id) == [f"{pkg.pkg_id}.1"]
+        agent.links[DP].down = False
+        out = tmp_path / "out"
+        await h.extract(pkg, PULL, out)
+        assert (out / "a.bin").read_bytes() == data

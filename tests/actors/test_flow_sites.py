@@ -196,6 +196,14 @@ async def test_content_before_its_package_row_is_retried_after_the_delay(tmp_pat
         (msg,) = [m for m in await _messages(ps1) if m.message_id == 4404]
         assert msg.strings[:3] == (pkg.pkg_id, "1", "12")
         assert msg.severity == "W"
+
+        async def row_arrived() -> bool:
+            return await ps1.db.package(pkg.pkg_id) is not None
+
+        # DRS brings the row at 10,000 s: PS1 knows the package (no clock needed for that),
+        # its content still waits for the despooler's retry at 20,000 s
+        await advance_until(clock, row_arrived, step=100.0)
+        await until(lambda: ids_are(4404, 2300, 2311, 2301))
         await advance_until(clock, lambda: ids_are(4404, *PER_SITE), step=100.0)
         assert_in_order(
             site_log(h, "PS1", "despool.log"),

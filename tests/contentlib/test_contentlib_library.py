@@ -230,6 +230,30 @@ async def test_add_file_from_path_move_and_replace(tmp_path: Path) -> None:
         await lib.add_file_from_path(sha(data), len(data), tmp_path / "link", move=True)
 
 
+async def test_add_file_from_path_verified_move_checks_size_not_bytes(tmp_path: Path) -> None:
+    """A download hashed as it was written is moved in without being read again: its size
+    is still checked; a copy (no move) is hashed whatever the caller says."""
+    lib = ContentLibrary(tmp_path / "lib")
+    data = os.urandom(30_000)
+    staged = tmp_path / "staged.part"
+    staged.write_bytes(data)
+    with pytest.raises(HashMismatch):
+        await lib.add_file_from_path(sha(data), len(data) + 1, staged, move=True, verified=True)
+    assert not lib.has_file(sha(data))
+    assert not list((tmp_path / "lib" / "tmp").iterdir())
+    staged.write_bytes(data)
+    await lib.add_file_from_path(sha(data), len(data), staged, move=True, verified=True)
+    assert lib.file_path(sha(data)).read_bytes() == data
+    # the caller's word is the hash: bytes it verified are stored under it unread
+    other = os.urandom(30_000)
+    staged.write_bytes(other)
+    await lib.add_file_from_path(sha(data[:-1]), len(other), staged, move=True, verified=True)
+    assert lib.file_path(sha(data[:-1])).read_bytes() == other
+    staged.write_bytes(other)
+    with pytest.raises(HashMismatch):  # no move: hashed all the same
+        await lib.add_file_from_path(sha(data), len(other), staged, verified=True)
+
+
 async def test_empty_folders_are_content_and_extract_rebuilds_them(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", {"bin/app": b"x"})
     (src / "logs").mkdir()

@@ -14,13 +14,21 @@ import zstandard
 from yarl import URL
 
 from actors.dp import (
-    ChunkSlice,
+    BLOCK,
+    LEVEL_BLOCK,
+    LEVEL_CHUNK,
+    LEVEL_GROUP,
+    LEVEL_SUPER,
     ContentServer,
+    DataAsk,
+    Level,
     PackageInfoBundle,
     PullContent,
     PullLocation,
     PullNotification,
-    SuperSignature,
+    SigAsk,
+    SigTree,
+    block_hashes,
     bundle_bytes,
     notification_xml,
     parse_notification,
@@ -53,12 +61,43 @@ async def test_files_ranges_signatures_and_refusals(tmp_path: Path) -> None:
             assert r.status == 206
             assert await r.read() == data[1000:2000]
         sig_url = url.replace("SMS_DP_SMSPKG$", "SMS_DP_SMSSIG$")
-        async with http.get(f"{sig_url}/a/b.bin?level=2") as r:
-            supers = msgspec.msgpack.decode(await r.read(), type=SuperSignature)
-        assert sum(supers.lengths) == len(data)
-        async with http.get(f"{sig_url}/a/b.bin?chunks=0-2") as r:
-            (part,) = msgspec.msgpack.decode(await r.read(), type=list[ChunkSlice])
-        assert (part.start, len(part.lengths), len(part.hashes)) == (0, 2, 32)
+        tree = SigTree(await lib.signature(lib.manifest("P0100001.1").files[0].sha256))
+        supers = await _levels(http, sig_url, [SigAsk("a/b.bin", LEVEL_SUPER)])
+        assert sum(supers[0].lengths) == len(data)
+        assert supers[0] == tree.inside(LEVEL_SUPER, [])
+        # the groups of the first super-chunk, the chunks of its first group, the blocks
+        first = (0, supers[0].lengths[0])
+        groups = await _levels(http, sig_url, [SigAsk("a/b.bin", LEVEL_GROUP, (first,))])
+        assert sum(groups[0].lengths) == first[1]
+        assert len(groups[0].hashes) == 8 * len(groups[0].lengths)
+        group = (0, groups[0].lengths[0])
+        chunks, blocks = await _levels(
+            http,
+            sig_url,
+            [SigAsk("a/b.bin", LEVEL_CHUNK, (group,)), SigAsk("a/b.bin", LEVEL_BLOCK, ((5, 600),))],
+        )
+        assert sum(chunks.lengths) == group[1]
+        assert chunks == tree.inside(LEVEL_CHUNK, [group])
+        assert blocks == Level((), block_hashes(data[5:600]))
+        assert len(blocks.hashes) == 4 * -(-595 // BLOCK)
+        # many files' ranges in one answer, in the order asked
+        asks = [DataAsk("a/b.bin", ((10, 20), (150_000, 150_100))), DataAsk("a/b.bin", ((0, 3),))]
+        async with http.post(url, data=msgspec.msgpack.encode(asks)) as r:
+            assert r.status == 200
+            assert await r.read() == data[10:20] + data[150_000:150_100] + data[:3]
+        for bad_ask, status in (
+            ([DataAsk("a/b.bin", ((20, 10),))], 400),  # not a range
+            ([DataAsk("a/b.bin", ((0, len(data) + 1),))], 400),  # past the end
+            ([DataAsk("a/b.bin", ((50, 60), (0, 10)))], 400),  # out of order
+            ([DataAsk("../b.bin", ((0, 1),))], 404),  # no such file in the manifest
+        ):
+            async with http.post(url, data=msgspec.msgpack.encode(bad_ask)) as r:
+                assert r.status == status, bad_ask
+        async with http.post(sig_url, data=b"not msgpack") as r:
+            assert r.status == 400
+        too_long = [SigAsk("a/b.bin", LEVEL_BLOCK, ((0, 100_000),))]
+        async with http.post(sig_url, data=msgspec.msgpack.encode(too_long)) as r:
+            assert r.status == 400
         base = server.base_url
         for bad in (
             f"{url}/a/../a/b.bin",
@@ -69,8 +108,12 @@ async def test_files_ranges_signatures_and_refusals(tmp_path: Path) -> None:
         ):
             async with http.get(URL(bad, encoded=True)) as r:  # sent as written
                 assert r.status == 404, bad
-        async with http.get(f"{sig_url}/a/b.bin?chunks=5-2") as r:
-            assert r.status == 400
+
+
+async def _levels(http: aiohttp.ClientSession, url: str, asks: list[SigAsk]) -> list[Level]:
+    async with http.post(url, data=msgspec.msgpack.encode(asks)) as r:
+        assert r.status == 200
+        return msgspec.msgpack.decode(await r.read(), type=list[Level])
 
 
 async def test_compressible_files_and_ranges_travel_zstd_encoded(tmp_path: Path) -> None:
