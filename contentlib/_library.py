@@ -18,7 +18,7 @@ import anyio
 import anyio.to_thread
 import msgspec
 
-from contentlib import _commit, _delta, _fs, _package, _paths, _recovery
+from contentlib import _commit, _delta, _fs, _index, _package, _paths, _recovery
 from contentlib._delta import Delta
 from contentlib._errors import (
     ContentLibError,
@@ -77,7 +77,9 @@ class ContentLibrary:
     that no manifest references (left by a crash between removing a manifest and its files).
     Hashes being ingested are pinned so a concurrent ``remove_content`` cannot delete them.
     Opening checks every manifest, quarantines the damaged ones, removes the temp files a
-    killed run left and rewrites PkgLib to match DataLib (``_recovery``).
+    killed run left and rewrites PkgLib to match DataLib (``_recovery``). After a clean
+    :meth:`aclose`, it reads the manifests from the index that wrote (``_index``) instead,
+    checking again only those whose DataLib file changed since.
     """
 
     def __init__(self, root: str | os.PathLike[str], *, workers: int | None = None) -> None:
@@ -110,9 +112,11 @@ class ContentLibrary:
         self._manifests: dict[str, Manifest] = opened.manifests
         self._versions: dict[str, dict[str, int]] = opened.versions
         self._damaged = opened.damaged
-        self._refs: Counter[str] = Counter()
-        for m in self._manifests.values():
-            self._refs.update(m.hashes())
+        self._refs: Counter[str] = opened.refs
+        self._garbage_free = opened.garbage_free
+        self._loose: set[str] = set()  # stored files that may have no reference (aclose)
+        self._clean_index = opened.taken  # exact while nothing changes: aclose writes it back
+        self._closed = False
         self._pins: Counter[str] = Counter()
         self._busy_ids: set[str] = set()
         self._pkg_locks: dict[str, anyio.Lock] = {}
@@ -273,6 +277,9 @@ class ContentLibrary:
         """Pin sha and move a verified temp file into FileLib; False if it was already there.
 
         A stored copy whose size is not the verified file's is damaged: it is replaced."""
+        self._check_open()
+        self._clean_index = None
+        self._loose.add(sha)  # unreferenced until a version names it
         if pinned is not None:
             self._pins[sha] += 1
             pinned.append(sha)
@@ -398,6 +405,8 @@ class ContentLibrary:
         """Write the manifest (the version becomes visible), count references, update PkgLib.
 
         The caller holds a reservation of the content id and pins on every file."""
+        self._check_open()
+        self._clean_index = None
         path = self._datalib / f"{manifest.content_id}.json"
         data = msgspec.json.encode(manifest)
         pkg = manifest.package_id
@@ -410,6 +419,7 @@ class ContentLibrary:
             )
             self._index(manifest)
         self._refs.update(manifest.hashes())
+        self._loose.difference_update(manifest.hashes())
         # A content id always names the same files: a damaged copy of this manifest is
         # resolved (a redistribute repaired it), its quarantined bytes stay for a human.
         self._damaged = tuple(d for d in self._damaged if d.content_id != manifest.content_id)
@@ -419,6 +429,8 @@ class ContentLibrary:
     async def remove_content(self, content_id: str) -> None:
         """Remove a version; files go only when no manifest references them (nor an ingest)."""
         manifest = self.manifest(content_id)
+        self._check_open()
+        self._clean_index = None
         with self._reserve(content_id):
             await self._thread(self._remove_manifest_file, content_id)
             del self._manifests[content_id]
@@ -447,7 +459,10 @@ class ContentLibrary:
             if not self._damaged and not self._pins[sha]:
                 self.file_path(sha).unlink(missing_ok=True)
                 self._sig_path(sha).unlink(missing_ok=True)
+                self._loose.discard(sha)
                 removed += 1
+            else:  # kept for now: garbage at the latest when the library closes
+                self._loose.add(sha)
         return removed
 
     def hold(self, hashes: Iterable[str]) -> list[bool]:
@@ -465,14 +480,50 @@ class ContentLibrary:
         self._unpin(hashes)
         return self._drop_unreferenced(hashes) if drop else 0
 
-    async def collect_garbage(self) -> int:
+    async def collect_garbage(self, *, if_needed: bool = False) -> int:
         """Delete FileLib files no manifest references and no ingest pins; returns the count.
 
         Deletes nothing while ``damaged`` lists a manifest: which files it referenced cannot
         be known, so any unreferenced file may be one of them (``remove_content`` keeps its
-        files then too)."""
-        present = await self._thread(_stored_names, self._filelib)
-        return self._drop_unreferenced(name for name in present if _paths.is_sha256(name))
+        files then too). ``if_needed``: nothing to do (no scan of FileLib) when the library
+        is known to hold no such file: it was opened after a clean :meth:`aclose` that left
+        none, and no manifest was deleted or changed on disk while it was closed."""
+        if if_needed and self._garbage_free:
+            return 0
+        refs = self._refs
+
+        def unreferenced() -> list[str]:  # a library holds tens of thousands: not on the loop
+            return [n for n in _stored_names(self._filelib) if _paths.is_sha256(n) and refs[n] <= 0]
+
+        # Checked again on the loop (a version may have named one meanwhile).
+        removed = self._drop_unreferenced(await self._thread(unreferenced))
+        self._garbage_free = not self._damaged
+        return removed
+
+    async def aclose(self) -> None:
+        """Close the library: stored files no version names go (a receive or an ingest the
+        shutdown stopped), then an index of the manifests is written durably, so that the
+        next open reads it instead of every manifest (``_index``). Call it last, after
+        every task using the library has ended: it must not change after this. A library
+        that is never closed (a kill, a failure) is fully checked at its next open."""
+        if self._closed:
+            return
+        self._closed = True
+        self._drop_unreferenced(list(self._loose))
+        garbage_free = (
+            self._garbage_free
+            and not self._damaged
+            and all(self._refs[sha] > 0 for sha in self._loose)
+        )
+        if self._clean_index is not None and garbage_free == self._clean_index.garbage_free:
+            await self._thread(_index.write_again, self.root, self._clean_index)
+            return
+        manifests = list(self._manifests.values())
+        await self._thread(_index.write, self.root, self._datalib, manifests, garbage_free)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ContentLibError(f"the library {self.root} is closed")
 
     async def verify_file(self, sha256: str) -> FileState:
         """Rehash one stored file (a full read): "ok", "missing" or "corrupt"."""

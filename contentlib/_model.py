@@ -11,7 +11,7 @@ FileState = Literal["ok", "missing", "corrupt"]
 """What a stored file is, rehashed: ``verify_file``."""
 
 
-class FileEntry(msgspec.Struct, frozen=True):
+class FileEntry(msgspec.Struct, frozen=True, gc=False):
     """One file of a content version."""
 
     path: str  # posix, relative, validated by contentlib._paths
@@ -21,7 +21,7 @@ class FileEntry(msgspec.Struct, frozen=True):
     sig_hash: str = ""  # hash of the file's chunk signature; "" until signatures are created
 
 
-class Manifest(msgspec.Struct, frozen=True):
+class Manifest(msgspec.Struct, frozen=True, gc=False):
     """A content version (DataLib): files sorted by path and a hash over them."""
 
     content_id: str

@@ -63,8 +63,9 @@ class _Libraries:
 
     @classmethod
     async def open(cls, hierarchy: HierarchyConfig, site: Site) -> _Libraries:
-        """Each library's manifests are read and checked in a worker thread, the libraries
-        at once (their reads overlap)."""
+        """Each library is opened in a worker thread (its manifests read and checked, or
+        taken from the index of its last clean close), two at a time: this machine's
+        cores; more would only make the event loop wait longer for the GIL."""
         roots = {
             dp.name.upper(): content_library(
                 dp_root(hierarchy, dp.name, dp.name.upper() == site.server.upper())
@@ -73,15 +74,36 @@ class _Libraries:
         }
         own_root = content_library(hierarchy.server_root(site.server))
         opened: dict[str, ContentLibrary] = {}
+        limiter = anyio.CapacityLimiter(_PARALLEL_OPENS)
 
         async def open_one(key: str, root: Path) -> None:
-            opened[key] = await ContentLibrary.open(root)
+            async with limiter:
+                opened[key] = await ContentLibrary.open(root)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(open_one, "", own_root)
             for name, root in roots.items():
                 tg.start_soon(open_one, name, root)
         return cls(opened[""], {name: opened[name] for name in roots})
+
+    async def aclose(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        """Close every library (each writes its open index), two at a time, when the site
+        stopped cleanly; after a failure or an abort (as a kill would) they are left as
+        they are, and the next open checks everything."""
+        if exc_type is not None:
+            return
+        limiter = anyio.CapacityLimiter(_PARALLEL_OPENS)
+
+        async def close_one(lib: ContentLibrary) -> None:
+            async with limiter:
+                # The index only saves the next open its reads: without it (a full disk),
+                # that open checks every manifest, as after a crash.
+                with suppress(OSError):
+                    await lib.aclose()
+
+        async with anyio.create_task_group() as tg:
+            for lib in (self.site, *self.dps.values()):
+                tg.start_soon(close_one, lib)
 
     def package_ids(self) -> set[str]:
         """Every package any of the libraries holds content of."""
@@ -95,6 +117,9 @@ class _Libraries:
             if pkg_id.startswith(site_code) and _is_hex(pkg_id[len(site_code) :])
         ]
         return max(numbers, default=0)
+
+
+_PARALLEL_OPENS = 2
 
 
 def _is_hex(text: str) -> bool:
@@ -112,6 +137,7 @@ class SiteServer:
         bus: Bus,
         libraries: _Libraries,
         content: ContentServer,
+        id_floor: int,
     ) -> None:
         self.content = content
         self.hierarchy = hierarchy
@@ -134,7 +160,7 @@ class SiteServer:
         self.provider = SmsProvider(
             db, hierarchy, site.code, log=self.logs[PROVIDER], now=bus.clock.wall
         )
-        self.provider.id_floor = libraries.highest_package_number(site.code)
+        self.provider.id_floor = id_floor
         self._dp_libraries = libraries.dps
         self.dps: dict[str, DPProvider] = {}
         self.pull_dps: dict[str, PullDPAgent] = {}
@@ -155,8 +181,10 @@ class SiteServer:
     ) -> SiteServer:
         root = hierarchy.server_root(site.server)
         libraries = await _Libraries.open(hierarchy, site)
+        stack.push_async_exit(libraries.aclose)
         path = root / "site.db"
-        held = libraries.package_ids()
+        # Off the event loop: a site's libraries can hold hundreds of thousands of ids.
+        held = await anyio.to_thread.run_sync(libraries.package_ids)
         if held and (not path.exists() or path.stat().st_size == 0):
             # Opening it as a new site would hand out again the IDs whose content is there.
             raise SiteDatabaseLost(
@@ -169,7 +197,8 @@ class SiteServer:
         db = await stack.enter_async_context(
             SiteDatabase.open(path, hierarchy=hierarchy, clock=bus.clock.wall)
         )
-        server = cls(hierarchy, site, db, bus, libraries, content)
+        floor = await anyio.to_thread.run_sync(libraries.highest_package_number, site.code)
+        server = cls(hierarchy, site, db, bus, libraries, content, floor)
         stack.callback(server.close_logs)
         return server
 
@@ -177,7 +206,7 @@ class SiteServer:
         """Spawn the site's actors: its DPs' first, then the site server's components.
         Files a crash left outside every manifest go first: nothing is in flight yet, so
         nothing received but not yet committed is lost."""
-        await self.library.collect_garbage()
+        await self.library.collect_garbage(if_needed=True)
         # Our public key, for the other sites' despoolers (DRS carries it to them).
         code, public = self.code, self.key.public_hex
         await self.db.write(lambda conn: ops.save_site_key(conn, code, public))
@@ -197,7 +226,7 @@ class SiteServer:
         logs = ComponentLogs(root / "logs")
         self._dp_logs.append(logs)
         library = self._dp_libraries[dp.name.upper()]
-        await library.collect_garbage()
+        await library.collect_garbage(if_needed=True)
         links = {
             src: NetworkLink(f"{src}->{dp.name}", bus.clock, h.link(src, dp.name))
             for src in dp.sources
@@ -238,7 +267,7 @@ class SiteServer:
             logs = ComponentLogs(root / "logs")
             self._dp_logs.append(logs)
         provider = DPProvider(name, root, self._dp_libraries[name.upper()], log=logs[DP_PROVIDER])
-        await provider.library.collect_garbage()
+        await provider.library.collect_garbage(if_needed=True)
         self.dps[name.upper()] = bus.spawn(provider, addresses.dp_provider(name))
         self.content.serve(name, provider.library)  # its SMS_DP_SMSPKG$ / SMS_DP_SMSSIG$
         self.links[name] = NetworkLink(f"{code}->{name}", bus.clock, h.link(code, name))
