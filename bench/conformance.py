@@ -22,7 +22,7 @@ import re
 import sys
 import tempfile
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -183,16 +183,20 @@ def _source(work: Path) -> Path:
     return src
 
 
-async def _processed(h: Hierarchy, create: Callable[[], Awaitable[str]], site: str) -> str:
-    """Run ``create`` and return its package ID once ``site``'s DistMgr raised 2301."""
-    seen: set[str] = set()
+async def _processed(
+    h: Hierarchy, create: Callable[[], Awaitable[str]], sites: Collection[str]
+) -> str:
+    """Run ``create`` and return its package ID once every one of ``sites``' DistMgrs
+    raised 2301 for it (the creating site's too: DRS may bring the package to another site,
+    which raises its 2301, before the creating site has stored and logged the version)."""
+    seen: set[tuple[str, str]] = set()
     async with h.bus.subscribe(STATUS_TOPIC, buffer=10_000) as sub:
         pkg_id = await create()
         with anyio.fail_after(_TIMEOUT):
             async for msg in sub:
-                if isinstance(msg, StatusMessage) and (msg.message_id, msg.site) == (2301, site):
-                    seen.add(msg.attributes.get(400, ""))
-                if pkg_id in seen:
+                if isinstance(msg, StatusMessage) and msg.message_id == 2301:
+                    seen.add((msg.site, msg.attributes.get(400, "")))
+                if all((site, pkg_id) in seen for site in sites):
                     return pkg_id
     raise RuntimeError(f"no 2301 for {pkg_id}")
 
@@ -227,7 +231,7 @@ def _create_step(src: Path, site: str = SITE, known_at: str | None = None) -> St
         async def call() -> str:
             return (await h.create_package("Dummy1", src, site=site)).pkg_id
 
-        return await _processed(h, call, known_at or site)
+        return await _processed(h, call, {site, known_at or site})
 
     return create
 

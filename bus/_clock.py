@@ -35,6 +35,10 @@ class Clock(abc.ABC):
     def wall(self) -> datetime.datetime:
         """UTC wall time, advancing with ``now()`` (for status messages and logs)."""
 
+    def wall_time(self) -> float:
+        """:meth:`wall` as POSIX seconds (cheaper: no datetime built)."""
+        return self.wall().timestamp()
+
     @abc.abstractmethod
     async def sleep(self, seconds: float) -> None:
         """Sleep ``seconds`` of simulated time."""
@@ -55,12 +59,16 @@ class RealClock(Clock):
         self.time_scale = float(time_scale)
         self._origin = time.monotonic()
         self._wall_origin = datetime.datetime.now(_UTC)
+        self._wall_origin_time = self._wall_origin.timestamp()
 
     def now(self) -> float:
         return (time.monotonic() - self._origin) / self.time_scale
 
     def wall(self) -> datetime.datetime:
         return self._wall_origin + datetime.timedelta(seconds=self.now())
+
+    def wall_time(self) -> float:
+        return self._wall_origin_time + self.now()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds) * self.time_scale)
@@ -123,6 +131,9 @@ class ManualClock(Clock):
 
     def wall(self) -> datetime.datetime:
         return self._wall_origin + datetime.timedelta(seconds=self._now)
+
+    def wall_time(self) -> float:
+        return self._wall_origin.timestamp() + self._now
 
     def call_later(
         self, delay: float, callback: Callable[..., object], *args: object

@@ -12,6 +12,7 @@ from contentlib._errors import (
     UnsafePath,
 )
 from contentlib._fs import atomic_write
+from contentlib._hop import ThreadHop
 from contentlib._library import ContentLibrary
 from contentlib._model import (
     DamagedManifest,
@@ -42,6 +43,7 @@ __all__ = [
     "SnapshotReport",
     "SourceError",
     "TargetNotEmpty",
+    "ThreadHop",
     "UnsafePath",
     "VerifyReport",
     "atomic_write",

@@ -228,10 +228,11 @@ class DistMgr(Component):
             )
         elif self._content_arrived(pkg):
             pkg = await self._take_arrived(pkg)
-        servers = await self.db.pkg_servers(pkg_id, site_code=self.site)
+        everywhere = await self.db.pkg_servers(pkg_id)  # one read: this site's and the others'
+        servers = [s for s in everywhere if s.site_code == self.site]
         await self._dp_threads(pkg, servers)
         if pkg.source_site == self.site and pkg.stored_pkg_version > 0:
-            await self._send_to_sites(pkg)
+            await self._send_to_sites(pkg, everywhere)
         if pkg.action == PackageAction.DELETE:
             await self._finish_delete(pkg)
         elif new_version:
@@ -345,7 +346,7 @@ class DistMgr(Component):
                 await self.library.remove_content(old)
         return await self.db.package(pkg_id) or pkg
 
-    async def _send_to_sites(self, pkg: PackageRow) -> None:
+    async def _send_to_sites(self, pkg: PackageRow, servers: list[PkgServerRow]) -> None:
         """Source site, step 3-3: a compressed copy to every site with a targeted DP that
         lacks this version (its Type 1 row says what it stores), once per version and
         site; routed along the tree, a hop at a time."""
@@ -353,7 +354,7 @@ class DistMgr(Component):
         wanted = sorted(
             {
                 s.site_code
-                for s in await self.db.pkg_servers(pkg_id)
+                for s in servers
                 if s.site_code != self.site and s.action != ServerAction.REMOVE
             }
         )
@@ -751,14 +752,15 @@ class DistMgr(Component):
 
     @handler
     async def status_file(self, msg: StatusFile) -> None:
-        await self._process_status_file(Path(msg.path))
+        await self._process_status_file(Path(msg.path), msg.status)
 
-    async def _process_status_file(self, path: Path) -> None:
+    async def _process_status_file(self, path: Path, sent: TransferStatus | None = None) -> None:
         """One STA file, on the replication processing thread: the status stored, then the
-        file deleted (a crash in between processes it again, which changes nothing)."""
+        file deleted (a crash in between processes it again, which changes nothing).
+        ``sent``: the file's status as its sender wrote it (else the file is read)."""
         with as_thread(self._replication_thread):
             self.trace(f"~Processing incoming file {path}.")
-            sta = await self.inbox.read(path)
+            sta = sent if sent is not None else await self.inbox.read(path)
             changed = sta is not None and await self._transfer_status(sta)
             await self.inbox.remove(path)
             self.trace(f"~Successfully delete package status file {path}")
@@ -793,8 +795,8 @@ class DistMgr(Component):
             if status == PkgStatusValue.NONE:  # a sending thread started the job
                 ops.set_job_state(conn, msg.job_id, JobState.SENDING, now)
             if final:
-                # The sending thread deleted its job after dropping this file; a crash in
-                # between left it, and it goes here: whoever sees the status sees no job.
+                # The job ends with its final status: whoever sees the status sees no job
+                # (and a crash before this commit leaves the job to send it again).
                 ops.delete_job(conn, msg.job_id)
             if status == PkgStatusValue.INSTALLED:
                 ops.record_transfer_bytes(
@@ -825,6 +827,8 @@ class DistMgr(Component):
                     message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op, log=False
                 )
         except (_PackageGone, _Repeated):
+            if final:  # stored before (or moot): the job ends all the same
+                await self.db.write(partial(ops.delete_job, job_id=msg.job_id))
             return False
         crash_point("distmgr.status_stored")
         self.trace(

@@ -2,20 +2,25 @@
 replication processing thread processes and deletes.
 
 A file's name is the job's ID and the status in hex (job 0x241, status 3:
-``00002413.STA``), so names sort in the order a job's statuses were sent. The final status
-of a job (installed, removed) is written durably before the sending thread deletes its
-job: from then on the file remembers how the job ended until DistMgr has stored it.
+``00002413.STA``), so names sort in the order a job's statuses were sent. A file is not
+synced: the job's row stays until DistMgr stores the job's final status (and deletes the
+job in the same commit), so a file a crash tore or lost is sent again by its job.
+
+The file operations are a few tens of microseconds each and run on the inbox's own worker
+thread (:class:`~contentlib.ThreadHop`), not through a thread pool.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 
-import anyio.to_thread
 import msgspec
 
 from actors.site.messages import TransferStatus
-from contentlib import atomic_write
+from contentlib import ThreadHop, atomic_write
 
 __all__ = ["StatusInbox"]
 
@@ -27,20 +32,33 @@ class StatusInbox:
 
     def __init__(self, server_root: Path) -> None:
         self.path = server_root / "inboxes" / "distmgr.box" / "incoming"
+        self._folder = f"{self.path}{os.sep}"
+        self._hop = ThreadHop("distmgr.box")
+        self._made = False
 
     def file_for(self, job_id: int, status: int) -> Path:
         return self.path / f"{job_id:07X}{status:X}.STA"
 
-    async def drop(self, sta: TransferStatus, *, durable: bool) -> Path:
+    def holds_any(self, job_id: int, statuses: Iterable[int]) -> bool:
+        """Whether an STA of the job with one of these statuses waits here (a ``stat`` each,
+        on the caller's thread: asked once per job)."""
+        folder = self._folder
+        for status in statuses:
+            try:
+                os.stat(f"{folder}{job_id:07X}{status:X}.STA")
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            return True
+        return False
+
+    async def drop(self, sta: TransferStatus, *, durable: bool = False) -> Path:
         """Write the STA file whole (``durable``: synced before this returns)."""
         path = self.file_for(sta.job_id, sta.status)
         data = msgspec.msgpack.encode(sta)
-
-        def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(path, data, durable=durable)
-
-        await anyio.to_thread.run_sync(write)
+        if not self._made:
+            await self._hop.run(partial(self.path.mkdir, parents=True, exist_ok=True))
+            self._made = True
+        await self._hop.run(partial(atomic_write, path, data, durable=durable))
         return path
 
     def pending(self) -> list[Path]:
@@ -53,9 +71,9 @@ class StatusInbox:
         """The file's status; None for a file that is gone or unreadable (a torn
         non-durable STA after a crash: its job is still there and sends it again)."""
         try:
-            return _decoder.decode(await anyio.to_thread.run_sync(path.read_bytes))
+            return _decoder.decode(await self._hop.run(path.read_bytes))
         except (FileNotFoundError, msgspec.DecodeError):
             return None
 
     async def remove(self, path: Path) -> None:
-        await anyio.to_thread.run_sync(lambda: path.unlink(missing_ok=True))
+        await self._hop.run(partial(path.unlink, missing_ok=True))

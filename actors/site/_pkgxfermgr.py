@@ -90,6 +90,7 @@ from contentlib import (
     FileEntry,
     FileSignature,
     HashMismatch,
+    ThreadHop,
     content_id,
 )
 
@@ -108,7 +109,7 @@ CANCELLED_REASON = "cancelled by the administrator"
 # Workers beyond the sending threads: a cancel, a removal or a job parked while every
 # sending thread is busy always finds one, so none of them waits for a send to end.
 _CONTROL_WORKERS = 4
-# The statuses that end a job: their STA is synced, then the sending thread deletes the job.
+# The statuses that end a job (their STA ends it: DistMgr deletes the job as it stores them).
 _FINAL = (PkgStatusValue.INSTALLED, PkgStatusValue.REMOVED)
 
 _Key = tuple[int, str]  # (DPID, PkgID): the jobs of one package on one DP run in order
@@ -162,6 +163,7 @@ class PkgXferMgr(Component):
         self._parked: deque[int] = deque()  # jobs waiting for a sending thread
         self._sends: dict[_Key, Send] = {}  # the send running for a DP and package
         self._cancelling: Counter[_Key] = Counter()  # keys an administrator's cancel ends
+        self._hop = ThreadHop(f"{site} PkgXferMgr")  # small files' writes into SMS_DP$
         # Pull DPs: their sources' DPUrls (the site's content server knows the address).
         self.pull = PullSending(self, content_url or (lambda dp, cid: f"http://{dp}/{cid}"))
 
@@ -281,8 +283,9 @@ class PkgXferMgr(Component):
 
     def _outcome_dropped(self, job: DistributionJobRow) -> bool:
         """The job's final STA is in DistMgr's inbox: a crash came after the sending thread
-        dropped it and before it deleted the job. The job is done; DistMgr stores it."""
-        return any(self.inbox.file_for(job.job_id, s).exists() for s in _FINAL)
+        dropped it and before DistMgr stored it (and deleted the job). The job is done;
+        DistMgr stores it."""
+        return self.inbox.holds_any(job.job_id, _FINAL)
 
     def _stop_for_removal(self, key: _Key, job: DistributionJobRow) -> None:
         """A removal of the package from the DP stops its older send there first, instead
@@ -294,7 +297,10 @@ class PkgXferMgr(Component):
                 f" package is being removed from the distribution point (job {job.job_id})"
             )
 
-    async def _run_in_order(self, job: DistributionJobRow, superseded: bool) -> None:
+    async def _run_in_order(
+        self, job: DistributionJobRow, superseded: bool, pkg: PackageRow | None
+    ) -> None:
+        """``pkg``: the job's package, read with the job (no second read per job)."""
         if superseded:
             await self._end_superseded(job, "a newer job")
             return
@@ -303,7 +309,7 @@ class PkgXferMgr(Component):
             await self.db.write(partial(ops.delete_job, job_id=job.job_id))
             return
         if dp.is_pull_dp and job.action != JobAction.REMOVE:
-            await self._run_pull(job, dp)
+            await self._run_pull(job, dp, pkg)
             return
         if dp.server_name not in self.links and not dp.is_pull_dp:
             reason = f"distribution point {dp.server_name} is not in the hierarchy file"
@@ -312,7 +318,6 @@ class PkgXferMgr(Component):
         if job.action == JobAction.REMOVE:
             await self._remove(job, dp)
             return
-        pkg = await self.db.package(job.pkg_id)
         if pkg is None or pkg.stored_pkg_version > job.package_version:
             # A job for an older version than the site stores: the newer version's job
             # (created with the version, in the same commit) brings the DP up to date.
@@ -336,8 +341,9 @@ class PkgXferMgr(Component):
         finally:
             del self._sends[key]
 
-    async def _run_pull(self, job: DistributionJobRow, dp: DistributionPointRow) -> None:
-        pkg = await self.db.package(job.pkg_id)
+    async def _run_pull(
+        self, job: DistributionJobRow, dp: DistributionPointRow, pkg: PackageRow | None
+    ) -> None:
         if pkg is None or pkg.stored_pkg_version > job.package_version:
             await self._end_superseded(job, "a newer version of the package")
             return
@@ -416,12 +422,15 @@ class PkgXferMgr(Component):
             f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
             f" to distribution point {dp.server_name}"
         )
-        # 8200 and 8210 stored (one commit) before the status-3 STA: DistMgr's 2330 follows
-        # them, as in the reference, and once the DP reads Installed every message is
-        # stored. Their lines go where the reference's log has them: 8200, the status-3
-        # line, then 8210.
+        # 8200 and 8210 stored (one commit) before the status-3 STA is handed over: DistMgr's
+        # 2330 follows them, as in the reference, and once the DP reads Installed every
+        # message is stored. Their lines go where the reference's log has them: 8200, the
+        # status-3 line, then 8210. The job's row goes with the Installed status, in
+        # DistMgr's commit: until then a crash leaves the job, which ends at once if its
+        # STA survived (``_outcome_dropped``) and is sent again (nothing left to copy) if
+        # not, so the STA need not be synced.
         begun, sent = self._message(8200, job, dp), self._message(8210, job, dp)
-        path = await self._drop_status(
+        dropped = await self._drop_status(
             job,
             dp,
             PkgStatusValue.INSTALLED,
@@ -429,11 +438,9 @@ class PkgXferMgr(Component):
             bytes_delta=job.bytes_delta + send.bytes_delta,
         )
         crash_point("pkgxfermgr.status_dropped")
-        # The STA out, the sending thread deletes its job (with 8200 and 8210, one commit).
-        end_job = partial(ops.delete_job, job_id=job.job_id)
-        await self.reporter.raise_messages([begun, sent], op=end_job, log=False)
+        await self.reporter.raise_messages([begun, sent], log=False)
         self.reporter.log(begun)
-        await self._deliver_status(job, dp, PkgStatusValue.INSTALLED, path)
+        await self._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
         self.reporter.log(sent)
         self.trace("Sending thread complete~")
 
@@ -517,7 +524,15 @@ class PkgXferMgr(Component):
         try:
             self.trace(f"~Sending Started [{source}]")
             await transmit(
-                source, entry.size, staged, link, self.trace, send, delta=False, shown=share
+                source,
+                entry.size,
+                staged,
+                link,
+                self.trace,
+                send,
+                delta=False,
+                shown=share,
+                hop=self._hop,
             )
             self.trace(f"~Sending completed [{source}]")
             await self._change_dp(
@@ -579,7 +594,17 @@ class PkgXferMgr(Component):
         )
         send.plan(len(delta) - entry.size)  # the delta goes instead of the file
         share = f"\\\\{dp.server_name}\\SMS_DP$\\{name}"
-        await transmit(delta, len(delta), staged, link, self.trace, send, delta=True, shown=share)
+        await transmit(
+            delta,
+            len(delta),
+            staged,
+            link,
+            self.trace,
+            send,
+            delta=True,
+            shown=share,
+            hop=self._hop,
+        )
         try:
             await self._change_dp(
                 dp, DPApplyDelta(old.sha256, name, entry.sha256, entry.size, content_id)
@@ -607,9 +632,9 @@ class PkgXferMgr(Component):
         except BusError as exc:
             await self._failed(job, dp, exc)
             return
-        path = await self._drop_status(job, dp, PkgStatusValue.REMOVED)
-        await self.db.write(partial(ops.delete_job, job_id=job.job_id))
-        await self._deliver_status(job, dp, PkgStatusValue.REMOVED, path)
+        # (the job's row goes with the Removed status, in DistMgr's commit)
+        dropped = await self._drop_status(job, dp, PkgStatusValue.REMOVED)
+        await self._deliver_status(job, dp, PkgStatusValue.REMOVED, dropped)
 
     async def _failed(
         self,
@@ -734,8 +759,8 @@ class PkgXferMgr(Component):
     ) -> None:
         """A status of a job that goes on (started, retrying, failed): the STA dropped and
         processed."""
-        path = await self._drop_status(job, dp, status, detail)
-        await self._deliver_status(job, dp, status, path)
+        dropped = await self._drop_status(job, dp, status, detail)
+        await self._deliver_status(job, dp, status, dropped)
 
     async def _drop_status(
         self,
@@ -746,10 +771,10 @@ class PkgXferMgr(Component):
         *,
         bytes_full: int = 0,
         bytes_delta: int = 0,
-    ) -> Path:
-        """The STA file in ``distmgr.box\\incoming``. A final status is synced before this
-        returns: the sending thread deletes its job next, and the file then remembers how
-        the job ended until DistMgr has stored it."""
+    ) -> StatusFile:
+        """The STA file in ``distmgr.box\\incoming``, and the request that hands it to
+        DistMgr. Not synced: a job stays until DistMgr has stored its final status (and
+        deletes it in that commit), so a lost file costs a resend, never the outcome."""
         sta = TransferStatus(
             job.job_id,
             job.pkg_id,
@@ -761,13 +786,18 @@ class PkgXferMgr(Component):
             bytes_full,
             bytes_delta,
         )
-        return await self.inbox.drop(sta, durable=status in _FINAL)
+        path = await self.inbox.drop(sta)
+        return StatusFile(str(path), sta)
 
     async def _deliver_status(
-        self, job: DistributionJobRow, dp: DistributionPointRow, status: PkgStatusValue, path: Path
+        self,
+        job: DistributionJobRow,
+        dp: DistributionPointRow,
+        status: PkgStatusValue,
+        dropped: StatusFile,
     ) -> None:
         """Tell DistMgr of the file; awaited, so the status is stored when this returns."""
-        await self.request(self.distmgr, StatusFile(str(path)))
+        await self.request(self.distmgr, dropped)
         self.trace(
             f"Sent status to the distribution manager for pkg {job.pkg_id}, version"
             f" {job.package_version}, status {int(status)} and distribution point"

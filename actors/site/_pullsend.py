@@ -244,21 +244,21 @@ class PullSending:
                 f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
                 f" to distribution point {dp.server_name}"
             )
-            # As a sending thread ends: the final STA dropped, then the job deleted with
-            # 8210 (one commit), then DistMgr told. The bytes are the job's as they are now
-            # (the pull DP's last in-progress message may have set them since the poll began).
+            # As a sending thread ends: the final STA dropped, 8210 stored, then DistMgr
+            # told (it deletes the job with the Installed status, in one commit). The bytes
+            # are the job's as they are now (the pull DP's last in-progress message may have
+            # set them since the poll began).
             sent = mgr._message(8210, job, dp)
             job = await mgr.db.distribution_job(job.job_id) or job
-            path = await mgr._drop_status(
+            dropped = await mgr._drop_status(
                 job,
                 dp,
                 PkgStatusValue.INSTALLED,
                 bytes_full=job.bytes_full,
                 bytes_delta=job.bytes_delta,
             )
-            end_job = partial(ops.delete_job, job_id=job.job_id)
-            await mgr.reporter.raise_messages([sent], op=end_job)
-            await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, path)
+            await mgr.reporter.raise_messages([sent])
+            await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
         elif msg.count < mgr.settings.pulldp_status_polls:
             delay = mgr.settings.pulldp_polling_delay
             mgr.send_later(delay, mgr.address, PollPullJob(msg.job_id, msg.count + 1))

@@ -21,6 +21,7 @@ from actors.sitedb import (
     DistributionJobRow,
     DistributionPointRow,
 )
+from contentlib import ThreadHop
 
 __all__ = ["RetryJob", "Send", "transmit"]
 
@@ -28,6 +29,9 @@ __all__ = ["RetryJob", "Send", "transmit"]
 # unthrottled copy goes in large blocks, one worker-thread hop each.
 _LINK_CHUNK = 983040
 _LOCAL_CHUNK = 64 << 20
+# A file up to this size is written on the caller's ThreadHop (a light hop for small
+# writes); a bigger one in the thread pool, where it holds up no small write behind it.
+_SMALL_FILE = 1 << 20
 
 
 class RetryJob(msgspec.Struct, frozen=True):
@@ -141,6 +145,7 @@ async def transmit(
     *,
     delta: bool,
     shown: str = "",
+    hop: ThreadHop | None = None,
 ) -> None:
     """Copy ``source`` to the staged file over ``link``, resuming after a cut transfer.
 
@@ -151,15 +156,20 @@ async def transmit(
     its progress reported after it. ``shown``: the file as the log names it (the DP's
     share). A cancel lands between chunks: a chunk being written
     in the worker thread is finished first, so nothing writes the file after the cancel.
+    ``hop``: where a small chunk is written (a whole small file: one light hop).
     """
     await link.open()
     chunk = _LINK_CHUNK if link.throttled else _LOCAL_CHUNK
     resume_at: int | None = None  # found in the worker thread, with the first chunk
     while True:  # at least once: an empty file is written too
         started = time.perf_counter()
-        position, n = await anyio.to_thread.run_sync(
-            _write_chunk, source, size, staged, resume_at, link.allowance(chunk)
-        )
+        allowed = link.allowance(chunk)
+        if hop is not None and size <= _SMALL_FILE:
+            position, n = await hop.run(_write_chunk, source, size, staged, resume_at, allowed)
+        else:
+            position, n = await anyio.to_thread.run_sync(
+                _write_chunk, source, size, staged, resume_at, allowed
+            )
         where = shown or staged.name
         ticks = round((time.perf_counter() - started) * 1000)  # milliseconds, as the product's
         log(f"~Attempt to write {n} bytes to {where} at position {position}")

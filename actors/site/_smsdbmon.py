@@ -4,7 +4,9 @@ It reads ``TableChangeNotifications`` rows with ``RowID`` above its position (Ro
 is commit order: every write goes through the site's single writer), turns each into a
 message (:mod:`actors.site.messages`) for DistMgr or PkgXferMgr, and logs the reference's
 ``RCV:`` / ``SND:`` lines to ``smsdbmon.log``. It is woken at once by every commit of the
-writer in this process, and by a slow safety poll on the clock for anything else.
+writer in this process that leaves a row above its position (the writer tells it the
+highest RowID after each commit, so a commit without one costs no read), and by a slow
+safety poll on the clock for anything else.
 
 Exactly once, and why
 ---------------------
@@ -93,13 +95,13 @@ class SmsDbMon(Component):
         saved = await self.db.position(self.consumer)
         self._saved = max(self._saved, saved)
         self.position = max(self.position, saved)
-        self.db.remove_commit_listener(self._on_commit)  # a restart must not add it twice
-        self.db.add_commit_listener(self._on_commit)
+        self.db.remove_notification_listener(self._on_commit)  # a restart must not add twice
+        self.db.add_notification_listener(self._on_commit)
         self.start_task(self._monitor)
         self.start_task(self._poll)
 
     async def on_stop(self) -> None:
-        self.db.remove_commit_listener(self._on_commit)
+        self.db.remove_notification_listener(self._on_commit)
         try:
             await self._save_position()
         except SiteDatabaseClosed:
@@ -109,8 +111,9 @@ class SmsDbMon(Component):
         if self.trace_log is not None:
             self.trace_log.flush()
 
-    def _on_commit(self) -> None:
-        self._wake.set()
+    def _on_commit(self, last_row: int) -> None:
+        if last_row > self.position:  # a commit without new rows for us needs no read
+            self._wake.set()
 
     async def _poll(self) -> None:
         while True:

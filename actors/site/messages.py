@@ -100,9 +100,13 @@ class TransferStatus(msgspec.Struct, frozen=True):
 class StatusFile(msgspec.Struct, frozen=True):
     """An ``.STA`` file dropped in ``distmgr.box\\incoming`` (the file's path): a request,
     answered once DistMgr has stored the status and deleted the file. A file a crash left
-    unprocessed is taken at DistMgr's next start."""
+    unprocessed is taken at DistMgr's next start.
+
+    ``status``: what the sender wrote in the file, so that DistMgr need not read it back
+    (None: DistMgr reads the file)."""
 
     path: str
+    status: TransferStatus | None = None
 
 
 PACKAGE_CHANGED_TOPIC = "package_changed"

@@ -337,6 +337,11 @@ def _seed_op(hierarchy: HierarchyConfig) -> WriteOp[None]:
     return op
 
 
+def _last_notification(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(RowID) FROM TableChangeNotifications").fetchone()
+    return int(row[0] or 0)
+
+
 def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
     nal, name = values[0], values[1]
     found = (
@@ -459,6 +464,15 @@ class SiteDatabase:
     def remove_commit_listener(self, listener: Callable[[], None]) -> None:
         self._writer.remove_commit_listener(listener)
 
+    def add_notification_listener(self, listener: Callable[[int], None]) -> None:
+        """``listener(row_id)`` in the event loop after every commit, with the highest
+        ``TableChangeNotifications`` RowID then (0: none): SMSDBMON reads only when a
+        commit brought rows it has not delivered."""
+        self._writer.add_commit_probe(_last_notification, listener)
+
+    def remove_notification_listener(self, listener: Callable[[int], None]) -> None:
+        self._writer.remove_commit_probe(listener)
+
     @property
     def commits(self) -> int:
         """Transactions committed by the writer so far (each holds a batch of operations)."""
@@ -576,16 +590,23 @@ class SiteDatabase:
 
     async def distribution_job_superseded(
         self, job_id: int
-    ) -> tuple[DistributionJobRow, bool] | None:
-        """The job, and whether a newer job of the same DP and package exists (one read)."""
-        cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLS.split(","))
+    ) -> tuple[DistributionJobRow, bool, PackageRow | None] | None:
+        """The job, whether a newer job of the same DP and package exists, and the job's
+        package (None: deleted), in one read: what a sending thread starts from."""
+        job_cols = ", ".join(f"j.{c.strip()}" for c in _JOB_COLS.split(","))
+        pkg_cols = ", ".join(f"p.{c.strip()}" for c in _PACKAGE_COLS.split(","))
         row = await self.fetchone(
-            f"SELECT {cols}, EXISTS (SELECT 1 FROM DistributionJobs n WHERE n.DPID = j.DPID"
-            " AND n.PkgID = j.PkgID AND n.JobID > j.JobID)"
-            " FROM DistributionJobs j WHERE j.JobID = ?",
+            f"SELECT {job_cols}, EXISTS (SELECT 1 FROM DistributionJobs n WHERE n.DPID = j.DPID"
+            " AND n.PkgID = j.PkgID AND n.JobID > j.JobID),"
+            f" {pkg_cols} FROM DistributionJobs j LEFT JOIN SMSPackages p ON p.PkgID = j.PkgID"
+            " WHERE j.JobID = ?",
             (job_id,),
         )
-        return None if row is None else (_job(row[:-1]), bool(row[-1]))
+        if row is None:
+            return None
+        n = _JOB_COLS.count(",") + 1
+        package = None if row[n + 1] is None else _package(row[n + 1 :])
+        return _job(row[:n]), bool(row[n]), package
 
     async def distribution_jobs(
         self, *, state: JobState | None = None, dp_id: int | None = None

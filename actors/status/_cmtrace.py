@@ -86,7 +86,14 @@ class CMTraceLog:
         stamp, thread and severity are taken now)."""
         ts = time.time() if when is None else when.timestamp()
         tid = thread if thread is not None else current_thread_id()
-        entry = (tuple(messages), ts, tid, _CMTRACE_TYPE.get(severity, 1))
+        self._add((tuple(messages), ts, tid, _CMTRACE_TYPE.get(severity, 1)))
+
+    def write_at(self, message: str, ts: float, thread: int, severity: str = "I") -> None:
+        """One line stamped ``ts`` (POSIX seconds) for ``thread``: :meth:`write` without
+        building a datetime (a component's trace line, the hot path)."""
+        self._add(((message,), ts, thread, _CMTRACE_TYPE.get(severity, 1)))
+
+    def _add(self, entry: _Entry) -> None:
         with self._lock:
             self._pending.append(entry)
             if self._scheduled:

@@ -36,6 +36,4 @@ class Component(Actor):
         """One line of the component's log (a ``~`` prefix marks the product's verbose lines)."""
         if self.trace_log is not None:
             # The bus clock's time: one clock stamps every line, row and status message.
-            self.trace_log.write(
-                line, severity=severity, when=self.clock.wall(), thread=self.thread_id()
-            )
+            self.trace_log.write_at(line, self.clock.wall_time(), self.thread_id(), severity)

@@ -130,7 +130,7 @@ async def test_status_goes_through_an_sta_file_that_distmgr_deletes(tmp_path: Pa
             f"{j.job_id:07X}3.STA" for j in jobs
         )
         assert {f"{j.job_id:07X}0.STA" for j in jobs} <= set(names)
-        # the jobs are gone: the sending threads deleted them
+        # the jobs are gone: each went with its final status
         assert await server.db.scalar("SELECT COUNT(*) FROM DistributionJobs") == 0
 
         # An installed STA processed again (a crash after DistMgr stored it, before it

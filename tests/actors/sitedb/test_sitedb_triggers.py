@@ -177,6 +177,25 @@ async def test_writer_group_commits_concurrent_callers(tmp_path: Path) -> None:
     assert 1 <= commits <= 10  # batched, not one transaction per caller
 
 
+async def test_notification_listener_hears_the_highest_row_after_each_commit(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "site.db"
+    heard: list[int] = []
+    async with SiteDatabase.open(path) as db:
+        db.add_notification_listener(heard.append)
+        await db.save_position("test", 0)
+        assert heard == [0]  # a commit without a notification row: nothing to read
+        await _insert_package(db, "PS100001")  # its trigger queues a notification
+        (last,) = _rows(path, "SELECT MAX(RowID) FROM TableChangeNotifications")[0]
+        assert heard == [0, last]
+        await db.save_position("test", int(last))  # the rows delivered go
+        assert heard == [0, last, 0]
+        db.remove_notification_listener(heard.append)
+        await _insert_package(db, "PS100002")
+        assert len(heard) == 3
+
+
 async def test_failing_operation_rolls_back_alone(tmp_path: Path) -> None:
     path = tmp_path / "site.db"
     async with SiteDatabase.open(path) as db:
