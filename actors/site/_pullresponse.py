@@ -111,14 +111,17 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
             _store_progress(conn, r, dp.nal_path, running, progress)
         if dp is not None and final and status == PkgStatusValue.INSTALLED and jobs:
             last = max(jobs, key=lambda j: j.package_version)
-            if last.package_version == r.pkg_version and (last.bytes_full or last.bytes_delta):
+            # read here, not with the jobs above: an in-progress message of the same
+            # response batch may have stored the bytes on the job since
+            full, delta = ops.pull_job_bytes(conn, last.job_id)
+            if last.package_version == r.pkg_version and (full or delta):
                 ops.record_transfer_bytes(
                     conn,
                     pkg_id=r.pkg_id,
                     nal_path=dp.nal_path,
                     version=r.pkg_version,
-                    bytes_full=last.bytes_full,
-                    bytes_delta=last.bytes_delta,
+                    bytes_full=full,
+                    bytes_delta=delta,
                 )
         for job in jobs:  # the job ends with the status that ends it
             ops.delete_job(conn, job.job_id)
@@ -161,8 +164,10 @@ def _store_progress(
     progress: PullProgress,
 ) -> None:
     """An in-progress message on the version's open job; the bytes of one that comes after
-    the success (a restart can reorder them) go straight to ``DPTransferBytes``."""
-    for job in running:
+    the success (a restart can reorder them) go straight to ``DPTransferBytes``. Whether the
+    job is still open and the DP Installed is read inside this write: the success may have
+    been stored since ``running`` was read."""
+    kept = [
         ops.set_pull_progress(
             conn,
             job_id=job.job_id,
@@ -170,8 +175,12 @@ def _store_progress(
             bytes_full=progress.bytes_full,
             bytes_delta=progress.bytes_delta,
         )
-    installed = r.status == PkgStatusValue.INSTALLED and r.pkg_version == r.stored_pkg_version
-    if not running and installed and progress.bytes_full is not None:
+        for job in running
+    ]
+    installed = r.pkg_version == r.stored_pkg_version and ops.dp_status_is(
+        conn, r.pkg_id, nal_path, PkgStatusValue.INSTALLED, r.pkg_version
+    )
+    if not any(kept) and installed and progress.bytes_full is not None:
         ops.fill_transfer_bytes(
             conn,
             pkg_id=r.pkg_id,

@@ -13,6 +13,7 @@ __all__ = [
     "delete_pull_dp_response",
     "fill_transfer_bytes",
     "insert_pull_dp_response",
+    "pull_job_bytes",
     "set_content_dp_map",
     "set_pull_notified",
     "set_pull_progress",
@@ -88,18 +89,29 @@ def set_pull_progress(
     percent: int,
     bytes_full: int | None,
     bytes_delta: int | None,
-) -> None:
+) -> bool:
     """A pull DP's in-progress state message on its job: the percentage, and the bytes that
     crossed when the message carries them (a run's last one: what the pull DP's runs of
     the job since it started moved). The job keeps the most it was told: a run after a
-    restart that finds the files already there moves nothing, and does not erase them."""
-    conn.execute(
+    restart that finds the files already there moves nothing, and does not erase them.
+    False when the job is gone (its success was stored first)."""
+    cur = conn.execute(
         "UPDATE DistributionJobs SET PullPercent = ?1,"
         " BytesFull = CASE WHEN ?2 IS NULL THEN BytesFull ELSE max(BytesFull, ?2) END,"
         " BytesDelta = CASE WHEN ?3 IS NULL THEN BytesDelta ELSE max(BytesDelta, ?3) END"
         " WHERE JobID = ?4",
         (percent, bytes_full, bytes_delta, job_id),
     )
+    return cur.rowcount == 1
+
+
+def pull_job_bytes(conn: sqlite3.Connection, job_id: int) -> tuple[int, int]:
+    """The bytes a pull DP's job was told of so far, read inside the write that ends it (an
+    in-progress message stored a moment before counts)."""
+    row = conn.execute(
+        "SELECT BytesFull, BytesDelta FROM DistributionJobs WHERE JobID = ?", (job_id,)
+    ).fetchone()
+    return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
 
 
 def fill_transfer_bytes(
