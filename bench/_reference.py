@@ -128,6 +128,8 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(?<![\w<>.])/[^\s\]\['\"/]+/[^\s\]\['\"]*"), "<path>"),  # POSIX
     (re.compile(r"\b(?:[A-Za-z0-9-]+\.){2,}[A-Za-z]{2,}\b"), "<server>"),
     (re.compile(r"\b[0-9A-Z]{3}SQ[A-Z0-9]{3}\b", re.IGNORECASE), "<sendrequest>"),
+    # an application's content ID ("Content_<guid>.1") is a package's content ID here
+    (re.compile(r"\bContent_<guid>", re.IGNORECASE), "<pkg>"),
     # sizes and rates before job IDs: "204864k", "13985442 bytes/sec" are numbers
     (re.compile(r"\b\d+(?=k\b)|\b\d+(?= bytes)"), "<n>"),
     (re.compile(r"\bJOBID\b|\b[0-9A-F]{8}\b"), "<job>"),

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from bench import conformance
-from bench._reference import FLOWS, NOT_IMPLEMENTED, find_reference, normalise
+from bench._reference import FLOWS, NOT_IMPLEMENTED, RefLine, find_reference, normalise
 
 _BASELINE = Path(__file__).resolve().parent / "conformance_baseline.json"
 
@@ -46,6 +46,26 @@ def test_normalise_matches_reference_and_cmdist_shapes() -> None:
     assert normalise('STATMSG: ID=2330 SEV=I COMP="SMS_DISTRIBUTION_MANAGER" TID=1') == (
         "statmsg id=2330 comp=sms_distribution_manager"
     )
+    assert normalise("Total size: 204864k Remaining: 204864k") == (
+        normalise("Total size: 1233k Remaining: 12k")
+    )
+    assert normalise("Sending completed (13985442 bytes/sec).~") == (
+        normalise("Sending completed (985 bytes/sec).")
+    )
+    assert normalise("for content Content_3c9813ba-d7ab-4963-929c-36f90f479613.1 from XML") == (
+        normalise("for content CS100001.1 from XML")
+    )
+
+
+def test_a_line_the_reference_elides_matches_by_its_beginning() -> None:
+    refs = [
+        RefLine("SMS_LAN_SENDER", "~Checking for remote file \\\\PS1\\X.TMP …", "sender.log", "s"),
+        RefLine("SMS_LAN_SENDER", "~Rename completed", "sender.log", "s"),
+    ]
+    logs = {"sender.log": [normalise("~Checking for remote file /d/PS1/SMS_SITE/1.TMP")]}
+    result = conformance.compare("distribute_across_sites", refs, logs)
+    assert (result.found, result.in_order) == (1, 1)
+    assert result.missing == ["~Rename completed"]
 
 
 def test_conformance_does_not_regress(capsys: pytest.CaptureFixture[str]) -> None:

@@ -285,16 +285,21 @@ class Hierarchy:
     async def validate(self, pkg: Package | str, dp: str) -> DPValidation:
         """Content validation on demand: the DP rehashes every file it holds of the package.
         Damaged content makes the DP Failed for the package (2383, naming the files) until a
-        redistribute repairs it; sound content raises 2384."""
-        server, pkg_id = await self._package(pkg)
+        redistribute repairs it; sound content raises 2384. Asked of the DP's own site,
+        whose ContentValidator watches its DPs (a package of the CAS on a DP of PS1 is
+        validated by PS1). A pull DP checks every file as it downloads it and holds no
+        validation of its own here: ``NotSupported``."""
+        _, pkg_id = await self._package(pkg)
         if not isinstance(dp, str):
             raise InvalidArgument(f"a distribution point is named by a string, not {dp!r}")
         target = self.config.dp(dp)
-        if target.site != server.code or target.pull:
-            raise NotSupported(f"{target.name} is not a standard DP of site {server.code}")
+        if target.pull:
+            raise NotSupported(
+                f"{target.name} is a pull DP: content validation is for standard DPs"
+            )
         result: DPValidation = await self._guard(
             self.bus.request(
-                addresses.content_validator(server.code), ValidateContent(pkg_id, target.name), None
+                addresses.content_validator(target.site), ValidateContent(pkg_id, target.name), None
             )
         )
         return result

@@ -26,8 +26,8 @@ from actors import addresses
 from actors.site._capacity import SendRequestList, SentBytes
 from actors.site._instruction import Instruction, SiteKey, sign
 from actors.site._paths import release_package_file, tosend_box
-from actors.site.messages import MiniJobCreated, SendRequest, SendResult
-from actors.sitedb import MiniJobRow, SiteDatabase, ops
+from actors.site.messages import MiniJobCreated, PackageNotification, SendRequest, SendResult
+from actors.sitedb import MiniJobRow, NotificationType, PackageRow, SiteDatabase, ops
 from actors.status import CMTraceLog, Component
 from bus import handler
 
@@ -90,6 +90,11 @@ class Scheduler(Component):
         self.trace(
             f"Destination site:  {job.dest_site}, Preferred Address: *, Priority: {job.priority}"
         )
+        try:
+            package_sha256 = await anyio.to_thread.run_sync(_sha256, job.transfer_root)
+        except FileNotFoundError:
+            await self._drop(job, job_name, pkg)
+            return
         instruction = Instruction(
             job_id=job.job_id,
             send_request_id=request_id,
@@ -98,7 +103,7 @@ class Scheduler(Component):
             sender_site=self.site,
             dest_site=job.dest_site,
             final_site=job.final_site,
-            package_sha256=await anyio.to_thread.run_sync(_sha256, job.transfer_root),
+            package_sha256=package_sha256,
             package_size=job.size,
             base_version=job.base_version,
         )
@@ -137,6 +142,31 @@ class Scheduler(Component):
             await self._finish(job, request_id, job_name, title, icl, result)
         finally:
             self.requests.close(request_id)
+
+    async def _drop(self, job: MiniJobRow, job_name: str, pkg: PackageRow | None) -> None:
+        """The job's package file is gone (deleted by hand, a disk restored without it): the
+        job cannot run, now or after any restart. It is dropped with its reference, and the
+        package's DistMgr, when it is this site's, looks at the package again: a site still
+        lacking the version gets a mini-job with a package file built anew. One lost file
+        never stops the scheduler (it would fail again at every restart)."""
+        root = job.transfer_root
+        self.trace(
+            f"Package file {root} of job {job_name} (package {job.pkg_id} version"
+            f" {job.version} to site {job.final_site}) does not exist; the job is dropped.~",
+            severity="E",
+        )
+
+        def drop(conn: sqlite3.Connection) -> int:
+            ops.drop_minijob(conn, job.job_id)
+            return release_package_file(conn, root)
+
+        await self.db.write(drop)
+        if pkg is not None and pkg.source_site == self.site:
+            # as SMSDBMON would for a DP change (no PkgNotification row stands behind it)
+            notice = PackageNotification(
+                0, job.pkg_id, NotificationType.SERVER_CHANGED, pkg.priority, 0
+            )
+            await self.send(addresses.distmgr(self.site), notice)
 
     async def _refresh(self, entry: SentBytes, show: Callable[[], None]) -> None:
         """The send request's status, every poll interval while it runs, when its state or

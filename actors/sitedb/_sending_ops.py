@@ -14,6 +14,7 @@ __all__ = [
     "MINIJOB_SENDING",
     "add_package_file_ref",
     "despooled",
+    "drop_minijob",
     "insert_minijob",
     "release_package_file_ref",
     "save_site_key",
@@ -93,6 +94,12 @@ def set_minijob_state(
     )
     if state == MINIJOB_COMPLETE:
         conn.execute("DELETE FROM MiniJobs WHERE JobID = ?", (job_id,))
+
+
+def drop_minijob(conn: sqlite3.Connection, job_id: int) -> None:
+    """A mini-job that cannot run (its package file is gone): the row goes, so the package's
+    source may write a new one for that version and site."""
+    conn.execute("DELETE FROM MiniJobs WHERE JobID = ?", (job_id,))
 
 
 def save_site_key(conn: sqlite3.Connection, site_code: str, public_key: str) -> None:

@@ -11,11 +11,15 @@ from pathlib import Path
 
 import msgspec
 
-from actors import Hierarchy
+from actors import Hierarchy, addresses
 from actors.config import HierarchyConfig, load_hierarchy
+from actors.site.messages import MiniJobCreated
+from actors.sitedb import ops
 from bus import ManualClock
 from tests.actors.flow_helpers import (
     HIERARCHY,
+    TIME_SCALE,
+    TIMEOUT,
     advance_until,
     site_log,
     until,
@@ -136,3 +140,44 @@ async def test_the_send_request_status_is_logged_while_the_send_runs(tmp_path: P
         assert remaining == sorted(remaining, reverse=True)
         assert remaining[0] <= total
         assert remaining[-1] < remaining[0]
+
+
+async def test_a_mini_job_whose_package_file_is_gone_is_dropped_not_crash_looped(
+    tmp_path: Path,
+) -> None:
+    """A mini-job naming a package file that no longer exists (deleted by hand, a disk
+    restored without it) is dropped with an error line; the scheduler keeps working, and a
+    later send of that version to that site gets a mini-job and a package file anew."""
+    src = write_tree(tmp_path / "src", {"a.bin": _random(5000)})
+    async with Hierarchy.open(HIERARCHY, root=tmp_path / "data", time_scale=TIME_SCALE) as h:
+        cs1 = h.servers["CS1"]
+        pkg = await h.create_package("Gone", src, site="CS1")
+        await h.wait(pkg, timeout=TIMEOUT)
+        gone = str(tmp_path / "nowhere" / f"{pkg.pkg_id}.PCK.1")
+        job_id = await cs1.db.write(
+            lambda conn: ops.insert_minijob(
+                conn,
+                pkg_id=pkg.pkg_id,
+                version=1,
+                dest_site="PS1",
+                final_site="PS1",
+                transfer_root=gone,
+                priority=MEDIUM,
+                size=5000,
+                now="",
+            )
+        )
+        assert job_id is not None
+        await h.bus.send(addresses.scheduler("CS1"), MiniJobCreated(job_id))
+
+        async def dropped() -> bool:
+            return await cs1.db.minijob_for(pkg.pkg_id, 1, "PS1") is None
+
+        await until(dropped)
+        assert await cs1.db.package_file_refs(gone) == 0
+        line = rf"Package file .*{pkg.pkg_id}\.PCK\.1 of job .* the job is dropped"
+        assert re.search(line, site_log(h, "CS1", "sched.log"))
+        await h.distribute(pkg, [PS1DP1])  # the scheduler still runs: a new mini-job, a new PCK
+        assert [(s.dp, s.state) for s in await h.wait(pkg, timeout=TIMEOUT)] == [
+            (PS1DP1, "Installed")
+        ]

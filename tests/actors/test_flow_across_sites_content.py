@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from actors import Hierarchy, Package
-from actors.errors import UnknownDistributionPoint
+from actors.errors import NotSupported, UnknownDistributionPoint
 from actors.site._paths import receive_box, smspkg
 from actors.sitedb import PkgStatusType, PkgStatusValue
 from contentlib import content_id
@@ -159,3 +159,33 @@ async def test_a_removal_issued_at_the_cas_for_a_dp_of_ps1(tmp_path: Path) -> No
             assert len(rows) == 1
         # the site keeps the package (another DP may want it): only the DP lost it
         assert ps1.library.content_ids(pkg.pkg_id) == [content_id(pkg.pkg_id, 1)]
+
+
+async def test_validation_of_a_dp_of_another_site_is_done_by_that_site(tmp_path: Path) -> None:
+    """Asked at the CAS for a DP of PS1: PS1's ContentValidator rehashes the DP's files;
+    damage there makes the DP Failed (2383) and a redistribute issued at the CAS repairs it."""
+    src = write_tree(tmp_path / "src", {"big.bin": random.Random(3).randbytes(80_000)})
+    async with open_hierarchy(tmp_path) as h:
+        pkg = await h.create_package("Checked", src, site="CS1")
+        await h.distribute(pkg, [PS1DP1])
+        await h.wait(pkg, timeout=TIMEOUT)
+        assert (await h.validate(pkg, PS1DP1)).ok
+        library = h.servers["PS1"].dp_library(PS1DP1)
+        assert library is not None
+        entry = library.manifest(f"{pkg.pkg_id}.1").files[0]
+        stored = library.file_path(entry.sha256)
+        data = bytearray(stored.read_bytes())
+        data[100] ^= 0xFF
+        stored.write_bytes(bytes(data))
+        result = await h.validate(pkg, PS1DP1)
+        assert result.corrupt == ("big.bin",)
+        assert [(s.dp, s.state, s.last_message) for s in await h.content_status(pkg)] == [
+            (PS1DP1, "Failed", 2383)
+        ]
+        await h.redistribute(pkg, PS1DP1)
+        assert [(s.dp, s.state) for s in await h.wait(pkg, timeout=TIMEOUT)] == [
+            (PS1DP1, "Installed")
+        ]
+        assert (await h.validate(pkg, PS1DP1)).ok
+        with pytest.raises(NotSupported, match="P01PDP1"):
+            await h.validate(pkg, "P01PDP1.CONTOSO.COM")
