@@ -98,9 +98,13 @@ def write_again(root: Path, taken: Taken) -> None:
     _fs.atomic_write(root / NAME, taken.data)
 
 
-def write(root: Path, datalib: Path, manifests: Iterable[Manifest], garbage_free: bool) -> None:
-    """Sync the library's filesystem, then write the index durably (blocking)."""
-    _fs.sync_filesystem(root)  # PkgLib (written unsynced) and the rest, before the index
+def write(
+    root: Path, datalib: Path, manifests: Iterable[Manifest], garbage_free: bool, *, sync: bool
+) -> None:
+    """Write the index durably (blocking); ``sync``: the library changed since it was
+    opened, so sync its filesystem first (PkgLib is written unsynced)."""
+    if sync:
+        _fs.sync_filesystem(root)
     now = time.time_ns()
     stamps: dict[str, Stamp] = {}
     with os.scandir(datalib) as it:

@@ -117,6 +117,7 @@ class ContentLibrary:
         self._loose: set[str] = set()  # stored files that may have no reference (aclose)
         self._clean_index = opened.taken  # exact while nothing changes: aclose writes it back
         self._closed = False
+        self._changed = False  # anything written since the open (aclose syncs it first)
         self._pins: Counter[str] = Counter()
         self._busy_ids: set[str] = set()
         self._pkg_locks: dict[str, anyio.Lock] = {}
@@ -279,6 +280,7 @@ class ContentLibrary:
         A stored copy whose size is not the verified file's is damaged: it is replaced."""
         self._check_open()
         self._clean_index = None
+        self._changed = True
         self._loose.add(sha)  # unreferenced until a version names it
         if pinned is not None:
             self._pins[sha] += 1
@@ -407,6 +409,7 @@ class ContentLibrary:
         The caller holds a reservation of the content id and pins on every file."""
         self._check_open()
         self._clean_index = None
+        self._changed = True
         path = self._datalib / f"{manifest.content_id}.json"
         data = msgspec.json.encode(manifest)
         pkg = manifest.package_id
@@ -431,6 +434,7 @@ class ContentLibrary:
         manifest = self.manifest(content_id)
         self._check_open()
         self._clean_index = None
+        self._changed = True
         with self._reserve(content_id):
             await self._thread(self._remove_manifest_file, content_id)
             del self._manifests[content_id]
@@ -460,6 +464,7 @@ class ContentLibrary:
                 self.file_path(sha).unlink(missing_ok=True)
                 self._sig_path(sha).unlink(missing_ok=True)
                 self._loose.discard(sha)
+                self._changed = True
                 removed += 1
             else:  # kept for now: garbage at the latest when the library closes
                 self._loose.add(sha)
@@ -519,7 +524,10 @@ class ContentLibrary:
             await self._thread(_index.write_again, self.root, self._clean_index)
             return
         manifests = list(self._manifests.values())
-        await self._thread(_index.write, self.root, self._datalib, manifests, garbage_free)
+        sync = self._changed
+        await self._thread(
+            partial(_index.write, sync=sync), self.root, self._datalib, manifests, garbage_free
+        )
 
     def _check_open(self) -> None:
         if self._closed:
