@@ -181,11 +181,12 @@ def _store_progress(
         conn, r.pkg_id, nal_path, PkgStatusValue.INSTALLED, r.pkg_version
     )
     if not any(kept) and installed and progress.bytes_full is not None:
-        ops.fill_transfer_bytes(
+        ops.record_transfer_bytes(
             conn,
             pkg_id=r.pkg_id,
             nal_path=nal_path,
             version=r.pkg_version,
             bytes_full=progress.bytes_full,
             bytes_delta=progress.bytes_delta or 0,
+            keep_larger=True,
         )

@@ -11,7 +11,6 @@ from actors.sitedb.enums import ContentAccessType, JobState
 __all__ = [
     "delete_content_dp_map",
     "delete_pull_dp_response",
-    "fill_transfer_bytes",
     "insert_pull_dp_response",
     "pull_job_bytes",
     "set_content_dp_map",
@@ -112,25 +111,3 @@ def pull_job_bytes(conn: sqlite3.Connection, job_id: int) -> tuple[int, int]:
         "SELECT BytesFull, BytesDelta FROM DistributionJobs WHERE JobID = ?", (job_id,)
     ).fetchone()
     return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
-
-
-def fill_transfer_bytes(
-    conn: sqlite3.Connection,
-    *,
-    pkg_id: str,
-    nal_path: str,
-    version: int,
-    bytes_full: int,
-    bytes_delta: int,
-) -> None:
-    """A pull DP's bytes for an install DistMgr already ended (its last in-progress message
-    came after the success): recorded unless that version's are already, as many or more
-    (a job run again after a restart downloads nothing, and says so: the bytes stay)."""
-    conn.execute(
-        "INSERT INTO DPTransferBytes (PkgID, NALPath, Version, BytesFull, BytesDelta)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (PkgID, NALPath) DO UPDATE SET"
-        " Version = excluded.Version, BytesFull = excluded.BytesFull,"
-        " BytesDelta = excluded.BytesDelta WHERE Version <> excluded.Version"
-        " OR BytesFull + BytesDelta < excluded.BytesFull + excluded.BytesDelta",
-        (pkg_id, nal_path, version, bytes_full, bytes_delta),
-    )

@@ -33,7 +33,6 @@ from actors.sitedb._provider_ops import (
 from actors.sitedb._pull_ops import (
     delete_content_dp_map,
     delete_pull_dp_response,
-    fill_transfer_bytes,
     insert_pull_dp_response,
     pull_job_bytes,
     set_content_dp_map,
@@ -86,7 +85,6 @@ __all__ = [
     "drop_minijob",
     "end_older_jobs",
     "fail_job",
-    "fill_transfer_bytes",
     "insert_distribution_job",
     "insert_minijob",
     "insert_package",
@@ -405,14 +403,23 @@ def record_transfer_bytes(
     version: int,
     bytes_full: int,
     bytes_delta: int,
+    keep_larger: bool = False,
 ) -> None:
     """The DP's latest install of the package, and what crossed its link for it (written
-    in the commit of its Installed status)."""
+    in the commit of its Installed status). ``keep_larger``: a pull DP's bytes that came
+    after its success (a restart can reorder the messages) replace only another version's
+    or fewer (a job run again after a restart downloads nothing: the bytes stay)."""
+    keep = (
+        " where Version <> excluded.Version"
+        " or BytesFull + BytesDelta < excluded.BytesFull + excluded.BytesDelta"
+        if keep_larger
+        else ""
+    )
     conn.execute(
         "insert into DPTransferBytes (PkgID, NALPath, Version, BytesFull, BytesDelta)"
         " values (?, ?, ?, ?, ?) on conflict (PkgID, NALPath) do update set"
         " Version = excluded.Version, BytesFull = excluded.BytesFull,"
-        " BytesDelta = excluded.BytesDelta",
+        " BytesDelta = excluded.BytesDelta" + keep,
         (pkg_id, nal_path, version, bytes_full, bytes_delta),
     )
 
