@@ -168,6 +168,7 @@ class SiteServer:
         self.links: dict[str, NetworkLink] = {}
         self.site_links: dict[str, NetworkLink] = {}
         self.sender: Sender | None = None  # (for probes: its counters)
+        self.scheduler: Scheduler | None = None
         self.key = SiteKey.load_or_create(self.root / "keys" / "site.key")
 
     @classmethod
@@ -335,18 +336,16 @@ class SiteServer:
             log=self.logs[SENDER],
         )
         bus.spawn(self.sender, addresses.sender(code))
-        bus.spawn(
-            Scheduler(
-                site=code,
-                db=self.db,
-                key=self.key,
-                server_root=self.root,
-                requests=self.sender.requests,
-                poll_interval=settings.scheduler_poll_interval,
-                log=self.logs[SCHEDULER],
-            ),
-            addresses.scheduler(code),
+        self.scheduler = Scheduler(
+            site=code,
+            db=self.db,
+            key=self.key,
+            server_root=self.root,
+            requests=self.sender.requests,
+            poll_interval=settings.scheduler_poll_interval,
+            log=self.logs[SCHEDULER],
         )
+        bus.spawn(self.scheduler, addresses.scheduler(code))
         bus.spawn(
             Despooler(
                 site=code,

@@ -60,6 +60,10 @@ class Scheduler(Component):
         self.trace_log = log
         self._running: set[int] = set()
         self.completed = 0
+        # A package file's hash by (path, size, mtime): a PCK built once per version goes
+        # to every site that lacks it, and is read whole once, not once per mini-job.
+        self._hashes: dict[tuple[str, int, int], str] = {}
+        self.files_hashed = 0
 
     async def on_start(self) -> None:
         for job in await self.db.minijobs():
@@ -91,7 +95,7 @@ class Scheduler(Component):
             f"Destination site:  {job.dest_site}, Preferred Address: *, Priority: {job.priority}"
         )
         try:
-            package_sha256 = await anyio.to_thread.run_sync(_sha256, job.transfer_root)
+            package_sha256 = await self._package_hash(job.transfer_root)
         except FileNotFoundError:
             await self._drop(job, job_name, pkg)
             return
@@ -142,6 +146,17 @@ class Scheduler(Component):
             await self._finish(job, request_id, job_name, title, icl, result)
         finally:
             self.requests.close(request_id)
+
+    async def _package_hash(self, path: str) -> str:
+        """The file's SHA-256, read again only when the file changed (its stat says)."""
+        st = await anyio.to_thread.run_sync(os.stat, path)
+        key = (path, st.st_size, st.st_mtime_ns)
+        digest = self._hashes.get(key)
+        if digest is None:
+            digest = await anyio.to_thread.run_sync(_sha256, path)
+            self._hashes[key] = digest
+            self.files_hashed += 1
+        return digest
 
     async def _drop(self, job: MiniJobRow, job_name: str, pkg: PackageRow | None) -> None:
         """The job's package file is gone (deleted by hand, a disk restored without it): the
@@ -233,6 +248,7 @@ class Scheduler(Component):
         left = await self.db.write(done)
         await anyio.to_thread.run_sync(_unlink, icl)
         if left == 0:
+            self._hashes = {k: v for k, v in self._hashes.items() if k[0] != root}
             self.trace(f"Deleting job package source [{root}].~")
             self.trace(f"Deleted reference counted file {root}")
         self.trace(f"Decremented ref count on file {root}, count = {left}")

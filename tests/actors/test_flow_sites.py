@@ -55,6 +55,9 @@ async def test_a_cas_package_reaches_dps_of_three_sites_then_updates(tmp_path: P
         }
         await assert_extracts_identical(h, pkg, list(DESTINATIONS.values()), src, tmp_path / "o")
         cs1 = h.servers["CS1"]
+        # one PCK, two mini-jobs (PS2; SS1 through PS1): the file is hashed once
+        assert cs1.scheduler is not None
+        assert cs1.scheduler.files_hashed == 1
         await replicated(h)  # the sites' status rows have flowed back to the CAS
         assert await message_ids(cs1.db, pkg.pkg_id, ANY_DP) == [2300, 2376, 2301]
         for code in DESTINATIONS:
