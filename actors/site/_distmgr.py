@@ -159,7 +159,10 @@ class DistMgr(Component):
     async def _processing_thread(self) -> None:
         while True:
             while not self._queue:
-                self._wake = anyio.Event()
+                # One event shared by every idle thread: replaced only once it has fired,
+                # else each waiter would orphan the others' event and one thread did all.
+                if self._wake.is_set():
+                    self._wake = anyio.Event()
                 await self._wake.wait()
             pkg_id = self._queue.popleft()
             self._queued.discard(pkg_id)
