@@ -500,7 +500,7 @@ class DistMgr(Component):
             if content_id in self.library.content_ids(pkg_id):
                 # A crash after the snapshot and before the database said so: take it again.
                 await self.library.remove_content(content_id)
-            report = await self.library.snapshot(pkg_id, Path(pkg.source), content_id)
+            report = await self.library.snapshot(pkg_id, Path(pkg.source), content_id, sign=True)
         except (OSError, ContentLibError) as exc:
             await self._package_failed(pkg, _reason(exc), source_problem=True)
             return None
