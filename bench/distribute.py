@@ -77,7 +77,7 @@ async def _run_case(case: _Case, work: Path) -> dict[str, Any]:
     total = case.packages * case.size * case.dps
     config = msgspec.structs.replace(load_hierarchy(_HIERARCHY, root=work / "data"), links=())
     targets = list(_DPS[: case.dps])
-    tracker = InstallTracker(case.dps)
+    tracker = InstallTracker(case.dps, source_site="PS1")  # created: stored at PS1
     async with Hierarchy.open(config, time_scale=0.001) as h:
         async with tracking(h, tracker):
             tracker.expected_created = case.packages

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, NamedTuple, Self, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -53,6 +53,9 @@ _sig_decoder = msgspec.msgpack.Decoder(FileSignature)
 # (``ThreadHop``: a much lighter hop than a thread pool's); bigger ones go to the pool,
 # where they do not hold up the small ones queued behind them.
 SMALL_FILE = 1 << 20
+# A source up to this size is walked, copied and hashed in one worker call (a create of a
+# small package: one hop instead of one per file, and no per-file task).
+SMALL_SOURCE = 4 << 20
 
 
 class ContentLibrary:
@@ -121,6 +124,9 @@ class ContentLibrary:
         self._pins: Counter[str] = Counter()
         self._busy_ids: set[str] = set()
         self._pkg_locks: dict[str, anyio.Lock] = {}
+        # Signature hashes of files a snapshot just signed, for sign_content (bounded: it
+        # asks right after the snapshot; a miss reads SigLib).
+        self._sig_hashes: _RecentMap = _RecentMap(4096)
         self._committer = _commit.ManifestCommitter(self._datalib, self._thread)
         self._hop = ThreadHop(f"contentlib {self.root.name}")
 
@@ -196,11 +202,19 @@ class ContentLibrary:
     # ----------------------------------------------------------------- ingest
 
     async def snapshot(
-        self, package_id: str, source: str | os.PathLike[str], content_id: str
+        self,
+        package_id: str,
+        source: str | os.PathLike[str],
+        content_id: str,
+        *,
+        sign: bool = False,
     ) -> SnapshotReport:
         """Ingest a source folder as a new content version (see ``_fs.walk_source`` for its
         rule on symlinks, special files and names). Each file is hashed while it is copied
-        in, in one worker thread per file; the manifest is written last.
+        in, in one worker thread per file; the manifest is written last. A small source
+        (``SMALL_SOURCE`` bytes at most) is walked, copied and hashed in ONE worker call.
+        ``sign``: compute each file's chunk signature too while its bytes are hot (what
+        :meth:`sign_content` does, which then answers without reading anything again).
 
         Errors name the source's relative path: UnsafePath for a link, a special file or a
         bad name, SourceError for a source or file that is missing or vanishes meanwhile; an
@@ -211,34 +225,42 @@ class ContentLibrary:
         if content_id in self._manifests:
             raise ContentLibError(f"content {content_id!r} already exists")
         src = Path(source)
-        walked = await self._thread(lambda: list(_fs.walk_source(src)))
-        listing = [e for e in walked if not stat.S_ISDIR(e[2].st_mode)]
-        empty_dirs = [rel for rel, _, st in walked if stat.S_ISDIR(st.st_mode)]
         previous = self._latest(package_id)
         known = {f.path: f for f in previous.files} if previous else {}
+        walked, taken = await self._thread(self._take_small, src, known, sign)
+        listing = [e for e in walked if not stat.S_ISDIR(e[2].st_mode)]
+        empty_dirs = [rel for rel, _, st in walked if stat.S_ISDIR(st.st_mode)]
         entries: list[FileEntry] = []
         pinned: list[str] = []
         stored_here: list[str] = []
         totals = {"read": 0, "stored": 0, "shared": 0}
         todo = iter(listing)
 
+        def add(rel: str, st: os.stat_result, sha: str, size: int, stored: bool) -> None:
+            entries.append(FileEntry(rel, size, sha, st.st_mode & 0o7777))
+            totals["read"] += size
+            totals["stored"] += size if stored else 0
+            totals["shared"] += 0 if stored else 1
+            if stored:
+                stored_here.append(sha)
+
         async def worker() -> None:
             for rel, path, st in todo:
                 with _fs.source_file(src, rel, path):
                     sha, size, stored = await self._ingest_file(path, known.get(rel), pinned)
-                entries.append(FileEntry(rel, size, sha, st.st_mode & 0o7777))
-                totals["read"] += size
-                totals["stored"] += size if stored else 0
-                totals["shared"] += 0 if stored else 1
-                if stored:
-                    stored_here.append(sha)
+                if sign:
+                    self._sig_hashes[sha] = (await self.signature(sha)).sig_hash
+                add(rel, st, sha, size, stored)
 
         with self._reserve(content_id):
             try:
-                with single_error():
-                    async with anyio.create_task_group() as tg:
-                        for _ in range(min(self.workers, max(1, len(listing)))):
-                            tg.start_soon(worker)
+                if taken is not None:
+                    await self._place_taken(src, taken, pinned, add)
+                else:
+                    with single_error():
+                        async with anyio.create_task_group() as tg:
+                            for _ in range(min(self.workers, max(1, len(listing)))):
+                                tg.start_soon(worker)
                 # The files are not synced one by one: the manifest's group commit syncs
                 # the filesystem before the manifest exists.
                 manifest = make_manifest(content_id, package_id, version, entries, empty_dirs)
@@ -248,6 +270,76 @@ class ContentLibrary:
                 if content_id not in self._manifests:  # failed: the library as it was
                     self._drop_unreferenced(stored_here)
         return SnapshotReport(manifest, totals["read"], totals["stored"], totals["shared"])
+
+    def _take_small(
+        self, src: Path, known: dict[str, FileEntry], sign: bool
+    ) -> tuple[list[_fs.Walked], list[_Taken] | None]:
+        """In a worker thread: the source walked and, when it is small, every file copied
+        into tmp/ and hashed (and signed), or found unchanged since ``known``; None when
+        it is not small (its files then go one worker call each)."""
+        walked = list(_fs.walk_source(src))
+        files = [e for e in walked if not stat.S_ISDIR(e[2].st_mode)]
+        if sum(st.st_size for _, _, st in files) > SMALL_SOURCE:
+            return walked, None
+        taken: list[_Taken] = []
+        try:
+            for rel, path, st in files:
+                with _fs.source_file(src, rel, path):
+                    taken.append(self._take_one(rel, path, st, known.get(rel), sign))
+        except BaseException:
+            for t in taken:
+                if t.tmp is not None:
+                    t.tmp.unlink(missing_ok=True)
+            raise
+        return walked, taken
+
+    def _take_one(
+        self, rel: str, path: Path, st: os.stat_result, before: FileEntry | None, sign: bool
+    ) -> _Taken:
+        """One source file, as ``_ingest_file`` does it, in the calling worker thread; its
+        signature from the temp copy (the stored file may not be there yet)."""
+        tmp: Path | None = None
+        unchanged = False
+        if before is not None and self._stored_size(before.sha256) == before.size:
+            sha, size = _fs.hash_regular(path)  # probably unchanged: hash only (see below)
+            unchanged = sha == before.sha256
+        if not unchanged:
+            tmp = _fs.temp_name(self._tmp)
+            sha, size = _fs.copy_hashing(path, tmp, fsync=False)
+        try:
+            sig = self._signature(sha, tmp).sig_hash if sign else ""
+        except BaseException:
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+            raise
+        return _Taken(rel, path, st, sha, size, tmp, sig)
+
+    async def _place_taken(
+        self,
+        src: Path,
+        taken: list[_Taken],
+        pinned: list[str],
+        add: Callable[[str, os.stat_result, str, int, bool], None],
+    ) -> None:
+        """On the loop: pin and place what ``_take_small`` copied (temp files not placed
+        are deleted on an error)."""
+        for i, t in enumerate(taken):
+            try:
+                if t.tmp is not None:
+                    sha, size, stored = t.sha, t.size, self._place(t.sha, t.tmp, pinned)
+                elif self._pin_if_present(t.sha, pinned):
+                    sha, size, stored = t.sha, t.size, False
+                else:  # the stored copy went meanwhile: copied in after all
+                    with _fs.source_file(src, t.rel, t.path):
+                        sha, size, stored = await self._ingest_file(t.path, None, pinned)
+            except BaseException:
+                for later in taken[i:]:
+                    if later.tmp is not None:
+                        later.tmp.unlink(missing_ok=True)
+                raise
+            if t.sig and sha == t.sha:
+                self._sig_hashes[sha] = t.sig
+            add(t.rel, t.st, sha, size, stored)
 
     async def _ingest_file(
         self, path: Path, before: FileEntry | None, pinned: list[str]
@@ -290,8 +382,11 @@ class ContentLibrary:
         if stored >= 0 and not replace and stored == os.stat(tmp).st_size:
             tmp.unlink()
             return False
-        final.parent.mkdir(exist_ok=True)
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except FileNotFoundError:  # the first file of its folder (not an mkdir per file)
+            final.parent.mkdir(exist_ok=True)
+            os.replace(tmp, final)
         if stored >= 0:  # a cached signature may describe the damaged copy
             self._sig_path(sha).unlink(missing_ok=True)
         return True
@@ -608,6 +703,9 @@ class ContentLibrary:
         product creates RDC signatures when it stores a version, in one worker call;
         returns their hash: the SHA-256 over each file's signature hash, in order."""
         files = self.manifest(content_id).files
+        known = [self._sig_hashes.get(entry.sha256) for entry in files]
+        if all(known):  # signed by the snapshot that stored them: nothing to read
+            return hashlib.sha256("".join(known).encode()).hexdigest().upper()  # type: ignore[arg-type]
 
         def sign_all() -> str:
             digest = hashlib.sha256()
@@ -617,7 +715,9 @@ class ContentLibrary:
 
         return await self._thread(sign_all)
 
-    def _signature(self, sha256: str) -> FileSignature:
+    def _signature(self, sha256: str, copy: Path | None = None) -> FileSignature:
+        """The cached signature, or computed from the stored file (or from ``copy``, a
+        verified copy of it) and cached."""
         from contentlib import _signature
 
         sig_path = self._sig_path(sha256)
@@ -625,12 +725,16 @@ class ContentLibrary:
             return _sig_decoder.decode(sig_path.read_bytes())
         except (FileNotFoundError, msgspec.DecodeError):
             pass
-        path = self.file_path(sha256)
+        path = copy or self.file_path(sha256)
         if not path.exists():
             raise ContentNotFound(f"file {sha256} is not in {self.root}")
         sig = _signature.compute(path, sha256)
-        sig_path.parent.mkdir(exist_ok=True)  # a cache, rebuilt when unreadable: no fsync
-        _fs.atomic_write(sig_path, msgspec.msgpack.encode(sig), durable=False)
+        data = msgspec.msgpack.encode(sig)
+        try:  # a cache, rebuilt when unreadable: no fsync
+            _fs.atomic_write(sig_path, data, durable=False)
+        except FileNotFoundError:  # the first signature of its folder
+            sig_path.parent.mkdir(exist_ok=True)
+            _fs.atomic_write(sig_path, data, durable=False)
         return sig
 
     # ----------------------------------------------------------------- deltas
@@ -813,7 +917,7 @@ class ContentLibrary:
             manifest, staged = await self._thread(read)
             return await self._commit_staged(manifest, staged)
         finally:
-            await self._thread(shutil.rmtree, stage, True)
+            await self._thread(_remove_stage, stage)
 
     async def _commit_staged(self, manifest: Manifest, staged: dict[str, Path]) -> Manifest:
         existing = self._manifests.get(manifest.content_id)
@@ -899,6 +1003,32 @@ class ContentLibrary:
                     tg.start_soon(worker)
 
 
+class _Taken(NamedTuple):
+    """A source file taken in by ``_take_small``: its copy in tmp/ (None: unchanged, its
+    stored copy is used)."""
+
+    rel: str
+    path: Path
+    st: os.stat_result
+    sha: str
+    size: int
+    tmp: Path | None
+    sig: str  # its signature hash ("" unless signed)
+
+
+class _RecentMap(dict[str, str]):
+    """A dict that forgets everything when it holds more than ``cap`` entries."""
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self._cap = cap
+
+    def __setitem__(self, key: str, value: str) -> None:
+        if len(self) >= self._cap:
+            self.clear()
+        super().__setitem__(key, value)
+
+
 class _Reservation:
     """Marks a content id as being written or removed, so two tasks cannot race on it."""
 
@@ -931,6 +1061,16 @@ def _stored_names(filelib: Path) -> list[str]:
                 with os.scandir(folder.path) as files:
                     names.extend(f.name for f in files)
     return names
+
+
+def _remove_stage(stage: Path) -> None:
+    """A staging folder: mostly empty by now (its files were placed), so one rmdir."""
+    try:
+        os.rmdir(stage)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 def _write_with(path: Path, encode: Callable[..., None], *args: Any) -> None:

@@ -159,7 +159,10 @@ class DistMgr(Component):
     async def _processing_thread(self) -> None:
         while True:
             while not self._queue:
-                self._wake = anyio.Event()
+                # One event shared by every idle thread: replaced only once it has fired,
+                # else each waiter would orphan the others' event and one thread did all.
+                if self._wake.is_set():
+                    self._wake = anyio.Event()
                 await self._wake.wait()
             pkg_id = self._queue.popleft()
             self._queued.discard(pkg_id)
@@ -497,7 +500,7 @@ class DistMgr(Component):
             if content_id in self.library.content_ids(pkg_id):
                 # A crash after the snapshot and before the database said so: take it again.
                 await self.library.remove_content(content_id)
-            report = await self.library.snapshot(pkg_id, Path(pkg.source), content_id)
+            report = await self.library.snapshot(pkg_id, Path(pkg.source), content_id, sign=True)
         except (OSError, ContentLibError) as exc:
             await self._package_failed(pkg, _reason(exc), source_problem=True)
             return None

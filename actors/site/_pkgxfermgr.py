@@ -444,6 +444,7 @@ class PkgXferMgr(Component):
         self._status_sent(job, dp, PkgStatusValue.INSTALLED)
         self.reporter.log(sent)
         self.trace("Sending thread complete~")
+        await self.pull.source_installed(job.pkg_id, dp.server_name)
 
     async def _end_superseded(self, job: DistributionJobRow, by: str) -> None:
         """End a job without touching the DP: something newer covers it."""

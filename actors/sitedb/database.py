@@ -344,6 +344,11 @@ def _last_notification(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
+def _last_replication(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(RowID) FROM DrsLog").fetchone()
+    return int(row[0] or 0)
+
+
 def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
     nal, name = values[0], values[1]
     found = (
@@ -558,6 +563,14 @@ class SiteDatabase:
         self._writer.add_commit_probe(_last_notification, listener)
 
     def remove_notification_listener(self, listener: Callable[[int], None]) -> None:
+        self._writer.remove_commit_probe(listener)
+
+    def add_replication_listener(self, listener: Callable[[int], None]) -> None:
+        """``listener(row_id)`` in the event loop after every commit, with the highest
+        ``DrsLog`` RowID then (0: none): DRS learns of new records without a read."""
+        self._writer.add_commit_probe(_last_replication, listener)
+
+    def remove_replication_listener(self, listener: Callable[[int], None]) -> None:
         self._writer.remove_commit_probe(listener)
 
     @property
@@ -802,12 +815,9 @@ class SiteDatabase:
         )
         return [ReplicationRecord(*r) for r in rows]
 
-    async def replication_row_ids_after(self, row_id: int, limit: int = 1000) -> list[int]:
-        """The RowIDs of this site's replication log after ``row_id``, in commit order."""
-        rows = await self.fetchall(
-            "SELECT RowID FROM DrsLog WHERE RowID > ? ORDER BY RowID LIMIT ?", (row_id, limit)
-        )
-        return [int(r[0]) for r in rows]
+    async def replication_last_row_id(self) -> int:
+        """The highest RowID of this site's replication log (0: empty)."""
+        return int(await self.scalar("SELECT MAX(RowID) FROM DrsLog") or 0)
 
     async def minijobs(self, *, unfinished: bool = True) -> list[MiniJobRow]:
         """The site's mini-jobs (pending or sending ones), oldest first."""

@@ -42,10 +42,10 @@ class _Paused:
         self._snapshot: Callable[..., Awaitable[SnapshotReport]] = library.snapshot
         library.snapshot = self  # type: ignore[method-assign]
 
-    async def __call__(self, *args: Any) -> SnapshotReport:
+    async def __call__(self, *args: Any, **kwargs: Any) -> SnapshotReport:
         self.entered.set()
         await self.release.wait()
-        return await self._snapshot(*args)
+        return await self._snapshot(*args, **kwargs)
 
 
 async def test_update_during_the_first_snapshot_is_not_lost(tmp_path: Path) -> None:

@@ -104,9 +104,9 @@ async def test_a_source_deleted_after_create_fails_the_package(tmp_path: Path) -
         paused = anyio.Event()
         snapshot = site.library.snapshot
 
-        async def after_the_source_went(*args: Any) -> Any:
+        async def after_the_source_went(*args: Any, **kwargs: Any) -> Any:
             await paused.wait()
-            return await snapshot(*args)
+            return await snapshot(*args, **kwargs)
 
         site.library.snapshot = after_the_source_went  # type: ignore[method-assign]
         pkg = await h.create_package("Gone", src, site=SITE)

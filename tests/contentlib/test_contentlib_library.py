@@ -17,6 +17,7 @@ from contentlib import (
     HashMismatch,
     Manifest,
     UnsafePath,
+    _library,
 )
 from contentlib._model import content_hash
 from contentlib._paths import check_manifest
@@ -31,6 +32,16 @@ FILES = {
 }
 
 
+@pytest.fixture(params=["small", "per-file"])
+def ingest_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a snapshot takes files in: a small source in one worker call, a big one
+    a worker call per file."""
+    if request.param == "per-file":
+        monkeypatch.setattr(_library, "SMALL_SOURCE", -1)
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("ingest_path")
 async def test_snapshot_layout_manifest_and_extract(tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src", FILES)
     os.chmod(src / "setup.exe", 0o755)
@@ -88,6 +99,7 @@ async def test_single_instance_and_removal_by_reference(tmp_path: Path) -> None:
     assert not any((tmp_path / "lib" / "FileLib").glob("*/*"))
 
 
+@pytest.mark.usefixtures("ingest_path")
 async def test_update_snapshot_shares_unchanged_files(tmp_path: Path) -> None:
     lib = ContentLibrary(tmp_path / "lib")
     src = make_tree(tmp_path / "src", FILES)
@@ -101,6 +113,7 @@ async def test_update_snapshot_shares_unchanged_files(tmp_path: Path) -> None:
         await lib.snapshot("CS100026", src, "CS100026.2")
 
 
+@pytest.mark.usefixtures("ingest_path")
 async def test_concurrent_snapshots_of_the_same_files(tmp_path: Path) -> None:
     lib = ContentLibrary(tmp_path / "lib")
     files = {f"f{i}.bin": os.urandom(1000 + i) for i in range(20)}
@@ -294,3 +307,22 @@ def test_a_manifest_with_a_bad_folder_is_refused(dirs: tuple[str, ...], problem:
     m = Manifest("CS100026.1", "CS100026", 1, files, content_hash(files, dirs), dirs)
     with pytest.raises(UnsafePath, match=problem if problem != "escape" else None):
         check_manifest(m)
+
+
+@pytest.mark.usefixtures("ingest_path")
+async def test_a_signed_snapshot_answers_sign_content_as_a_reopen_computes_it(
+    tmp_path: Path,
+) -> None:
+    lib = ContentLibrary(tmp_path / "lib")
+    src = make_tree(tmp_path / "src", FILES)
+    await lib.snapshot("CS100026", src, "CS100026.1", sign=True)
+    signed = await lib.sign_content("CS100026.1")
+    sigs = sorted(p.stem for p in (tmp_path / "lib" / "SigLib").glob("*/*.sig"))
+    assert sigs == sorted({f.sha256 for f in lib.manifest("CS100026.1").files})
+    for sig in (tmp_path / "lib" / "SigLib").glob("*/*.sig"):
+        sig.unlink()  # computed again from the stored files
+    assert await ContentLibrary(tmp_path / "lib").sign_content("CS100026.1") == signed
+    (src / "readme.txt").write_bytes(b"changed\n")
+    await lib.snapshot("CS100026", src, "CS100026.2", sign=True)  # unchanged files: stored
+    again = await ContentLibrary(tmp_path / "lib").sign_content("CS100026.2")
+    assert await lib.sign_content("CS100026.2") == again
