@@ -198,19 +198,23 @@ class DistMgr(Component):
     async def _process(self, pkg_id: str) -> None:
         """One package: a failure is that package's failure (2302 with the reason, its DPs
         Failed, its action parked until the next admin request), never the component's."""
-        pkg = await self.db.package(pkg_id)
+        pkg, servers = await self.db.package_and_servers(pkg_id)
         if pkg is None:
             return
         try:
-            await self._process_package(pkg)
+            await self._process_package(pkg, servers)
         except Exception as exc:
             await self._package_failed(pkg, _reason(exc))
 
-    async def _process_package(self, pkg: PackageRow) -> None:
+    async def _process_package(self, pkg: PackageRow, known: list[PkgServerRow]) -> None:
+        """``known``: the package's DP rows at every site, read with it; read again where
+        the processing writes them (a version stored, content arrived)."""
         pkg_id = pkg.pkg_id
+        everywhere: list[PkgServerRow] | None = known
         if self._replicated_add(pkg):
             await self._add_replicated(pkg)
             pkg = await self.db.package(pkg_id) or pkg
+            everywhere = None
         elif self._new_here(pkg) and pkg.stored_pkg_version == 0:
             # 2300 comes first, then the processing line (as the reference's log has it)
             await self._report(2300, (pkg.name, pkg_id), pkg_id)
@@ -222,7 +226,7 @@ class DistMgr(Component):
             stored = await self._store_new_version(pkg)
             if stored is None:
                 return
-            pkg, new_version = stored, True
+            pkg, new_version, everywhere = stored, True, None
             crash_point("distmgr.version_committed")
         elif pkg.action == PackageAction.NONE and pkg.source_site == self.site:
             self.trace(
@@ -230,8 +234,9 @@ class DistMgr(Component):
                 " package server changes for this package."
             )
         elif self._content_arrived(pkg):
-            pkg = await self._take_arrived(pkg)
-        everywhere = await self.db.pkg_servers(pkg_id)  # one read: this site's and the others'
+            pkg, everywhere = await self._take_arrived(pkg), None
+        if everywhere is None:
+            everywhere = await self.db.pkg_servers(pkg_id)  # one read: this site's and others'
         servers = [s for s in everywhere if s.site_code == self.site]
         await self._dp_threads(pkg, servers)
         if pkg.source_site == self.site and pkg.stored_pkg_version > 0:

@@ -371,6 +371,7 @@ def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
         )
 
 
+_PACKAGE_SQL = f"SELECT {_PACKAGE_COLS} FROM SMSPackages WHERE PkgID = ?"
 _PKG_STATUS_SQL = (
     f"SELECT {_STATUS_COLS} FROM PkgStatus WHERE ID = ? ORDER BY Type, SiteCode, PkgServer"
 )
@@ -391,6 +392,14 @@ _LAST_MESSAGE_SQL = (
     " OR (d.RecordID IS NULL AND m.Severity = 'E'))"
     " ORDER BY m.RecordID DESC LIMIT 1"
 )
+
+
+def _package_and_servers(
+    conn: sqlite3.Connection, *, pkg_id: str
+) -> tuple[PackageRow | None, list[PkgServerRow]]:
+    row = conn.execute(_PACKAGE_SQL, (pkg_id,)).fetchone()
+    servers = [_pkg_server(r) for r in conn.execute(*_pkg_servers_query(pkg_id, None))]
+    return (None if row is None else _package(row)), servers
 
 
 def _pkg_servers_query(pkg_id: str, site_code: str | None) -> tuple[str, tuple[str, ...]]:
@@ -655,10 +664,15 @@ class SiteDatabase:
         return [SiteRow(r[0], r[1], SiteType(r[2]), *r[3:]) for r in rows]
 
     async def package(self, pkg_id: str) -> PackageRow | None:
-        row = await self.fetchone(
-            f"SELECT {_PACKAGE_COLS} FROM SMSPackages WHERE PkgID = ?", (pkg_id,)
-        )
+        row = await self.fetchone(_PACKAGE_SQL, (pkg_id,))
         return None if row is None else _package(row)
+
+    async def package_and_servers(
+        self, pkg_id: str
+    ) -> tuple[PackageRow | None, list[PkgServerRow]]:
+        """The package's row and its DPs' rows at every site, in one hop and one snapshot
+        (what DistMgr starts a package's processing from)."""
+        return await self.read(partial(_package_and_servers, pkg_id=pkg_id))
 
     async def packages(self, *, pending_only: bool = False) -> list[PackageRow]:
         """Every package; with ``pending_only``, those with an action for DistMgr."""
