@@ -339,14 +339,13 @@ def _seed_op(hierarchy: HierarchyConfig) -> WriteOp[None]:
     return op
 
 
-def _last_notification(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT MAX(RowID) FROM TableChangeNotifications").fetchone()
-    return int(row[0] or 0)
-
-
-def _last_replication(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT MAX(RowID) FROM DrsLog").fetchone()
-    return int(row[0] or 0)
+def _log_tails(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The highest RowID of ``TableChangeNotifications`` and of ``DrsLog`` (0: none), in
+    one statement: it runs after every commit."""
+    row = conn.execute(
+        "SELECT (SELECT MAX(RowID) FROM TableChangeNotifications), (SELECT MAX(RowID) FROM DrsLog)"
+    ).fetchone()
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
@@ -486,6 +485,8 @@ class SiteDatabase:
         """True once the database is closed: a read then raises SiteDatabaseClosed."""
         # DistributionPoints changes only in seed(): its rows are read on every job.
         self._dp_rows: dict[str | int, DistributionPointRow | None] = {}
+        self._notification_listeners: list[Callable[[int], None]] = []
+        self._replication_listeners: list[Callable[[int], None]] = []
 
     @classmethod
     @asynccontextmanager
@@ -569,18 +570,41 @@ class SiteDatabase:
         """``listener(row_id)`` in the event loop after every commit, with the highest
         ``TableChangeNotifications`` RowID then (0: none): SMSDBMON reads only when a
         commit brought rows it has not delivered."""
-        self._writer.add_commit_probe(_last_notification, listener)
+        self._listen(self._notification_listeners, listener)
 
     def remove_notification_listener(self, listener: Callable[[int], None]) -> None:
-        self._writer.remove_commit_probe(listener)
+        self._unlisten(self._notification_listeners, listener)
 
     def add_replication_listener(self, listener: Callable[[int], None]) -> None:
         """``listener(row_id)`` in the event loop after every commit, with the highest
         ``DrsLog`` RowID then (0: none): DRS learns of new records without a read."""
-        self._writer.add_commit_probe(_last_replication, listener)
+        self._listen(self._replication_listeners, listener)
 
     def remove_replication_listener(self, listener: Callable[[int], None]) -> None:
-        self._writer.remove_commit_probe(listener)
+        self._unlisten(self._replication_listeners, listener)
+
+    def _listen(
+        self, listeners: list[Callable[[int], None]], listener: Callable[[int], None]
+    ) -> None:
+        """One commit probe reads both logs' tails for every listener of either."""
+        if not (self._notification_listeners or self._replication_listeners):
+            self._writer.add_commit_probe(_log_tails, self._tails_committed)
+        listeners.append(listener)
+
+    def _unlisten(
+        self, listeners: list[Callable[[int], None]], listener: Callable[[int], None]
+    ) -> None:
+        if listener in listeners:
+            listeners.remove(listener)
+        if not (self._notification_listeners or self._replication_listeners):
+            self._writer.remove_commit_probe(self._tails_committed)
+
+    def _tails_committed(self, tails: tuple[int, int]) -> None:
+        notification, replication = tails
+        for listener in tuple(self._notification_listeners):
+            listener(notification)
+        for listener in tuple(self._replication_listeners):
+            listener(replication)
 
     @property
     def commits(self) -> int:
