@@ -17,12 +17,11 @@ from actors.config import HierarchyConfig
 from actors.dp import content_library, dp_root
 from actors.sitedb import (
     DistributionPointRow,
-    PkgStatusType,
     PkgStatusValue,
     ServerAction,
     SiteDatabase,
 )
-from actors.status import describe, last_message
+from actors.status import describe, stored_message
 from contentlib import inspect_library
 
 __all__ = ["ContentState", "ContentStatus", "HeldVersion", "dp_content_status", "held_on_disk"]
@@ -92,15 +91,10 @@ async def dp_content_status(
 ) -> tuple[ContentStatus, ...]:
     """Per DP the package targets (or was removed from): state from the site's rows,
     version from ``held``, bytes sent from the DP's latest install."""
-    rows = {
-        r.pkg_server: r
-        for r in await db.pkg_status(pkg_id)
-        if r.type == PkgStatusType.DP and r.site_code == site_code
-    }
-    servers = {s.nal_path: s for s in await db.pkg_servers(pkg_id, site_code)}
-    busy = await db.busy_dps(pkg_id)
-    sent = {r.nal_path: r for r in await db.transfer_bytes(pkg_id)}
-    percents = await db.pull_percent(pkg_id)
+    read = await db.content_rows(pkg_id, site_code)  # one hop, one snapshot
+    rows = {r.pkg_server: r for r in read.status}
+    servers = {s.nal_path: s for s in read.servers}
+    sent = {r.nal_path: r for r in read.sent}
     out: list[ContentStatus] = []
     for nal in servers.keys() | rows.keys():
         dp = await db.distribution_point(nal)
@@ -118,9 +112,10 @@ async def dp_content_status(
             or server_row.refresh_trigger
             or state == "Removed"  # added back after a removal
         )
-        if asked or (dp.dp_id in busy and state in ("Installed", "Removed", "Failed")):
+        if asked or (dp.dp_id in read.busy and state in ("Installed", "Removed", "Failed")):
             state = "InProgress"  # asked for, or a new job for it is still open
-        last = await last_message(db, pkg_id, nal)
+        stored = read.messages.get(nal)
+        last = None if stored is None else stored_message(stored)
         moved = sent.get(nal)
         out.append(
             ContentStatus(
@@ -132,7 +127,7 @@ async def dp_content_status(
                 detail=describe(last) if last is not None and last.severity != "I" else "",
                 bytes_full=moved.bytes_full if moved is not None else 0,
                 bytes_delta=moved.bytes_delta if moved is not None else 0,
-                percent=percents.get(dp.dp_id) if state == "InProgress" else None,
+                percent=read.percents.get(dp.dp_id) if state == "InProgress" else None,
             )
         )
     return tuple(sorted(out, key=lambda d: d.dp))

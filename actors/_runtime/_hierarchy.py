@@ -332,46 +332,60 @@ class Hierarchy:
             while True:
                 changed = self._changed
                 self._check_open()
-                status, pending = await self._pending(server, pkg_id)
-                if not pending:
+                status, pending = await self._pending(server, pkg_id, first=True)
+                if not pending:  # (so every site was read: the status is whole)
                     return status
                 await changed.wait()
         _, pending = await self._pending(server, pkg_id)
         raise WaitTimeout(pkg_id, timeout, pending)
 
     async def _pending(
-        self, server: SiteServer, pkg_id: str
+        self, server: SiteServer, pkg_id: str, *, first: bool = False
     ) -> tuple[list[ContentStatus], dict[str, str]]:
+        """The package's status on every DP and what is not final yet. ``first``: stop at
+        the first site with something pending (the status is then partial; with nothing
+        pending it is whole): a wait woken while the package is on its way reads one site,
+        not all of them."""
         row = await server.db.package(pkg_id)
         if row is None:
             raise UnknownPackage(pkg_id)
-        status = await self._every_dp(pkg_id)
-        pending: dict[str, str] = {
-            s.dp: s.state
-            for s in status
-            if not s.final or (s.state == "Installed" and s.version != row.stored_pkg_version)
-        }
+        pending: dict[str, str] = {}
         if row.action != PackageAction.NONE:
             pending[server.code] = "processing the package"  # DistMgr has not yet taken it
-        # A DP of another site counts once its own site has the request (DRS brings it):
-        # an add until the DP's site has its row, a removal until the DP is Removed, a
-        # redistribute until the DP's site has done it and its reset has come back here.
-        states = {s.nal_path: s.state for s in status}
+        targets = await server.db.pkg_servers(pkg_id)
         names = {d.nal_path: d.name for d in self.config.dps}
-        for target in await server.db.pkg_servers(pkg_id):
-            state = states.get(target.nal_path)
-            removing = target.action == ServerAction.REMOVE
-            elsewhere = target.site_code != server.code
-            if (
-                (state is None and not removing)
-                or (removing and state not in (None, "Removed"))
-                or (elsewhere and target.refresh_trigger)
-            ):
-                name = names.get(target.nal_path, target.nal_path)
-                pending.setdefault(
-                    name, f"waiting for site {target.site_code} to receive the request"
-                )
-        return status, pending
+        status: list[ContentStatus] = []
+        # the package's own site first: its DPs are the likeliest to be on their way
+        for site in sorted(self.servers.values(), key=lambda s: s is not server):
+            if first and pending:
+                break
+            here = await dp_content_status(site.db, pkg_id, site.code, site.held_version)
+            status += here
+            pending.update(
+                (s.dp, s.state)
+                for s in here
+                if not s.final or (s.state == "Installed" and s.version != row.stored_pkg_version)
+            )
+            # A DP of another site counts once its own site has the request (DRS brings it):
+            # an add until the DP's site has its row, a removal until the DP is Removed, a
+            # redistribute until the DP's site has done it and its reset has come back here.
+            states = {s.nal_path: s.state for s in here}
+            for target in targets:
+                if target.site_code != site.code:
+                    continue
+                state = states.get(target.nal_path)
+                removing = target.action == ServerAction.REMOVE
+                elsewhere = target.site_code != server.code
+                if (
+                    (state is None and not removing)
+                    or (removing and state not in (None, "Removed"))
+                    or (elsewhere and target.refresh_trigger)
+                ):
+                    name = names.get(target.nal_path, target.nal_path)
+                    pending.setdefault(
+                        name, f"waiting for site {target.site_code} to receive the request"
+                    )
+        return sorted(status, key=lambda d: d.dp), pending
 
     async def extract(self, pkg: Package | str, dp: str, out_dir: str | Path) -> Path:
         """Rebuild the package folder, as it was in its source, from ``dp``'s library.

@@ -19,6 +19,7 @@ from actors._runtime._site import SiteServer
 from actors.config import HierarchyConfig
 from actors.dp import ContentServer
 from actors.errors import HierarchyFailed
+from actors.site import ShareWatch
 from bus import Bus
 
 __all__ = ["Runner"]
@@ -66,8 +67,9 @@ class Runner:
             async with AsyncExitStack() as stack:
                 # The web server of every DP and MP: up before the sites, down after them.
                 content = await stack.enter_async_context(ContentServer.open())
+                shares = ShareWatch()  # the receive shares' change notifications
                 sites = [
-                    await SiteServer.open(stack, self.config, site, self.bus, content)
+                    await SiteServer.open(stack, self.config, site, self.bus, content, shares)
                     for site in self.config.sites
                 ]
                 async with self.bus:

@@ -22,6 +22,7 @@ from actors.site import (
     PkgXferMgr,
     Scheduler,
     Sender,
+    ShareWatch,
     SiteKey,
     SmsDbMon,
     SmsProvider,
@@ -138,8 +139,10 @@ class SiteServer:
         libraries: _Libraries,
         content: ContentServer,
         id_floor: int,
+        shares: ShareWatch,
     ) -> None:
         self.content = content
+        self.shares = shares
         self.hierarchy = hierarchy
         self.site = site
         self.code = site.code
@@ -179,6 +182,7 @@ class SiteServer:
         site: Site,
         bus: Bus,
         content: ContentServer,
+        shares: ShareWatch,
     ) -> SiteServer:
         root = hierarchy.server_root(site.server)
         libraries = await _Libraries.open(hierarchy, site)
@@ -199,7 +203,7 @@ class SiteServer:
             SiteDatabase.open(path, hierarchy=hierarchy, clock=bus.clock.wall)
         )
         floor = await anyio.to_thread.run_sync(libraries.highest_package_number, site.code)
-        server = cls(hierarchy, site, db, bus, libraries, content, floor)
+        server = cls(hierarchy, site, db, bus, libraries, content, floor, shares)
         stack.callback(server.close_logs)
         return server
 
@@ -280,11 +284,19 @@ class SiteServer:
         settings = h.settings
         parent = self.site.parent
         neighbours = (*((parent,) if parent else ()), *(c.code for c in h.children(code)))
+        sites = {s.code for s in h.sites}
+
+        def toward(target: str) -> str | None:
+            """The neighbour on the way to ``target`` (None: this site or no site)."""
+            return h.tree_path(code, target)[1] if target in sites and target != code else None
+
         bus.spawn(
             Drs(
                 site=code,
                 db=self.db,
                 neighbours=neighbours,
+                parent=parent,
+                toward=toward,
                 delay=settings.replication_delay,
                 retry_interval=settings.smsdbmon_poll_interval,
                 log=self.logs[REPLICATION],
@@ -333,6 +345,7 @@ class SiteServer:
             settings=settings,
             links=self.site_link,
             server_root=self._site_root,
+            watch=self.shares,
             log=self.logs[SENDER],
         )
         bus.spawn(self.sender, addresses.sender(code))
@@ -358,6 +371,7 @@ class SiteServer:
                 poll_interval=settings.despooler_poll_interval,
                 retry_delay=settings.despooler_retry_delay,
                 next_hop=lambda final: h.tree_path(code, final)[1],
+                watch=self.shares,
                 log=self.logs[DESPOOLER],
             ),
             addresses.despooler(code),

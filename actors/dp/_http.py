@@ -19,8 +19,10 @@ the DP does not hold) is a 404 and a log line, and nothing outside the library i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -65,7 +67,8 @@ _data_asks = msgspec.msgpack.Decoder(list[rdc.DataAsk])
 class ContentServer:
     """The hierarchy's web server; DPs and MPs register on it once it runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, home: asyncio.AbstractEventLoop) -> None:
+        self._home = home  # the hierarchy's loop, where the libraries and the MPs live
         self._libraries: dict[str, ContentLibrary] = {}
         self._endpoints: dict[str, StateMessageEndpoint] = {}
         self.base_url = ""
@@ -76,23 +79,31 @@ class ContentServer:
     @classmethod
     @asynccontextmanager
     async def open(cls) -> AsyncIterator[ContentServer]:
-        """Listen on an ephemeral port of 127.0.0.1 until the block ends."""
-        server = cls()
-        app = web.Application()
-        app.router.add_get(f"/{{dp}}/{PKG_SHARE}/{{content_id}}/{{path:.+}}", server._file)
-        app.router.add_post(f"/{{dp}}/{SIG_SHARE}/{{content_id}}", server._signatures)
-        app.router.add_post(f"/{{dp}}/{PKG_SHARE}/{{content_id}}", server._ranges)
-        app.router.add_post("/{mp}/ccm_system/request", server._state_message)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
+        """Listen on an ephemeral port of 127.0.0.1 until the block ends, on a thread and
+        event loop of its own: serving (``sendfile``) runs beside the downloads and the rest
+        of the hierarchy instead of taking turns with them on the caller's loop."""
+        server = cls(asyncio.get_running_loop())
+        thread = _ServerThread(server._app())
+        await anyio.to_thread.run_sync(thread.start)
         try:
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
-            server.base_url = f"http://127.0.0.1:{port}"
+            server.base_url = f"http://127.0.0.1:{thread.port}"
             yield server
         finally:
-            await runner.cleanup()
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(thread.stop)
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get(f"/{{dp}}/{PKG_SHARE}/{{content_id}}/{{path:.+}}", self._file)
+        app.router.add_post(f"/{{dp}}/{SIG_SHARE}/{{content_id}}", self._signatures)
+        app.router.add_post(f"/{{dp}}/{PKG_SHARE}/{{content_id}}", self._ranges)
+        app.router.add_post("/{mp}/ccm_system/request", self._state_message)
+        return app
+
+    async def _at_home(self, work: Awaitable[T]) -> T:
+        """Await ``work`` on the hierarchy's loop (the libraries and the MPs live there);
+        a handler cancelled here cancels it there."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_coro(work), self._home))
 
     def serve(self, dp: str, library: ContentLibrary) -> None:
         """Serve the DP's library under ``/<DP>/``."""
@@ -208,7 +219,7 @@ class ContentServer:
     async def _tree(self, library: ContentLibrary, sha256: str) -> rdc.SigTree:
         tree = self._trees.get(sha256)
         if tree is None:
-            sig = await library.signature(sha256)
+            sig = await self._at_home(library.signature(sha256))
             tree = await anyio.to_thread.run_sync(rdc.SigTree, sig)
             self._trees[sha256] = tree
             while len(self._trees) > _TREES:
@@ -240,11 +251,66 @@ class ContentServer:
             raise _refused(request, f"no management point {mp} here")
         body = await request.read()
         try:
-            await receive(body)
+            await self._at_home(receive(body))
         except BadNotification as exc:
             _log.warning("%s refused a state message: %s", mp, exc)
             raise web.HTTPBadRequest(text=str(exc)) from exc
         return web.Response(text="OK")
+
+
+class _ServerThread:
+    """The web server's thread: a plain asyncio loop (its ``sendfile`` sends a file's
+    bytes from the kernel's cache; uvloop's would read them through Python), started and
+    stopped by blocking calls made from a worker thread of the hierarchy's loop."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
+        self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._done: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="cmdist http", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._failure is not None:
+            self._thread.join()
+            raise self._failure
+
+    def stop(self) -> None:
+        if self._loop is not None and self._done is not None:
+            self._loop.call_soon_threadsafe(self._done.set)
+        self._thread.join()
+
+    def _run(self) -> None:
+        # the platform's own loop, even where the embedder installed uvloop's policy
+        loop = asyncio.DefaultEventLoopPolicy().new_event_loop()
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # the starter raises it
+            self._failure = exc
+        finally:
+            loop.close()
+            self._ready.set()
+
+    async def _serve(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            self.port = runner.addresses[0][1]
+            self._done = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            self._ready.set()
+            await self._done.wait()
+        finally:
+            await runner.cleanup()
+
+
+async def _coro(work: Awaitable[T]) -> T:
+    return await work
 
 
 def _compress(source: Path, start: int, stop: int) -> bytes | None:

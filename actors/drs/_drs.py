@@ -1,32 +1,44 @@
 """DRS: database replication between a site and its neighbours in the hierarchy.
 
-Every change to global data (``SCOPES``) at a site lands, by trigger, in the site's
+Every change to replicated data (``SCOPES``) at a site lands, by trigger, in the site's
 ``DrsLog`` in commit order. This site's DRS sends its log to each neighbouring site (the
 parent and the children: a secondary gets global data through its parent primary), each
 record ``replication_delay`` seconds of clock time after DRS first saw it, in order, in
-batches; the neighbour's DRS applies a batch in one commit with its position for this
-site (:func:`actors.sitedb.ops.apply_replication`) and replies with that position, which
-this side saves. A record the neighbour forwarded to us is never sent back to it, so a
-change made at any site reaches every other site once, along the tree.
+batches at most ``batch_interval`` (a quarter of the delay) apart per neighbour: a record
+waits between the delay and the delay plus that interval, and a busy site sends a few
+batches a second, not one per commit. The neighbour's DRS applies a batch in one commit
+with its position for this site (:func:`actors.sitedb.ops.apply_replication`) and replies
+with that position. A record the neighbour forwarded to us is never sent back to it, so a
+change made at any site reaches every other site once, along the tree; *site data*
+(``TableScope.site_data``: a site's status rows) goes only to the parent (up to the CAS)
+and toward the package's source site.
 
 Exactly once: the receiver skips records at or below its saved position (a batch sent
-again after either side restarted), and the sender resends from the last acknowledged
-position. Nothing else crosses: a site's DRS knows the other sites only by address.
+again after either side restarted), and the sender resends from the last position it
+saved. That position is saved when the sender has caught up, or at least once a delay: a
+restart resends at most that much, which the receiver skips. DRS learns of new records
+from the commit itself (the writer's commit probe), not from a read per commit. Nothing
+else crosses: a site's DRS knows the other sites only by address.
 """
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Callable
 from functools import partial
 
 import anyio
+import msgspec
 
 from actors import addresses
 from actors.drs._messages import ReplicationBatch
-from actors.sitedb import ReplicationRecord, SiteDatabase, ops
+from actors.sitedb import SCOPES, ReplicationRecord, SiteDatabase, ops
 from actors.status import CMTraceLog, Component
 from bus import BusClosed, RequestTimeout, UnknownAddress, handler
 
 __all__ = ["Drs"]
+
+_PKG_NUMBER = 5  # a package ID is its source site's code and 5 hex digits (CS100006)
 
 
 class Drs(Component):
@@ -43,77 +55,87 @@ class Drs(Component):
         db: SiteDatabase,
         neighbours: tuple[str, ...],
         delay: float,
+        parent: str | None = None,
+        toward: Callable[[str], str | None] | None = None,
         retry_interval: float = 60.0,
         batch_size: int = 500,
         log: CMTraceLog | None = None,
     ) -> None:
+        """``toward(site)``: the neighbour on the way to that site (None: this site, or
+        none known); without it, site data goes only to the parent."""
         if delay < 0 or retry_interval <= 0 or batch_size < 1:
             raise ValueError("delay >= 0, retry_interval > 0 and batch_size >= 1")
         self.site = site
         self.db = db
         self.neighbours = neighbours
+        self.parent = parent
+        self._toward = toward or (lambda _site: None)
         self.delay = delay
+        self.batch_interval = delay / 4
         self.retry_interval = retry_interval
         self.batch_size = batch_size
         self.trace_log = log
-        self._seen: dict[int, float] = {}  # log RowID -> clock time DRS first read it
+        # When DRS first saw each log record: (highest RowID, clock time) in RowID order,
+        # one entry per commit that brought records.
+        self._stamp_ids: list[int] = []
+        self._stamp_times: list[float] = []
         self._wake: dict[str, anyio.Event] = {}
         self._positions: dict[str, int] = {}
-        self._commit = anyio.Event()
-        self._stamped = 0  # the last log RowID whose commit time is noted
         self.sent = 0
         self.applied = 0
 
+    @property
+    def _stamped(self) -> int:
+        return self._stamp_ids[-1] if self._stamp_ids else 0
+
     async def on_start(self) -> None:
-        self.db.remove_commit_listener(self._on_commit)  # a restart must not add it twice
-        self.db.add_commit_listener(self._on_commit)
-        self.start_task(self._stamp)
+        self.db.remove_replication_listener(self._on_commit)  # a restart must not add it twice
+        self.db.add_replication_listener(self._on_commit)
+        self._on_commit(await self.db.replication_last_row_id())  # a previous run's: seen now
         for peer in self.neighbours:
             self._wake[peer] = anyio.Event()
             self.start_task(self._replicate_to, peer)
 
     async def on_stop(self) -> None:
-        self.db.remove_commit_listener(self._on_commit)
+        self.db.remove_replication_listener(self._on_commit)
         if self.trace_log is not None:
             self.trace_log.flush()
 
-    def _on_commit(self) -> None:
-        self._commit.set()
+    def _on_commit(self, last_row_id: int) -> None:
+        """A commit's highest log RowID: its new records' delay runs from now; the senders
+        wake (most commits change no replicated data: nothing to do)."""
+        if last_row_id <= self._stamped:
+            return
+        self._stamp_ids.append(last_row_id)
+        self._stamp_times.append(self.clock.now())
+        for event in self._wake.values():
+            event.set()
 
-    async def _stamp(self) -> None:
-        """Note when each log record was committed (its delay runs from then), even while
-        the senders wait out an earlier record's delay; wake the senders when there is
-        something new (most commits change no global data: one read per commit, not one
-        per neighbour)."""
-        while True:
-            self._commit = anyio.Event()
-            found = False
-            while row_ids := await self.db.replication_row_ids_after(self._stamped, 10_000):
-                now = self.clock.now()
-                for row_id in row_ids:
-                    self._seen.setdefault(row_id, now)
-                self._stamped = row_ids[-1]
-                found = True
-            if found:
-                for event in self._wake.values():
-                    event.set()
-            await self._commit.wait()
+    def _first_seen(self, row_id: int) -> float:
+        if row_id > self._stamped:  # read before its commit's probe came: seen now
+            self._on_commit(row_id)
+        return self._stamp_times[bisect.bisect_left(self._stamp_ids, row_id)]
 
     # -- sending -------------------------------------------------------------------------
 
     async def _replicate_to(self, peer: str) -> None:
-        position = await self.db.replication_position(peer, "sent")
+        position = saved = await self.db.replication_position(peer, "sent")
+        saved_at = self.clock.now()
+        next_batch = 0.0  # clock time before which this peer's log is not read again
         while True:
             self._wake[peer] = anyio.Event()
-            if self._stamped <= position:
-                await self._wake[peer].wait()  # nothing new past what this peer has
+            if self._stamped <= position:  # nothing new past what this peer has
+                if position > saved and self.clock.now() - saved_at >= self.batch_interval:
+                    await self._save(peer, position)  # caught up: worth saving now
+                    saved, saved_at = position, self.clock.now()
+                await self._sleep(peer, None if position == saved else self.batch_interval)
                 continue
             records = await self.db.replication_records_after(position, self.batch_size)
             if not records:
-                await self._wake[peer].wait()
+                await self._sleep(peer, None)
                 continue
-            due = await self._due(records)
-            batch = tuple(r for r in due if r.via != peer)  # never back where it came from
+            due = await self._due(records, next_batch)
+            batch = tuple(r for r in due if self._goes_to(r, peer))
             try:
                 acked = await self._send(peer, batch) if batch else due[-1].row_id
             except (UnknownAddress, RequestTimeout, BusClosed) as exc:
@@ -122,21 +144,50 @@ class Drs(Component):
                 )
                 await self.clock.sleep(self.retry_interval)
                 continue
+            next_batch = self.clock.now() + self.batch_interval
             position = max(position, acked, due[-1].row_id)
-            await self.db.write(partial(ops.save_drs_sent, peer=peer, row_id=position))
             self._positions[peer] = position
+            if self.clock.now() - saved_at >= self.delay:
+                await self._save(peer, position)
+                saved, saved_at = position, self.clock.now()
             self._forget()
 
-    async def _due(self, records: list[ReplicationRecord]) -> list[ReplicationRecord]:
-        """The records whose delay has passed, oldest first (waiting for the first one)."""
+    async def _sleep(self, peer: str, seconds: float | None) -> None:
+        """Until a commit brings records (or ``seconds`` have passed)."""
+        wake = self._wake[peer]
+        timer = None if seconds is None else self.clock.call_later(seconds, wake.set)
+        try:
+            await wake.wait()
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _save(self, peer: str, position: int) -> None:
+        await self.db.write(partial(ops.save_drs_sent, peer=peer, row_id=position))
+
+    async def _due(
+        self, records: list[ReplicationRecord], not_before: float
+    ) -> list[ReplicationRecord]:
+        """The records whose delay has passed, oldest first (waiting for the first one, and
+        for ``not_before``)."""
+        first = max(self._first_seen(records[0].row_id) + self.delay, not_before)
         now = self.clock.now()
-        for r in records:
-            self._seen.setdefault(r.row_id, now)
-        first = self._seen[records[0].row_id] + self.delay
         if first > now:
             await self.clock.sleep(first - now)
             now = self.clock.now()
-        return [r for r in records if self._seen[r.row_id] + self.delay <= now] or records[:1]
+        due = [r for r in records if self._first_seen(r.row_id) + self.delay <= now]
+        return due or records[:1]
+
+    def _goes_to(self, record: ReplicationRecord, peer: str) -> bool:
+        """Whether ``peer`` gets the record: never back where it came from; site data only
+        up and toward the package's source site."""
+        if record.via == peer:
+            return False
+        column = SCOPES[record.table].site_data
+        if not column or peer == self.parent:
+            return True
+        pkg_id = msgspec.json.decode(record.row_json).get(column, "")
+        return isinstance(pkg_id, str) and self._toward(pkg_id[:-_PKG_NUMBER]) == peer
 
     async def _send(self, peer: str, batch: tuple[ReplicationRecord, ...]) -> int:
         address = addresses.drs(peer)
@@ -151,10 +202,10 @@ class Drs(Component):
 
     def _forget(self) -> None:
         """Drop first-seen times every neighbour is past."""
-        if len(self._seen) > 10_000 and len(self._positions) == len(self.neighbours):
-            done = min(self._positions.values())
-            for row_id in [r for r in self._seen if r <= done]:
-                del self._seen[row_id]
+        if len(self._stamp_ids) > 10_000 and len(self._positions) == len(self.neighbours):
+            done = bisect.bisect_right(self._stamp_ids, min(self._positions.values()))
+            done = min(done, len(self._stamp_ids) - 1)  # the last one says how far DRS saw
+            del self._stamp_ids[:done], self._stamp_times[:done]
 
     # -- receiving -----------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from actors.site._pkgxfermgr import CANCELLED_REASON, PROGRESS_INTERVAL, PkgXfer
 from actors.site._provider import DEFAULT_LAST_REFRESH, SmsProvider
 from actors.site._scheduler import Scheduler
 from actors.site._sender import Sender
+from actors.site._sharewatch import ShareWatch
 from actors.site._smsdbmon import SmsDbMon
 from actors.site._statesys import MpRelay, StateMessageFile, StateSystem
 
@@ -26,6 +27,7 @@ __all__ = [
     "RetryJob",
     "Scheduler",
     "Sender",
+    "ShareWatch",
     "SiteKey",
     "SmsDbMon",
     "SmsProvider",

@@ -1,7 +1,11 @@
 """Despooler (``SMS_DESPOOLER``): instructions and package files that other sites sent.
 
-It looks for ready instructions (``.SNI``) in ``despoolr.box/receive`` every
-``despooler_poll_interval`` and runs at most ``despooling_threads`` at once. Each: the
+It looks for ready instructions (``.SNI``) in ``despoolr.box/receive`` when a sender says
+it renamed one in (the hierarchy's :class:`ShareWatch`, the file system's change
+notification), and polls as the safety net: every ``despooler_poll_interval``, twice as
+long after each poll that found nothing (up to ``_MAX_BACKOFF`` doublings), since at every
+site of a busy hierarchy a fixed short poll cost more than the despooling. It runs at
+most ``despooling_threads`` at once. Each: the
 signature is checked with the sending site's public key (DRS brought it) and the package
 file against the signed hash; anything unsigned, forged or tampered is refused (4405),
 kept aside in ``receive/refused`` and nothing is written. A DLT whose base version this
@@ -32,11 +36,13 @@ from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 
 from actors import addresses
 from actors._crashpoints import crash_point
 from actors.site._instruction import BadInstruction, Instruction, decode, verify
 from actors.site._paths import package_file, receive_box, release_package_file
+from actors.site._sharewatch import ShareWatch
 from actors.site.messages import PACKAGE_CHANGED_TOPIC, MiniJobCreated, PackageChanged
 from actors.sitedb import SiteDatabase, ops, product_time
 from actors.status import ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
@@ -46,6 +52,7 @@ __all__ = ["Despooler"]
 
 ERROR_NOT_ARRIVED = 12
 _MTIME_TRUST = 200_000_000  # ns: an older folder modification time is final
+_MAX_BACKOFF = 4  # an idle watched box is polled at most 2**4 poll intervals apart
 
 
 class Despooler(Component):
@@ -64,6 +71,7 @@ class Despooler(Component):
         poll_interval: float,
         retry_delay: float,
         next_hop: Callable[[str], str],
+        watch: ShareWatch | None = None,
         log: CMTraceLog | None = None,
     ) -> None:
         self.site = site
@@ -82,6 +90,10 @@ class Despooler(Component):
         self._busy: set[str] = set()
         self._not_before: dict[str, float] = {}
         self._listed: int | None = None  # the folder's modification time when last listed
+        self._watch = watch
+        self._unwatch: Callable[[], None] | None = None
+        self._wake = anyio.Event()
+        self._look = True  # list the folder at the next pass, whatever its time says
         self._locks: dict[str, anyio.Lock] = {}
         self._thread_ids = itertools.count(0xEE8)  # numbered as the product's log shows one
         self.despooled = 0
@@ -89,37 +101,70 @@ class Despooler(Component):
         self.retries = 0
 
     async def on_start(self) -> None:
+        if self._watch is not None and self._unwatch is None:
+            self._unwatch = self._watch.watch(self.box, self._woken)
         self.start_task(self._poll)
 
+    async def on_stop(self) -> None:
+        if self._unwatch is not None:
+            self._unwatch()
+            self._unwatch = None
+
+    def _woken(self) -> None:
+        """A sender renamed an instruction in, or a despooling thread ended: look now."""
+        self._look = True
+        self._wake.set()
+
     async def _poll(self) -> None:
+        idle = 0  # polls in a row that found nothing
         async with anyio.create_task_group() as tg:
             while True:
-                for sni in self._ready():
+                self._wake = anyio.Event()
+                ready = self._ready()
+                for sni in ready:
                     self._busy.add(sni.name)
                     tg.start_soon(self._despool_thread, sni)
-                await self.clock.sleep(self.poll_interval)
+                # Unwatched, the poll is all there is: it keeps its pace.
+                idle = 0 if ready or self._watch is None else min(idle + 1, _MAX_BACKOFF)
+                await self._sleep(self.poll_interval * (1 << idle))
+
+    async def _sleep(self, seconds: float) -> None:
+        """Until woken, the next retry is due, or ``seconds`` have passed."""
+        if self._not_before:
+            seconds = min(seconds, min(self._not_before.values()) - self.clock.now())
+        if seconds <= 0:
+            await anyio.lowlevel.checkpoint()
+            return
+        timer = self.clock.call_later(seconds, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            timer.cancel()
 
     def _ready(self) -> list[Path]:
         """The instructions to take now, in the event loop (a worker thread hop per poll
         cost more than the work, at every site every few clock seconds). The folder is
-        listed again only when it changed since the last listing, a retry is due, or a
-        despooling thread ended; a modification time younger than ``_MTIME_TRUST`` is not
-        trusted (the file system's clock is coarse: a file renamed in within the same tick
-        leaves it unchanged)."""
+        listed when a watcher said so, a retry is due or a despooling thread ended; the
+        safety net's poll lists it only when it changed since the last listing (a
+        modification time younger than ``_MTIME_TRUST`` is not trusted: the file system's
+        clock is coarse, a file renamed in within the same tick leaves it unchanged)."""
         now = self.clock.now()
         try:
             mtime = os.stat(self.box).st_mtime_ns
         except FileNotFoundError:
             return []
         if (
-            mtime == self._listed
+            not self._look
+            and mtime == self._listed
             and time.time_ns() - mtime > _MTIME_TRUST
             and not any(when <= now for when in self._not_before.values())
         ):
             return []
-        self._listed = mtime
+        self._listed, self._look = mtime, False
         with os.scandir(self.box) as entries:
             names = sorted(e.name for e in entries if e.name.endswith(".SNI"))
+        for gone in self._not_before.keys() - set(names):
+            del self._not_before[gone]  # taken away meanwhile: no retry to wait for
         ready = []
         for name in names:
             if name in self._busy:
@@ -144,7 +189,7 @@ class Despooler(Component):
                 await self._despool(sni)
         finally:
             self._busy.discard(sni.name)
-            self._listed = None  # list the folder again: the instruction may still be there
+            self._woken()  # list the folder again: the instruction may still be there
 
     async def _despool(self, sni: Path) -> None:
         pck = sni.with_suffix(".PCK")

@@ -443,6 +443,7 @@ class PkgXferMgr(Component):
         await self._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
         self.reporter.log(sent)
         self.trace("Sending thread complete~")
+        await self.pull.source_installed(job.pkg_id, dp.server_name)
 
     async def _end_superseded(self, job: DistributionJobRow, by: str) -> None:
         """End a job without touching the DP: something newer covers it."""

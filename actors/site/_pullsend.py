@@ -73,6 +73,9 @@ class PullSending:
     def __init__(self, mgr: PkgXferMgr, content_url: ContentUrl) -> None:
         self.mgr = mgr
         self.content_url = content_url
+        # Packages with a pull DP job that found no source: a standard DP of the site
+        # installing one of them wakes those jobs (no read per job for the others).
+        self._awaiting_source: set[str] = set()
 
     async def run(self, job: DistributionJobRow, dp: DistributionPointRow, priority: int) -> None:
         mgr, settings = self.mgr, self.mgr.settings
@@ -204,7 +207,36 @@ class PullSending:
             job, dp, PkgStatusValue.FAILED if give_up else PkgStatusValue.RETRY, reason
         )
         if not give_up:
+            if message_id == 8212:
+                self._awaiting_source.add(job.pkg_id)
             mgr.send_later(delay, mgr.address, RetryJob(job.job_id, job.action))
+
+    async def source_installed(self, pkg_id: str, source: str) -> None:
+        """A standard DP of the site now holds the package: a pull DP job that found no
+        source (8212) tries again now instead of after ``pulldp_retry_delay`` (20 minutes
+        by default: a package sent to a pull DP and its source at once would otherwise
+        wait that long for nothing). The retry already scheduled stays; it finds the job
+        ended, notified or retrying again, as any retry does."""
+        if pkg_id not in self._awaiting_source:
+            return
+        self._awaiting_source.discard(pkg_id)  # a try that finds none again puts it back
+        mgr = self.mgr
+        for job in await mgr.db.distribution_jobs(state=JobState.RETRYING):
+            if job.pkg_id != pkg_id or job.action == JobAction.REMOVE:
+                continue
+            dp = await mgr.db.distribution_point(job.dp_id)
+            if dp is None or not dp.is_pull_dp:
+                continue
+            if source not in await mgr.db.pull_dp_sources(
+                dp.server_name, job.pkg_id, job.package_version
+            ):
+                continue  # not one of its sources, or another version
+            mgr.trace(
+                f"~Source DP {source} now holds package {job.pkg_id} version"
+                f" {job.package_version}: retrying the notification of pull DP"
+                f" {dp.server_name} now (job {job.job_id})"
+            )
+            mgr.send_later(0.0, mgr.address, RetryJob(job.job_id, job.action))
 
     async def held_version(self, dp: DistributionPointRow, pkg_id: str, version: int) -> int:
         """For a cancel: ``version`` if the pull DP's library holds it (its job may have

@@ -27,6 +27,7 @@ from actors.errors import TransferError
 from actors.network import NetworkLink
 from actors.site._capacity import SendingCapacity, SendRequestList, SentBytes
 from actors.site._paths import receive_box
+from actors.site._sharewatch import ShareWatch
 from actors.site.messages import SendRequest, SendResult
 from actors.status import CMTraceLog, Component
 from bus import handler
@@ -81,9 +82,11 @@ class Sender(Component):
         settings: Settings,
         links: Callable[[str], NetworkLink],
         server_root: Callable[[str], Path],
+        watch: ShareWatch | None = None,
         log: CMTraceLog | None = None,
     ) -> None:
         self.site = site
+        self._watch = watch
         self.settings = settings
         self._links = links
         self._server_root = server_root
@@ -198,4 +201,6 @@ class Sender(Component):
         self.trace(f"~Sending completed [{msg.instruction_file}]")
         self.trace(f"~Renaming remote file {share}.TMP to {share}.SNI")
         os.replace(tmp, sni)
+        if self._watch is not None:
+            self._watch.changed(remote)  # the destination's despooler looks now
         self.trace(f"~Rename completed [{share}.TMP]")

@@ -19,6 +19,7 @@ from actors.sitedb.enums import (
 )
 from actors.sitedb.rows import (
     ChangeNotification,
+    ContentRows,
     DistributionJobRow,
     DistributionPointRow,
     DPTransferBytesRow,
@@ -42,6 +43,7 @@ __all__ = [
     "SMSDBMON_CONSUMER",
     "ChangeNotification",
     "ContentAccessType",
+    "ContentRows",
     "DPTransferBytesRow",
     "DistributionJobRow",
     "DistributionPointRow",

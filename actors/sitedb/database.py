@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 import anyio
@@ -29,6 +30,7 @@ from actors.sitedb.enums import (
 )
 from actors.sitedb.rows import (
     ChangeNotification,
+    ContentRows,
     DistributionJobRow,
     DistributionPointRow,
     DPTransferBytesRow,
@@ -342,6 +344,11 @@ def _last_notification(conn: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
+def _last_replication(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT MAX(RowID) FROM DrsLog").fetchone()
+    return int(row[0] or 0)
+
+
 def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
     nal, name = values[0], values[1]
     found = (
@@ -362,6 +369,91 @@ def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
             " IsPullDP = ?, IsSiteServer = ?, MaxActiveJobs = ?, Priority = ? WHERE DPID = ?",
             (*values, found[0]),
         )
+
+
+_PKG_STATUS_SQL = (
+    f"SELECT {_STATUS_COLS} FROM PkgStatus WHERE ID = ? ORDER BY Type, SiteCode, PkgServer"
+)
+_SENT_SQL = (
+    "SELECT PkgID, NALPath, Version, BytesFull, BytesDelta FROM DPTransferBytes"
+    " WHERE PkgID = ? ORDER BY NALPath"
+)
+_BUSY_SQL = "SELECT DPID FROM DistributionJobs WHERE PkgID = ? AND State <> ?"
+_PERCENT_SQL = (
+    "SELECT DPID, PullPercent FROM DistributionJobs WHERE PkgID = ? AND State <> ?"
+    " AND PullPercent IS NOT NULL ORDER BY PackageVersion"
+)
+_LAST_MESSAGE_SQL = (
+    "SELECT m.RecordID FROM StatusMessages m"
+    " JOIN StatusMessageAttributes p ON p.RecordID = m.RecordID AND p.AttributeID = 400"
+    " LEFT JOIN StatusMessageAttributes d ON d.RecordID = m.RecordID AND d.AttributeID = 404"
+    " WHERE p.AttributeValue = ? AND (d.AttributeValue = ?"
+    " OR (d.RecordID IS NULL AND m.Severity = 'E'))"
+    " ORDER BY m.RecordID DESC LIMIT 1"
+)
+
+
+def _pkg_servers_query(pkg_id: str, site_code: str | None) -> tuple[str, tuple[str, ...]]:
+    sql = f"SELECT {_SERVER_COLS} FROM PkgServers WHERE PkgID = ?"
+    args: tuple[str, ...] = (pkg_id,)
+    if site_code is not None:
+        sql += " AND SiteCode = ?"
+        args += (site_code,)
+    return sql + " ORDER BY NALPath", args
+
+
+def _status_messages(
+    conn: sqlite3.Connection, *, since_record: int, limit: int
+) -> list[StatusMessageRow]:
+    rows = conn.execute(
+        "SELECT RecordID, MessageID, Severity, Component, SiteCode, MachineName, Time,"
+        " InsStrings FROM StatusMessages WHERE RecordID > ? ORDER BY RecordID LIMIT ?",
+        (since_record, limit),
+    ).fetchall()
+    last = rows[-1][0] if rows else since_record
+    attrs: dict[int, dict[int, str]] = {}
+    for rid, aid, value in conn.execute(
+        "SELECT RecordID, AttributeID, AttributeValue FROM StatusMessageAttributes"
+        " WHERE RecordID > ? AND RecordID <= ? ORDER BY RecordID, rowid",
+        (since_record, last),
+    ):
+        attrs.setdefault(rid, {})[aid] = value
+    return [
+        StatusMessageRow(
+            rid, mid, sev, comp, site, system, when, tuple(json.loads(ins)), attrs.get(rid, {})
+        )
+        for rid, mid, sev, comp, site, system, when, ins in rows
+    ]
+
+
+def _last_message(
+    conn: sqlite3.Connection, *, pkg_id: str, nal_path: str
+) -> StatusMessageRow | None:
+    found = conn.execute(_LAST_MESSAGE_SQL, (pkg_id, nal_path)).fetchone()
+    if found is None:
+        return None
+    rows = _status_messages(conn, since_record=int(found[0]) - 1, limit=1)
+    return rows[0] if rows else None
+
+
+def _content_rows(conn: sqlite3.Connection, *, pkg_id: str, site_code: str) -> ContentRows:
+    status = tuple(
+        row
+        for row in map(_pkg_status, conn.execute(_PKG_STATUS_SQL, (pkg_id,)))
+        if row.type == PkgStatusType.DP and row.site_code == site_code
+    )
+    servers = tuple(map(_pkg_server, conn.execute(*_pkg_servers_query(pkg_id, site_code))))
+    open_jobs = (pkg_id, int(JobState.FAILED))
+    nals = sorted({r.pkg_server for r in status} | {s.nal_path for s in servers})
+    messages = {nal: _last_message(conn, pkg_id=pkg_id, nal_path=nal) for nal in nals}
+    return ContentRows(
+        status=status,
+        servers=servers,
+        busy=frozenset(int(r[0]) for r in conn.execute(_BUSY_SQL, open_jobs)),
+        sent=tuple(DPTransferBytesRow(*r) for r in conn.execute(_SENT_SQL, (pkg_id,))),
+        percents={int(r[0]): int(r[1]) for r in conn.execute(_PERCENT_SQL, open_jobs)},
+        messages={nal: m for nal, m in messages.items() if m is not None},
+    )
 
 
 _MINIJOB_COLS = (
@@ -473,6 +565,14 @@ class SiteDatabase:
     def remove_notification_listener(self, listener: Callable[[int], None]) -> None:
         self._writer.remove_commit_probe(listener)
 
+    def add_replication_listener(self, listener: Callable[[int], None]) -> None:
+        """``listener(row_id)`` in the event loop after every commit, with the highest
+        ``DrsLog`` RowID then (0: none): DRS learns of new records without a read."""
+        self._writer.add_commit_probe(_last_replication, listener)
+
+    def remove_replication_listener(self, listener: Callable[[int], None]) -> None:
+        self._writer.remove_commit_probe(listener)
+
     @property
     def commits(self) -> int:
         """Transactions committed by the writer so far (each holds a batch of operations)."""
@@ -519,6 +619,31 @@ class SiteDatabase:
     async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
         row = await self.fetchone(sql, params)
         return None if row is None else row[0]
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` on the reader's thread, in one hop and one snapshot (a read
+        transaction): several SELECTs for the price of one hop, which costs more than a
+        small SELECT itself."""
+        reader = self._reader
+
+        def run() -> T:
+            conn = reader._conn  # on aiosqlite's thread, which owns the connection
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        hop = cast(Callable[[Callable[[], T]], Awaitable[T]], reader._execute)
+        try:
+            result = await hop(run)
+        except (ValueError, sqlite3.ProgrammingError) as exc:
+            if self.closed:
+                raise SiteDatabaseClosed(f"site database {self.path} is closed") from exc
+            raise
+        if self.closed:
+            raise SiteDatabaseClosed(f"site database {self.path} is closed")
+        return result
 
     async def schema_version(self) -> int:
         return int(await self.scalar("SELECT MAX(Version) FROM SchemaVersion"))
@@ -574,13 +699,8 @@ class SiteDatabase:
         return [_dp(r) for r in rows]
 
     async def pkg_servers(self, pkg_id: str, site_code: str | None = None) -> list[PkgServerRow]:
-        sql = f"SELECT {_SERVER_COLS} FROM PkgServers WHERE PkgID = ?"
-        args: tuple[str, ...] = (pkg_id,)
-        if site_code is not None:
-            sql += " AND SiteCode = ?"
-            args += (site_code,)
-        rows = await self.fetchall(sql + " ORDER BY NALPath", args)
-        return [_pkg_server(r) for r in rows]
+        sql, args = _pkg_servers_query(pkg_id, site_code)
+        return [_pkg_server(r) for r in await self.fetchall(sql, args)]
 
     async def distribution_job(self, job_id: int) -> DistributionJobRow | None:
         row = await self.fetchone(
@@ -625,11 +745,7 @@ class SiteDatabase:
         return [_job(r) for r in rows]
 
     async def pkg_status(self, pkg_id: str) -> list[PkgStatusRow]:
-        rows = await self.fetchall(
-            f"SELECT {_STATUS_COLS} FROM PkgStatus WHERE ID = ? ORDER BY Type, SiteCode, PkgServer",
-            (pkg_id,),
-        )
-        return [_pkg_status(r) for r in rows]
+        return [_pkg_status(r) for r in await self.fetchall(_PKG_STATUS_SQL, (pkg_id,))]
 
     async def pull_dp_response(self, pkg_status_id: int) -> list[PullDPResponseRow]:
         rows = await self.fetchall(
@@ -699,12 +815,9 @@ class SiteDatabase:
         )
         return [ReplicationRecord(*r) for r in rows]
 
-    async def replication_row_ids_after(self, row_id: int, limit: int = 1000) -> list[int]:
-        """The RowIDs of this site's replication log after ``row_id``, in commit order."""
-        rows = await self.fetchall(
-            "SELECT RowID FROM DrsLog WHERE RowID > ? ORDER BY RowID LIMIT ?", (row_id, limit)
-        )
-        return [int(r[0]) for r in rows]
+    async def replication_last_row_id(self) -> int:
+        """The highest RowID of this site's replication log (0: empty)."""
+        return int(await self.scalar("SELECT MAX(RowID) FROM DrsLog") or 0)
 
     async def minijobs(self, *, unfinished: bool = True) -> list[MiniJobRow]:
         """The site's mini-jobs (pending or sending ones), oldest first."""
@@ -793,12 +906,7 @@ class SiteDatabase:
 
     async def transfer_bytes(self, pkg_id: str) -> list[DPTransferBytesRow]:
         """Per DP, the bytes that crossed its link for its latest install of the package."""
-        rows = await self.fetchall(
-            "SELECT PkgID, NALPath, Version, BytesFull, BytesDelta FROM DPTransferBytes"
-            " WHERE PkgID = ? ORDER BY NALPath",
-            (pkg_id,),
-        )
-        return [DPTransferBytesRow(*r) for r in rows]
+        return [DPTransferBytesRow(*r) for r in await self.fetchall(_SENT_SQL, (pkg_id,))]
 
     async def pkg_server_count(self, pkg_id: str) -> int:
         """How many DPs (at every site) still have a row for the package."""
@@ -806,60 +914,30 @@ class SiteDatabase:
 
     async def busy_dps(self, pkg_id: str) -> set[int]:
         """DPs with an open (not given up) distribution job for the package."""
-        rows = await self.fetchall(
-            "SELECT DPID FROM DistributionJobs WHERE PkgID = ? AND State <> ?",
-            (pkg_id, int(JobState.FAILED)),
-        )
-        return {int(r[0]) for r in rows}
+        return {int(r[0]) for r in await self.fetchall(_BUSY_SQL, (pkg_id, int(JobState.FAILED)))}
 
     async def pull_percent(self, pkg_id: str) -> dict[int, int]:
         """Per DP, the download percentage its open pull job last reported (none: no
         in-progress state message yet, or no open pull job)."""
-        rows = await self.fetchall(
-            "SELECT DPID, PullPercent FROM DistributionJobs WHERE PkgID = ? AND State <> ?"
-            " AND PullPercent IS NOT NULL ORDER BY PackageVersion",
-            (pkg_id, int(JobState.FAILED)),
-        )
+        rows = await self.fetchall(_PERCENT_SQL, (pkg_id, int(JobState.FAILED)))
         return {int(r[0]): int(r[1]) for r in rows}  # (the newest version's job wins)
 
-    async def last_message_record(self, pkg_id: str, nal_path: str) -> int | None:
-        """The RecordID of the latest status message about the package on the DP: one
-        naming the DP, or an error about the whole package (nothing then reaches the DP)."""
-        value = await self.scalar(
-            "SELECT m.RecordID FROM StatusMessages m"
-            " JOIN StatusMessageAttributes p ON p.RecordID = m.RecordID AND p.AttributeID = 400"
-            " LEFT JOIN StatusMessageAttributes d ON d.RecordID = m.RecordID"
-            " AND d.AttributeID = 404"
-            " WHERE p.AttributeValue = ? AND (d.AttributeValue = ?"
-            " OR (d.RecordID IS NULL AND m.Severity = 'E'))"
-            " ORDER BY m.RecordID DESC LIMIT 1",
-            (pkg_id, nal_path),
-        )
-        return None if value is None else int(value)
+    async def last_message(self, pkg_id: str, nal_path: str) -> StatusMessageRow | None:
+        """The latest status message about the package on the DP: one naming the DP, or an
+        error about the whole package (nothing then reaches the DP), in one hop."""
+        return await self.read(partial(_last_message, pkg_id=pkg_id, nal_path=nal_path))
+
+    async def content_rows(self, pkg_id: str, site_code: str) -> ContentRows:
+        """What the package's content status on the site's DPs is made of, in one hop and
+        one snapshot (a job deleted and its final status stored in one commit are seen
+        together)."""
+        return await self.read(partial(_content_rows, pkg_id=pkg_id, site_code=site_code))
 
     async def status_messages(
         self, since_record: int = 0, limit: int = -1
     ) -> list[StatusMessageRow]:
         """Status messages after ``since_record``, oldest first (at most ``limit``)."""
-        rows = await self.fetchall(
-            "SELECT RecordID, MessageID, Severity, Component, SiteCode, MachineName, Time,"
-            " InsStrings FROM StatusMessages WHERE RecordID > ? ORDER BY RecordID LIMIT ?",
-            (since_record, limit),
-        )
-        last = rows[-1][0] if rows else since_record
-        attrs: dict[int, dict[int, str]] = {}
-        for rid, aid, value in await self.fetchall(
-            "SELECT RecordID, AttributeID, AttributeValue FROM StatusMessageAttributes"
-            " WHERE RecordID > ? AND RecordID <= ? ORDER BY RecordID, rowid",
-            (since_record, last),
-        ):
-            attrs.setdefault(rid, {})[aid] = value
-        return [
-            StatusMessageRow(
-                rid, mid, sev, comp, site, system, when, tuple(json.loads(ins)), attrs.get(rid, {})
-            )
-            for rid, mid, sev, comp, site, system, when, ins in rows
-        ]
+        return await self.read(partial(_status_messages, since_record=since_record, limit=limit))
 
     # -- what ``cmdist check`` asks --------------------------------------------------------
 

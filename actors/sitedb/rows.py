@@ -16,6 +16,7 @@ from actors.sitedb.enums import (
 
 __all__ = [
     "ChangeNotification",
+    "ContentRows",
     "DPTransferBytesRow",
     "DistributionJobRow",
     "DistributionPointRow",
@@ -193,6 +194,17 @@ class StatusMessageRow(msgspec.Struct, frozen=True):
     time: str  # ISO 8601, UTC
     strings: tuple[str, ...]
     attributes: dict[int, str]
+
+
+class ContentRows(msgspec.Struct, frozen=True):
+    """What a package's content status on one site's DPs is made of, read together."""
+
+    status: tuple[PkgStatusRow, ...]  # the site's DP rows (Type 2) for the package
+    servers: tuple[PkgServerRow, ...]  # the site's DPs the package targets
+    busy: frozenset[int]  # DPIDs with an open job for the package
+    sent: tuple[DPTransferBytesRow, ...]  # per DP, the bytes of its latest install
+    percents: dict[int, int]  # per DPID, an open pull job's download percentage
+    messages: dict[str, StatusMessageRow]  # per NAL path, the last message about it
 
 
 class ReplicationRecord(msgspec.Struct, frozen=True):

@@ -6,7 +6,9 @@ The product splits its tables into ``_G`` (global: replicated to every site by D
 ``_L`` (local: this site only) halves behind one view. We keep one table and record the
 meaning in :data:`SCOPES`: a replicated table lists its key and the columns that stay
 local (the ``_L`` half). DRS copies the other columns of a replicated table; it never
-copies a table marked local. A replicated row fires the receiving site's triggers like a
+copies a table marked local. *Site data* (``site_data``: the status a site reports) goes
+only up to the CAS and to the package's source site, as the product's site replication
+does. A replicated row fires the receiving site's triggers like a
 local one, so a package created at the CAS makes ``PkgNotification`` rows at every site.
 
 Notifications
@@ -39,6 +41,10 @@ class TableScope(NamedTuple):
     local_columns: frozenset[str] = frozenset()
     # A row's own number at each site (PkgStatus.PKID): never copied, not even on insert.
     identity: frozenset[str] = frozenset()
+    # Site data: the column naming the package (its ID starts with its source site's code)
+    # whose source site gets the rows, with the CAS: they travel up the tree and down only
+    # toward that site, not to every sibling. '' = global data, replicated to every site.
+    site_data: str = ""
 
 
 SCOPES: dict[str, TableScope] = {
@@ -71,11 +77,14 @@ SCOPES: dict[str, TableScope] = {
     "PkgServers": TableScope(
         True, ("PkgID", "NALPath"), frozenset({"UpdateMask", "Action", "LastRefresh"})
     ),
+    # A site's status rows for its DPs and its own Type 1 row: site data ("each site's
+    # PkgStatus rows ... reach the package's source site and the CAS").
     "PkgStatus": TableScope(
         True,
         ("ID", "Type", "SiteCode", "PkgServer"),
         frozenset({"PKID"}),
         frozenset({"PKID"}),
+        site_data="ID",
     ),
     "PkgNotification": TableScope(False),
     "DistributionJobs": TableScope(False),

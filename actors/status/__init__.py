@@ -28,7 +28,13 @@ from actors.status._catalog import (
 from actors.status._cmtrace import CMTraceLog, ComponentLogs, format_statmsg
 from actors.status._component import Component
 from actors.status._message import StatusMessage, describe, message_dp
-from actors.status._reporter import StatusReporter, last_message, last_message_id, stored_messages
+from actors.status._reporter import (
+    StatusReporter,
+    last_message,
+    last_message_id,
+    stored_message,
+    stored_messages,
+)
 from actors.status._threads import as_thread, format_thread_id, new_thread_id, site_pid
 
 __all__ = [
@@ -68,5 +74,6 @@ __all__ = [
     "message_dp",
     "new_thread_id",
     "site_pid",
+    "stored_message",
     "stored_messages",
 ]

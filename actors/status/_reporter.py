@@ -20,6 +20,7 @@ __all__ = [
     "StatusReporter",
     "last_message",
     "last_message_id",
+    "stored_message",
     "stored_messages",
 ]
 
@@ -162,11 +163,8 @@ def _store(conn: sqlite3.Connection, msg: StatusMessage) -> int:
 async def last_message(db: SiteDatabase, pkg_id: str, nal_path: str) -> StatusMessage | None:
     """The latest status message about this package on this DP: one that names the DP, or
     an error about the whole package (its processing failed, so nothing reaches the DP)."""
-    record = await db.last_message_record(pkg_id, nal_path)
-    if record is None:
-        return None
-    found = await stored_messages(db, since_record=record - 1, limit=1)
-    return found[0] if found else None
+    row = await db.last_message(pkg_id, nal_path)
+    return None if row is None else stored_message(row)
 
 
 async def last_message_id(db: SiteDatabase, pkg_id: str, nal_path: str) -> int | None:
@@ -180,10 +178,11 @@ async def stored_messages(
 ) -> list[StatusMessage]:
     """Status messages stored in a site database after ``since_record``, oldest first
     (at most ``limit``; -1: all)."""
-    return [_message(row) for row in await db.status_messages(since_record, limit)]
+    return [stored_message(row) for row in await db.status_messages(since_record, limit)]
 
 
-def _message(row: StatusMessageRow) -> StatusMessage:
+def stored_message(row: StatusMessageRow) -> StatusMessage:
+    """A stored message as it was raised."""
     severity: Severity = "E" if row.severity == "E" else "W" if row.severity == "W" else "I"
     return StatusMessage(
         message_id=row.message_id,

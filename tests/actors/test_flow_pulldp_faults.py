@@ -63,6 +63,36 @@ async def test_no_source_yet_retries_with_8212_then_succeeds(tmp_path: Path) -> 
         )
 
 
+async def test_a_source_installing_the_package_wakes_the_pull_dp_at_once(tmp_path: Path) -> None:
+    """The pull DP and its source targeted together: the pull DP's first try finds no
+    source (8212); the source DP installing the package retries it then, not after
+    ``pulldp_retry_delay`` (here never: 1e9 s)."""
+    config = _long_delays(tmp_path, "pulldp_retry_delay = 1200.0")
+    src = write_tree(tmp_path / "src", {"a.txt": b"a" * 3000})
+    async with _open(tmp_path, config) as h:
+        pkg = await h.create_package("Together", source=src, site=SITE)
+        await h.distribute(pkg, [PULL])
+        await until(lambda: _has(h, pkg.pkg_id, 8212))
+        await h.distribute(pkg, [DP])
+        status = {s.dp: s.state for s in await h.wait(pkg, timeout=TIMEOUT)}
+        assert status == {DP: "Installed", PULL: "Installed"}
+        assert (await _ids(h, pkg.pkg_id, PULL)).count(8212) == 1
+        assert f"Source DP {DP} now holds package {pkg.pkg_id} version 1" in _log(
+            h, h.config.site(SITE).server, "PkgXferMgr.log"
+        )
+
+
+def _long_delays(tmp_path: Path, *settings: str) -> Path:
+    """The default hierarchy with ``settings`` (as the file writes them) put off for ever."""
+    text = HIERARCHY.read_text()
+    for setting in settings:
+        assert setting in text
+        text = text.replace(setting, setting.split("=")[0] + "= 1e9")
+    config = tmp_path / "hierarchy.toml"
+    config.write_text(text)
+    return config
+
+
 async def _has(h: Hierarchy, pkg_id: str, message_id: int, count: int = 1) -> bool:
     return (await _ids(h, pkg_id, PULL)).count(message_id) >= count
 
@@ -194,12 +224,7 @@ async def test_content_status_shows_the_download_percentage(
     percentage is shown, and the bytes of both tries are the install's (the state messages
     end the job: the status poll, the backup, is put off)."""
     monkeypatch.setattr(pulldp_agent, "STATE_INTERVAL", 0.0)
-    text = HIERARCHY.read_text()
-    for setting in ("pulldp_retry_delay = 1200.0", "pulldp_polling_delay = 3600.0"):
-        assert setting in text
-        text = text.replace(setting, setting.split("=")[0] + "= 1e9")
-    config = tmp_path / "hierarchy.toml"
-    config.write_text(text)
+    config = _long_delays(tmp_path, "pulldp_retry_delay = 1200.0", "pulldp_polling_delay = 3600.0")
     data = random.Random(9).randbytes(300_000)
     src = write_tree(tmp_path / "src", {"half.bin": data})
     async with _open(tmp_path, config) as h:

@@ -100,11 +100,13 @@ async def test_pending_records_survive_a_restart_and_apply_once(tmp_path: Path) 
                 assert ids == [2300, 2311, 2301], code
 
 
-async def test_status_rows_flow_back_to_the_source_and_across(tmp_path: Path) -> None:
-    """A PkgStatus row written at PS1 (its site row) reaches the CAS, PS2 and SS1."""
+async def test_status_rows_reach_the_source_site_and_the_cas_only(tmp_path: Path) -> None:
+    """Site data (issue 12): a site's PkgStatus rows reach the package's source site and
+    the CAS, not every sibling. PS1's site row of a package of PS2 goes up to CS1 and down
+    to PS2; P01 and SS1 (below PS1: it came from there) never see it."""
     src = write_tree(tmp_path / "src", {"a.txt": b"alpha"})
     async with _open(tmp_path) as h:
-        pkg = await h.create_package("Back", src, site="CS1")
+        pkg = await h.create_package("Back", src, site="PS2")
         await until(lambda: _known_everywhere(h, pkg.pkg_id))
         ps1 = h.servers["PS1"].db
         await ps1.write(
@@ -115,14 +117,33 @@ async def test_status_rows_flow_back_to_the_source_and_across(tmp_path: Path) ->
             )
         )
 
-        async def everywhere() -> bool:
-            for code in ("CS1", "PS2", "SS1"):
-                rows = await h.servers[code].db.pkg_status(pkg.pkg_id)
-                if not any(r.site_code == "PS1" and r.status == 2 for r in rows):
+        async def has_row(code: str) -> bool:
+            rows = await h.servers[code].db.pkg_status(pkg.pkg_id)
+            return any(r.site_code == "PS1" and r.status == 2 for r in rows)
+
+        async def at_source_and_cas() -> bool:
+            return await has_row("CS1") and await has_row("PS2")
+
+        await until(at_source_and_cas)
+        # a change replicated after it (global data, to every site) has reached P01 and
+        # SS1 when they would have had the row: they did not get it
+        await ps1.write(
+            lambda conn: conn.execute(
+                "UPDATE SMSPackages SET Description = 'later' WHERE PkgID = ?", (pkg.pkg_id,)
+            )
+        )
+
+        async def later_everywhere() -> bool:
+            for code in ("P01", "SS1"):
+                db = h.servers[code].db
+                sql = "SELECT Description FROM SMSPackages WHERE PkgID = ?"
+                if await db.scalar(sql, (pkg.pkg_id,)) != "later":
                     return False
             return True
 
-        await until(everywhere)
+        await until(later_everywhere)
+        assert not await has_row("P01")
+        assert not await has_row("SS1")
 
 
 def _record(row_id: int, pkg_id: str) -> ReplicationRecord:
