@@ -16,6 +16,7 @@ import datetime as dt
 import hashlib
 import os
 import sqlite3
+from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -63,6 +64,7 @@ class Scheduler(Component):
         # A package file's hash by (path, size, mtime): a PCK built once per version goes
         # to every site that lacks it, and is read whole once, not once per mini-job.
         self._hashes: dict[tuple[str, int, int], str] = {}
+        self._hashing: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
         self.files_hashed = 0
 
     async def on_start(self) -> None:
@@ -157,10 +159,13 @@ class Scheduler(Component):
             known = self._hashes.get(key)
             return key, known or _sha256(path), known is None
 
-        key, digest, hashed = await anyio.to_thread.run_sync(stat_and_hash)
-        if hashed:
-            self._hashes[key] = digest
-            self.files_hashed += 1
+        # Mini-jobs for several sites run side by side: the first hashes, the others wait
+        # for its digest instead of reading the file again.
+        async with self._hashing[path]:
+            key, digest, hashed = await anyio.to_thread.run_sync(stat_and_hash)
+            if hashed:
+                self._hashes[key] = digest
+                self.files_hashed += 1
         return digest
 
     async def _drop(self, job: MiniJobRow, job_name: str, pkg: PackageRow | None) -> None:
@@ -254,6 +259,7 @@ class Scheduler(Component):
         await anyio.to_thread.run_sync(_unlink, icl)
         if left == 0:
             self._hashes = {k: v for k, v in self._hashes.items() if k[0] != root}
+            self._hashing.pop(root, None)
             self.trace(f"Deleting job package source [{root}].~")
             self.trace(f"Deleted reference counted file {root}")
         self.trace(f"Decremented ref count on file {root}, count = {left}")
