@@ -207,7 +207,9 @@ class Despooler(Component):
     async def _despool(self, sni: Path) -> None:
         pck = sni.with_suffix(".PCK")
         try:
-            data = await anyio.to_thread.run_sync(sni.read_bytes)
+            # One worker thread hop: the instruction, and the package file's hash it is
+            # checked against once its signature is.
+            data, digest = await anyio.to_thread.run_sync(_read_and_hash, sni, pck)
             instruction, signed = decode(data)
             self.trace(f"~Verifying signature for instruction {sni} of type {instruction.type}")
             key = await self.db.site_key(instruction.sender_site)
@@ -222,7 +224,6 @@ class Despooler(Component):
             )
             if instruction.dest_site != self.site:
                 raise BadInstruction(f"addressed to site {instruction.dest_site}")
-            digest = await anyio.to_thread.run_sync(_sha256, pck)
             if digest != instruction.package_sha256:
                 raise BadInstruction(f"package file {pck.name} does not match its signed hash")
         except (BadInstruction, OSError) as exc:
@@ -400,12 +401,13 @@ def _sender_of(sni: Path) -> str:
     return stem.split("SQ", 1)[1] if "SQ" in stem else ""
 
 
-def _sha256(path: Path) -> str:
+def _read_and_hash(sni: Path, pck: Path) -> tuple[bytes, str]:
+    data = sni.read_bytes()
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open(pck, "rb") as f:
         while block := f.read(1 << 20):
             h.update(block)
-    return h.hexdigest().upper()
+    return data, h.hexdigest().upper()
 
 
 def _keep(src: Path, dst: Path) -> None:

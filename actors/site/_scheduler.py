@@ -150,15 +150,20 @@ class Scheduler(Component):
             self.requests.close(request_id)
 
     async def _package_hash(self, path: str) -> str:
-        """The file's SHA-256, read again only when the file changed (its stat says)."""
-        st = await anyio.to_thread.run_sync(os.stat, path)
-        key = (path, st.st_size, st.st_mtime_ns)
+        """The file's SHA-256, read again only when the file changed (its stat says); one
+        worker thread hop either way."""
+
+        def stat_and_hash() -> tuple[tuple[str, int, int], str, bool]:
+            st = os.stat(path)
+            key = (path, st.st_size, st.st_mtime_ns)
+            known = self._hashes.get(key)
+            return key, known or _sha256(path), known is None
+
         # Mini-jobs for several sites run side by side: the first hashes, the others wait
         # for its digest instead of reading the file again.
         async with self._hashing[path]:
-            digest = self._hashes.get(key)
-            if digest is None:
-                digest = await anyio.to_thread.run_sync(_sha256, path)
+            key, digest, hashed = await anyio.to_thread.run_sync(stat_and_hash)
+            if hashed:
                 self._hashes[key] = digest
                 self.files_hashed += 1
         return digest
