@@ -2,12 +2,17 @@
 
 A manifest makes a content version visible, so it is written last and durably: its bytes
 (and the FileLib files it names) on disk before its name appears, and its name on disk
-before the caller hears it is committed. Written one at a time that is two fsyncs per
+before the caller hears it is committed. Written one at a time that is two syncs per
 version; here every manifest submitted while a batch is being written goes in the next
 batch, in one worker-thread hop: the temp files written, ONE ``syncfs`` (their bytes and
 every file the versions name, which ingests and receivers store unsynced), the renames,
-the PkgLib entries (not synced: rebuilt from DataLib on open), ONE fsync of DataLib.
+the PkgLib entries (not synced: rebuilt from DataLib on open), ONE fsync of each DataLib
+folder the batch wrote into.
 Nobody returns before the sync that covers their manifest has finished.
+
+``syncfs`` makes the whole filesystem durable, so a batch is per filesystem, not per
+library: every library of an event loop on one filesystem (a site's and its DPs') shares
+one committer (:func:`for_folder`), and one sync covers them all.
 
 No task of its own: the first caller to find no batch running writes one (everything
 queued so far, its own manifest included), then hands the lead to the first caller still
@@ -17,15 +22,20 @@ wait is one sync long), so the lead is always passed on.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
 
 from contentlib import _fs
 
-__all__ = ["ManifestCommitter"]
+__all__ = ["ManifestCommitter", "for_folder"]
+
+Thread = Callable[[Callable[[], None]], Awaitable[None]]
 
 
 class _Item:
@@ -41,13 +51,14 @@ class _Item:
         self.wake = anyio.Event()
 
 
-class ManifestCommitter:
-    """Writes manifests into one folder (DataLib) in group-committed batches."""
+async def _to_thread(fn: Callable[[], None]) -> None:
+    await anyio.to_thread.run_sync(fn)
 
-    def __init__(
-        self, datalib: Path, thread: Callable[[Callable[[], None]], Awaitable[None]]
-    ) -> None:
-        self._datalib = datalib
+
+class ManifestCommitter:
+    """Writes manifests (into DataLib folders of one filesystem) in group-committed batches."""
+
+    def __init__(self, thread: Thread = _to_thread) -> None:
         self._thread = thread
         self._queue: list[_Item] = []
         self._writing = False
@@ -75,7 +86,7 @@ class ManifestCommitter:
         self._writing = True
         batch, self._queue = self._queue, []
         try:
-            await self._thread(lambda: _write_batch(self._datalib, batch))
+            await self._thread(lambda: _write_batch(batch))
         finally:
             self._writing = False
             self.batches += 1
@@ -88,7 +99,23 @@ class ManifestCommitter:
                 nxt.wake.set()
 
 
-def _write_batch(datalib: Path, batch: list[_Item]) -> None:
+# One committer per event loop and filesystem (a loop's libraries on one disk share syncs).
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, ManifestCommitter]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def for_folder(folder: Path) -> ManifestCommitter:
+    """The running event loop's committer for folder's filesystem."""
+    by_device = _shared.setdefault(asyncio.get_running_loop(), {})
+    device = os.stat(folder).st_dev
+    committer = by_device.get(device)
+    if committer is None:
+        committer = by_device[device] = ManifestCommitter()
+    return committer
+
+
+def _write_batch(batch: list[_Item]) -> None:
     """The blocking part of a batch; each item's outcome is set on it."""
     live = []
     for item in batch:
@@ -104,7 +131,7 @@ def _write_batch(datalib: Path, batch: list[_Item]) -> None:
     if not live:
         return
     try:
-        _fs.sync_filesystem(datalib)  # the manifests' bytes and every file they name
+        _fs.sync_filesystem(live[0].path.parent)  # the manifests' bytes and every file they name
     except BaseException as e:
         _fail(live, e)
         return
@@ -124,12 +151,14 @@ def _write_batch(datalib: Path, batch: list[_Item]) -> None:
             item.error = e
             continue
         renamed.append(item)
-    try:
-        _fs.fsync_dir(datalib)  # the new names (and the unlinks of the failed)
-    except BaseException as e:
-        for item in renamed:
-            item.path.unlink(missing_ok=True)
-        _fail(renamed, e)
+    for folder in {item.path.parent for item in live}:  # the new names (and failed unlinks)
+        here = [item for item in renamed if item.path.parent == folder]
+        try:
+            _fs.fsync_dir(folder)
+        except BaseException as e:
+            for item in here:
+                item.path.unlink(missing_ok=True)
+            _fail(here, e)
 
 
 def _fail(items: list[_Item], error: BaseException) -> None:

@@ -150,7 +150,8 @@ def _hash_stream(f: BinaryIO) -> tuple[str, int]:
 
 
 class HashingWriter:
-    """A new file written in pieces while hashing them; ``finish`` fsyncs and closes it."""
+    """A new file written in pieces while hashing them; ``finish`` fsyncs (``sync``) and
+    closes it."""
 
     def __init__(self, path: Path) -> None:
         self._f = open(path, "xb", buffering=0)  # noqa: SIM115 - closed by finish/close
@@ -162,8 +163,9 @@ class HashingWriter:
         self._f.write(data)
         self.size += len(data)
 
-    def finish(self) -> None:
-        os.fsync(self._f.fileno())
+    def finish(self, *, sync: bool = True) -> None:
+        if sync:
+            os.fsync(self._f.fileno())
         self._f.close()
 
     def close(self) -> None:

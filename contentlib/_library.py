@@ -70,7 +70,8 @@ class ContentLibrary:
 
     Durability: a manifest is group-committed (``_commit``): one ``syncfs`` makes its bytes
     and every FileLib file it names durable before its name appears, and one fsync of
-    DataLib makes the name durable before the caller returns; concurrent commits share both.
+    DataLib makes the name durable before the caller returns; concurrent commits share both,
+    those of every library of the event loop on the same filesystem too.
     Files are stored unsynced (a snapshot's, a received one, a rebuilt one): until a version
     naming them is committed a power cut may lose or tear them, and nothing references them
     yet (``collect_garbage``, run when a site starts, removes them).
@@ -127,7 +128,7 @@ class ContentLibrary:
         # Signature hashes of files a snapshot just signed, for sign_content (bounded: it
         # asks right after the snapshot; a miss reads SigLib).
         self._sig_hashes: _RecentMap = _RecentMap(4096)
-        self._committer = _commit.ManifestCommitter(self._datalib, self._thread)
+        self._committer: _commit.ManifestCommitter | None = None  # the loop's, at first use
         self._hop = ThreadHop(f"contentlib {self.root.name}")
 
     @property
@@ -511,7 +512,10 @@ class ContentLibrary:
         async with self._pkg_lock(pkg):
             versions = {**self._versions.get(pkg, {}), manifest.content_id: manifest.version}
             entry = PkgEntry.of(pkg, versions)
-            # Group-committed with every other manifest being written (_commit.py).
+            # Group-committed with every other manifest being written on this filesystem,
+            # whichever library it belongs to (_commit.py).
+            if self._committer is None:
+                self._committer = _commit.for_folder(self._datalib)
             await self._committer.commit(
                 path, data, (self._pkglib_path(pkg), msgspec.json.encode(entry))
             )

@@ -169,7 +169,7 @@ def _read_members(
                     raise CorruptPackageFile(f"{path}: {member.name} is not {size} bytes")
                 while chunk := src.read(_BUF):
                     writer.write(chunk)
-            writer.finish()
+            writer.finish(sync=False)  # the version's commit syncs it with the others
         finally:
             writer.close()
         if writer.size != size or writer.sha256() != sha:

@@ -15,8 +15,8 @@ and toward the package's source site.
 
 Exactly once: the receiver skips records at or below its saved position (a batch sent
 again after either side restarted), and the sender resends from the last position it
-saved. That position is saved when the sender has caught up, or at least once a delay: a
-restart resends at most that much, which the receiver skips. DRS learns of new records
+saved. That position is saved at most once a delay (and within a delay of the last
+batch): a restart resends at most that much, which the receiver skips. DRS learns of new records
 from the commit itself (the writer's commit probe), not from a read per commit. Nothing
 else crosses: a site's DRS knows the other sites only by address.
 """
@@ -125,10 +125,12 @@ class Drs(Component):
         while True:
             self._wake[peer] = anyio.Event()
             if self._stamped <= position:  # nothing new past what this peer has
-                if position > saved and self.clock.now() - saved_at >= self.batch_interval:
-                    await self._save(peer, position)  # caught up: worth saving now
+                unsaved_for = self.clock.now() - saved_at
+                if position > saved and unsaved_for >= self.delay:
+                    await self._save(peer, position)
                     saved, saved_at = position, self.clock.now()
-                await self._sleep(peer, None if position == saved else self.batch_interval)
+                    continue
+                await self._sleep(peer, None if position == saved else self.delay - unsaved_for)
                 continue
             records = await self.db.replication_records_after(position, self.batch_size)
             if not records:

@@ -75,14 +75,16 @@ class ContentValidator(Component):
 
     @handler
     async def validate_all(self, msg: ValidateAll) -> None:
+        # The next run is due an interval after this one began, not after it ended: the
+        # schedule does not drift by how long a run takes (nor miss a clock moved meanwhile).
+        if self.interval:
+            self.send_later(self.interval, self.address, ValidateAll())
         for name in self.dps:
             dp = await self.db.distribution_point(name)
             if dp is None:
                 continue
             for row in await self.db.installed_packages(dp.nal_path):
                 await self._validate(row, name)
-        if self.interval:
-            self.send_later(self.interval, self.address, ValidateAll())
 
     async def _validate(self, pkg_id: str, name: str) -> DPValidation:
         dp = await self.db.distribution_point(name)

@@ -1,11 +1,12 @@
 """Despooler (``SMS_DESPOOLER``): instructions and package files that other sites sent.
 
-It looks for ready instructions (``.SNI``) in ``despoolr.box/receive`` when a sender says
-it renamed one in (the hierarchy's :class:`ShareWatch`, the file system's change
-notification), and polls as the safety net: every ``despooler_poll_interval``, twice as
-long after each poll that found nothing (up to ``_MAX_BACKOFF`` doublings), since at every
-site of a busy hierarchy a fixed short poll cost more than the despooling. It runs at
-most ``despooling_threads`` at once. Each: the
+It takes ready instructions (``.SNI``) in ``despoolr.box/receive`` when a sender says it
+renamed one in (the hierarchy's :class:`ShareWatch`, the file system's change
+notification, naming the file), and polls the folder as the safety net: every
+``despooler_poll_interval`` when nothing watches it, ``_WATCHED_POLL`` times that when
+something does (a short poll at every site of a busy hierarchy cost more than the
+despooling: each listing is system calls on the event loop's thread). It runs at most
+``despooling_threads`` at once. Each: the
 signature is checked with the sending site's public key (DRS brought it) and the package
 file against the signed hash; anything unsigned, forged or tampered is refused (4405),
 kept aside in ``receive/refused`` and nothing is written. A DLT whose base version this
@@ -52,7 +53,7 @@ __all__ = ["Despooler"]
 
 ERROR_NOT_ARRIVED = 12
 _MTIME_TRUST = 200_000_000  # ns: an older folder modification time is final
-_MAX_BACKOFF = 4  # an idle watched box is polled at most 2**4 poll intervals apart
+_WATCHED_POLL = 32  # a watched box's safety-net poll: every 32 poll intervals
 
 
 class Despooler(Component):
@@ -94,6 +95,7 @@ class Despooler(Component):
         self._unwatch: Callable[[], None] | None = None
         self._wake = anyio.Event()
         self._look = True  # list the folder at the next pass, whatever its time says
+        self._arrived: set[str] = set()  # .SNI names a watcher reported, not yet taken
         self._locks: dict[str, anyio.Lock] = {}
         self._thread_ids = itertools.count(0xEE8)  # numbered as the product's log shows one
         self.despooled = 0
@@ -110,63 +112,53 @@ class Despooler(Component):
             self._unwatch()
             self._unwatch = None
 
-    def _woken(self) -> None:
-        """A sender renamed an instruction in, or a despooling thread ended: look now."""
-        self._look = True
-        self._wake.set()
+    def _woken(self, name: str) -> None:
+        """A sender renamed ``name`` in: take it now (no listing needed)."""
+        if name.endswith(".SNI"):
+            self._arrived.add(name)
+            self._wake.set()
 
     async def _poll(self) -> None:
-        idle = 0  # polls in a row that found nothing
+        # Unwatched, the poll is all there is: it keeps the configured pace.
+        interval = self.poll_interval * (1 if self._watch is None else _WATCHED_POLL)
+        timed_out = True  # the first pass lists the folder
         async with anyio.create_task_group() as tg:
             while True:
                 self._wake = anyio.Event()
-                ready = self._ready()
-                for sni in ready:
+                for sni in self._ready(listing=timed_out):
                     self._busy.add(sni.name)
                     tg.start_soon(self._despool_thread, sni)
-                # Unwatched, the poll is all there is: it keeps its pace.
-                idle = 0 if ready or self._watch is None else min(idle + 1, _MAX_BACKOFF)
-                await self._sleep(self.poll_interval * (1 << idle))
+                timed_out = await self._sleep(interval)
 
-    async def _sleep(self, seconds: float) -> None:
-        """Until woken, the next retry is due, or ``seconds`` have passed."""
+    async def _sleep(self, seconds: float) -> bool:
+        """Until woken, the next retry is due, or ``seconds`` have passed (True: not woken)."""
         if self._not_before:
             seconds = min(seconds, min(self._not_before.values()) - self.clock.now())
         if seconds <= 0:
             await anyio.lowlevel.checkpoint()
-            return
+            return True
         timer = self.clock.call_later(seconds, self._wake.set)
         try:
             await self._wake.wait()
         finally:
             timer.cancel()
+        return not self._arrived
 
-    def _ready(self) -> list[Path]:
+    def _ready(self, *, listing: bool) -> list[Path]:
         """The instructions to take now, in the event loop (a worker thread hop per poll
-        cost more than the work, at every site every few clock seconds). The folder is
-        listed when a watcher said so, a retry is due or a despooling thread ended; the
-        safety net's poll lists it only when it changed since the last listing (a
-        modification time younger than ``_MTIME_TRUST`` is not trusted: the file system's
-        clock is coarse, a file renamed in within the same tick leaves it unchanged)."""
+        cost more than the work, at every site every few clock seconds): those a watcher
+        named, and those a listing of the folder finds. The folder is listed by the safety
+        net's poll (``listing``) when it changed since the last listing (a modification time
+        younger than ``_MTIME_TRUST`` is not trusted: the file system's clock is coarse, a
+        file renamed in within the same tick leaves it unchanged), at start, after a
+        despooling thread failed, or when a retry is due; a busy box is not listed once
+        per instruction (each listing is system calls on the event loop's thread)."""
         now = self.clock.now()
-        try:
-            mtime = os.stat(self.box).st_mtime_ns
-        except FileNotFoundError:
-            return []
-        if (
-            not self._look
-            and mtime == self._listed
-            and time.time_ns() - mtime > _MTIME_TRUST
-            and not any(when <= now for when in self._not_before.values())
-        ):
-            return []
-        self._listed, self._look = mtime, False
-        with os.scandir(self.box) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(".SNI"))
-        for gone in self._not_before.keys() - set(names):
-            del self._not_before[gone]  # taken away meanwhile: no retry to wait for
+        names, self._arrived = self._arrived, set()
+        if listing or self._look or any(when <= now for when in self._not_before.values()):
+            names |= self._listed_names(now)
         ready = []
-        for name in names:
+        for name in sorted(names):
             if name in self._busy:
                 continue
             when = self._not_before.get(name)
@@ -176,6 +168,25 @@ class Despooler(Component):
                 del self._not_before[name]
             ready.append(self.box / name)
         return ready
+
+    def _listed_names(self, now: float) -> set[str]:
+        try:
+            mtime = os.stat(self.box).st_mtime_ns
+        except FileNotFoundError:
+            return set()
+        if (
+            not self._look
+            and mtime == self._listed
+            and time.time_ns() - mtime > _MTIME_TRUST
+            and not any(when <= now for when in self._not_before.values())
+        ):
+            return set()
+        self._listed, self._look = mtime, False
+        with os.scandir(self.box) as entries:
+            names = {e.name for e in entries if e.name.endswith(".SNI")}
+        for gone in self._not_before.keys() - names:
+            del self._not_before[gone]  # taken away meanwhile: no retry to wait for
+        return names
 
     async def _despool_thread(self, sni: Path) -> None:
         try:
@@ -187,9 +198,11 @@ class Despooler(Component):
             async with self._limiter:
                 self.trace(f"~Created a new despooling thread {next(self._thread_ids):X}")
                 await self._despool(sni)
+        except BaseException:
+            self._look = True  # the next poll lists again: the instruction may still be there
+            raise
         finally:
             self._busy.discard(sni.name)
-            self._woken()  # list the folder again: the instruction may still be there
 
     async def _despool(self, sni: Path) -> None:
         pck = sni.with_suffix(".PCK")
@@ -299,20 +312,23 @@ class Despooler(Component):
         await anyio.to_thread.run_sync(_keep, pck, stored)
         hop = self._next_hop(ins.final_site)
         now = product_time(self.clock.wall())
-        job_id = await self.db.write(
-            lambda conn: ops.insert_minijob(
+
+        def hand_over(conn: sqlite3.Connection) -> int | None:
+            job = ops.insert_minijob(
                 conn,
                 pkg_id=ins.pkg_id,
                 version=ins.version,
                 dest_site=hop,
                 final_site=ins.final_site,
-                transfer_root=str(stored),
+                transfer_root=root,
                 priority=priority,
                 size=ins.package_size,
                 now=now,
             )
-        )
-        await self.db.write(lambda conn: release_package_file(conn, root))
+            release_package_file(conn, root)  # ours: the mini-job holds the file now
+            return job
+
+        job_id = await self.db.write(hand_over)
         if job_id is not None:
             self.trace(
                 f"~Created minijob to send compressed copy of package {ins.pkg_id} to site"
@@ -336,6 +352,7 @@ class Despooler(Component):
         )
         when = self.clock.now() + self.retry_delay
         self._not_before[sni.name] = when
+        self._wake.set()  # the poll's sleep ends by then
         self.retries += 1
         later = self.clock.wall() + dt.timedelta(seconds=self.retry_delay)
         self.trace(

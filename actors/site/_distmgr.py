@@ -198,19 +198,23 @@ class DistMgr(Component):
     async def _process(self, pkg_id: str) -> None:
         """One package: a failure is that package's failure (2302 with the reason, its DPs
         Failed, its action parked until the next admin request), never the component's."""
-        pkg = await self.db.package(pkg_id)
+        pkg, servers = await self.db.package_and_servers(pkg_id)
         if pkg is None:
             return
         try:
-            await self._process_package(pkg)
+            await self._process_package(pkg, servers)
         except Exception as exc:
             await self._package_failed(pkg, _reason(exc))
 
-    async def _process_package(self, pkg: PackageRow) -> None:
+    async def _process_package(self, pkg: PackageRow, known: list[PkgServerRow]) -> None:
+        """``known``: the package's DP rows at every site, read with it; read again where
+        the processing writes them (a version stored, content arrived)."""
         pkg_id = pkg.pkg_id
+        everywhere: list[PkgServerRow] | None = known
         if self._replicated_add(pkg):
             await self._add_replicated(pkg)
             pkg = await self.db.package(pkg_id) or pkg
+            everywhere = None
         elif self._new_here(pkg) and pkg.stored_pkg_version == 0:
             # 2300 comes first, then the processing line (as the reference's log has it)
             await self._report(2300, (pkg.name, pkg_id), pkg_id)
@@ -222,7 +226,7 @@ class DistMgr(Component):
             stored = await self._store_new_version(pkg)
             if stored is None:
                 return
-            pkg, new_version = stored, True
+            pkg, new_version, everywhere = stored, True, None
             crash_point("distmgr.version_committed")
         elif pkg.action == PackageAction.NONE and pkg.source_site == self.site:
             self.trace(
@@ -230,8 +234,9 @@ class DistMgr(Component):
                 " package server changes for this package."
             )
         elif self._content_arrived(pkg):
-            pkg = await self._take_arrived(pkg)
-        everywhere = await self.db.pkg_servers(pkg_id)  # one read: this site's and the others'
+            pkg, everywhere = await self._take_arrived(pkg), None
+        if everywhere is None:
+            everywhere = await self.db.pkg_servers(pkg_id)  # one read: this site's and others'
         servers = [s for s in everywhere if s.site_code == self.site]
         await self._dp_threads(pkg, servers)
         if pkg.source_site == self.site and pkg.stored_pkg_version > 0:
@@ -755,16 +760,22 @@ class DistMgr(Component):
 
     @handler
     async def status_file(self, msg: StatusFile) -> None:
-        await self._process_status_file(Path(msg.path), msg.status)
+        await self._process_status_file(Path(msg.path), msg.status, msg.messages)
 
-    async def _process_status_file(self, path: Path, sent: TransferStatus | None = None) -> None:
+    async def _process_status_file(
+        self,
+        path: Path,
+        sent: TransferStatus | None = None,
+        messages: tuple[StatusMessage, ...] = (),
+    ) -> None:
         """One STA file, on the replication processing thread: the status stored, then the
         file deleted (a crash in between processes it again, which changes nothing).
-        ``sent``: the file's status as its sender wrote it (else the file is read)."""
+        ``sent``: the file's status as its sender wrote it (else the file is read);
+        ``messages``: the sender's, stored first in the same commit."""
         with as_thread(self._replication_thread):
             self.trace(f"~Processing incoming file {path}.")
             sta = sent if sent is not None else await self.inbox.read(path)
-            changed = sta is not None and await self._transfer_status(sta)
+            changed = sta is not None and await self._transfer_status(sta, messages)
             self.inbox.remove(path)
             self.trace(f"~Successfully delete package status file {path}")
         if sta is not None and changed:
@@ -773,8 +784,11 @@ class DistMgr(Component):
             with suppress(BusClosed):
                 await self.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(sta.pkg_id))
 
-    async def _transfer_status(self, msg: TransferStatus) -> bool:
-        """Store one STA's status; False when it changed nothing."""
+    async def _transfer_status(
+        self, msg: TransferStatus, messages: tuple[StatusMessage, ...] = ()
+    ) -> bool:
+        """Store one STA's status (after the sender's ``messages``, in one commit); False
+        when it changed nothing."""
         self.trace(f"~Processing STA for regular DP {msg.nal_path}")
         self.trace(f"~Processing status update for package {msg.pkg_id}")
         dp = await self.db.distribution_point(msg.nal_path)
@@ -819,19 +833,27 @@ class DistMgr(Component):
                 ops.delete_transfer_bytes(conn, msg.pkg_id, msg.nal_path)
                 ops.delete_removed_server(conn, msg.pkg_id, msg.nal_path)
 
-        # The status row, the job's state, the bytes sent and 2330 / 2332 in one commit.
+        # The sender's messages, the status row, the job's state, the bytes sent and
+        # 2330 / 2332 in one commit.
         message = {PkgStatusValue.INSTALLED: 2330, PkgStatusValue.REMOVED: 2332}.get(status)
         raised: StatusMessage | None = None
+        ours: tuple[StatusMessage, ...] = ()
+        if message is not None:
+            ours = (self._message(message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path),)
         try:
-            if message is None:
-                await self.db.write(op)
+            if messages or ours:
+                await self.reporter.raise_messages((*messages, *ours), op=op, log=False)
+                raised = ours[0] if ours else None
             else:
-                raised = await self._report(
-                    message, (msg.pkg_id, msg.nal_path), msg.pkg_id, msg.nal_path, op=op, log=False
-                )
+                await self.db.write(op)
         except (_PackageGone, _Repeated):
-            if final:  # stored before (or moot): the job ends all the same
-                await self.db.write(partial(ops.delete_job, job_id=msg.job_id))
+            # Stored before (or moot): the job ends all the same, the sender's messages
+            # are stored as they were before the status came with them.
+            end = partial(ops.delete_job, job_id=msg.job_id) if final else None
+            if messages:
+                await self.reporter.raise_messages(messages, op=end, log=False)
+            elif end is not None:
+                await self.db.write(end)
             return False
         crash_point("distmgr.status_stored")
         self.trace(
@@ -876,10 +898,14 @@ class DistMgr(Component):
         op: WriteOp[Any] | None = None,
         log: bool = True,
     ) -> StatusMessage:
-        attributes = {ATTR_PACKAGE_ID: pkg_id}
-        if nal_path is not None:
-            attributes[ATTR_DP_NAL_PATH] = nal_path
+        attributes = _attributes(pkg_id, nal_path)
         return await self.reporter.report(message_id, strings, attributes, op=op, log=log)
+
+    def _message(
+        self, message_id: int, strings: tuple[str, ...], pkg_id: str, nal_path: str | None
+    ) -> StatusMessage:
+        """A message about the package (on the DP), built to store with others."""
+        return self.reporter.message(message_id, strings, _attributes(pkg_id, nal_path))
 
 
 class _PackageGone(Exception):
@@ -888,6 +914,13 @@ class _PackageGone(Exception):
 
 class _Repeated(Exception):
     """Raised inside a write to roll it back: the DP's row already holds this status."""
+
+
+def _attributes(pkg_id: str, nal_path: str | None) -> dict[int, str]:
+    attributes = {ATTR_PACKAGE_ID: pkg_id}
+    if nal_path is not None:
+        attributes[ATTR_DP_NAL_PATH] = nal_path
+    return attributes
 
 
 def _start_line(pkg_id: str, server: PkgServerRow, nal_path: str) -> str:

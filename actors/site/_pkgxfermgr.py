@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import msgspec
 
 from actors import addresses
 from actors._crashpoints import crash_point
@@ -422,10 +423,10 @@ class PkgXferMgr(Component):
             f"~Finished sending SWD package {job.pkg_id} version {job.package_version}"
             f" to distribution point {dp.server_name}"
         )
-        # 8200 and 8210 stored (one commit) before the status-3 STA is handed over: DistMgr's
-        # 2330 follows them, as in the reference, and once the DP reads Installed every
-        # message is stored. Their lines go where the reference's log has them: 8200, the
-        # status-3 line, then 8210. The job's row goes with the Installed status, in
+        # 8200 and 8210 go with the status-3 STA: DistMgr stores them and its 2330 after
+        # them in one commit, as the reference orders them, and once the DP reads Installed
+        # every message is stored. Their lines go where the reference's log has them: 8200,
+        # the status-3 line, then 8210. The job's row goes with the Installed status, in
         # DistMgr's commit: until then a crash leaves the job, which ends at once if its
         # STA survived (``_outcome_dropped``) and is sent again (nothing left to copy) if
         # not, so the STA need not be synced.
@@ -438,9 +439,9 @@ class PkgXferMgr(Component):
             bytes_delta=job.bytes_delta + send.bytes_delta,
         )
         crash_point("pkgxfermgr.status_dropped")
-        await self.reporter.raise_messages([begun, sent], log=False)
+        await self.request(self.distmgr, msgspec.structs.replace(dropped, messages=(begun, sent)))
         self.reporter.log(begun)
-        await self._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
+        self._status_sent(job, dp, PkgStatusValue.INSTALLED)
         self.reporter.log(sent)
         self.trace("Sending thread complete~")
         await self.pull.source_installed(job.pkg_id, dp.server_name)
@@ -799,6 +800,11 @@ class PkgXferMgr(Component):
     ) -> None:
         """Tell DistMgr of the file; awaited, so the status is stored when this returns."""
         await self.request(self.distmgr, dropped)
+        self._status_sent(job, dp, status)
+
+    def _status_sent(
+        self, job: DistributionJobRow, dp: DistributionPointRow, status: PkgStatusValue
+    ) -> None:
         self.trace(
             f"Sent status to the distribution manager for pkg {job.pkg_id}, version"
             f" {job.package_version}, status {int(status)} and distribution point"

@@ -202,5 +202,5 @@ class Sender(Component):
         self.trace(f"~Renaming remote file {share}.TMP to {share}.SNI")
         os.replace(tmp, sni)
         if self._watch is not None:
-            self._watch.changed(remote)  # the destination's despooler looks now
+            self._watch.changed(remote, sni.name)  # the destination's despooler looks now
         self.trace(f"~Rename completed [{share}.TMP]")

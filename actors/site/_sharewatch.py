@@ -5,7 +5,7 @@ that a sender renamed an instruction into it; it also polls, as the safety net. 
 that notification for the sites of one process: the hierarchy's runtime owns one
 ``ShareWatch``, a sender says which folder it finished a file in, and whoever watches that
 folder is woken to look. What crosses between sites is still only the file; the watch
-carries no data, only "look now", keyed by the folder (as inotify or
+carries no data, only "look now" and the file's name, keyed by the folder (as inotify or
 ``ReadDirectoryChangesW`` would be when sites run as separate processes).
 """
 
@@ -21,10 +21,10 @@ class ShareWatch:
     """Watchers by folder; :meth:`changed` calls them (in the event loop)."""
 
     def __init__(self) -> None:
-        self._watchers: dict[Path, list[Callable[[], None]]] = {}
+        self._watchers: dict[Path, list[Callable[[str], None]]] = {}
 
-    def watch(self, folder: Path, wake: Callable[[], None]) -> Callable[[], None]:
-        """``wake()`` after each change reported in ``folder``; returns the unwatch."""
+    def watch(self, folder: Path, wake: Callable[[str], None]) -> Callable[[], None]:
+        """``wake(name)`` after each file reported in ``folder``; returns the unwatch."""
         watchers = self._watchers.setdefault(folder, [])
         watchers.append(wake)
 
@@ -34,7 +34,8 @@ class ShareWatch:
 
         return unwatch
 
-    def changed(self, folder: Path) -> None:
-        """A file was finished in ``folder`` (keep the watchers tiny: they run here)."""
+    def changed(self, folder: Path, name: str) -> None:
+        """File ``name`` was finished in ``folder`` (keep the watchers tiny: they run
+        here), as a file system's notification names the file renamed in."""
         for wake in tuple(self._watchers.get(folder, ())):
-            wake()
+            wake(name)

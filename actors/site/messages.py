@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import msgspec
 
+from actors.status import StatusMessage
+
 __all__ = [
     "PACKAGE_CHANGED_TOPIC",
     "TRANSFER_PROGRESS_TOPIC",
@@ -103,10 +105,13 @@ class StatusFile(msgspec.Struct, frozen=True):
     unprocessed is taken at DistMgr's next start.
 
     ``status``: what the sender wrote in the file, so that DistMgr need not read it back
-    (None: DistMgr reads the file)."""
+    (None: DistMgr reads the file). ``messages``: the sender's status messages about it
+    (8200 / 8210), stored in DistMgr's commit before its own (one commit per final status,
+    not two); the sender logs them. A file a crash left carries none."""
 
     path: str
     status: TransferStatus | None = None
+    messages: tuple[StatusMessage, ...] = ()
 
 
 PACKAGE_CHANGED_TOPIC = "package_changed"

@@ -339,14 +339,13 @@ def _seed_op(hierarchy: HierarchyConfig) -> WriteOp[None]:
     return op
 
 
-def _last_notification(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT MAX(RowID) FROM TableChangeNotifications").fetchone()
-    return int(row[0] or 0)
-
-
-def _last_replication(conn: sqlite3.Connection) -> int:
-    row = conn.execute("SELECT MAX(RowID) FROM DrsLog").fetchone()
-    return int(row[0] or 0)
+def _log_tails(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The highest RowID of ``TableChangeNotifications`` and of ``DrsLog`` (0: none), in
+    one statement: it runs after every commit."""
+    row = conn.execute(
+        "SELECT (SELECT MAX(RowID) FROM TableChangeNotifications), (SELECT MAX(RowID) FROM DrsLog)"
+    ).fetchone()
+    return int(row[0] or 0), int(row[1] or 0)
 
 
 def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
@@ -371,6 +370,7 @@ def _upsert_dp(conn: sqlite3.Connection, values: tuple[Any, ...]) -> None:
         )
 
 
+_PACKAGE_SQL = f"SELECT {_PACKAGE_COLS} FROM SMSPackages WHERE PkgID = ?"
 _PKG_STATUS_SQL = (
     f"SELECT {_STATUS_COLS} FROM PkgStatus WHERE ID = ? ORDER BY Type, SiteCode, PkgServer"
 )
@@ -391,6 +391,14 @@ _LAST_MESSAGE_SQL = (
     " OR (d.RecordID IS NULL AND m.Severity = 'E'))"
     " ORDER BY m.RecordID DESC LIMIT 1"
 )
+
+
+def _package_and_servers(
+    conn: sqlite3.Connection, *, pkg_id: str
+) -> tuple[PackageRow | None, list[PkgServerRow]]:
+    row = conn.execute(_PACKAGE_SQL, (pkg_id,)).fetchone()
+    servers = [_pkg_server(r) for r in conn.execute(*_pkg_servers_query(pkg_id, None))]
+    return (None if row is None else _package(row)), servers
 
 
 def _pkg_servers_query(pkg_id: str, site_code: str | None) -> tuple[str, tuple[str, ...]]:
@@ -477,6 +485,8 @@ class SiteDatabase:
         """True once the database is closed: a read then raises SiteDatabaseClosed."""
         # DistributionPoints changes only in seed(): its rows are read on every job.
         self._dp_rows: dict[str | int, DistributionPointRow | None] = {}
+        self._notification_listeners: list[Callable[[int], None]] = []
+        self._replication_listeners: list[Callable[[int], None]] = []
 
     @classmethod
     @asynccontextmanager
@@ -560,18 +570,41 @@ class SiteDatabase:
         """``listener(row_id)`` in the event loop after every commit, with the highest
         ``TableChangeNotifications`` RowID then (0: none): SMSDBMON reads only when a
         commit brought rows it has not delivered."""
-        self._writer.add_commit_probe(_last_notification, listener)
+        self._listen(self._notification_listeners, listener)
 
     def remove_notification_listener(self, listener: Callable[[int], None]) -> None:
-        self._writer.remove_commit_probe(listener)
+        self._unlisten(self._notification_listeners, listener)
 
     def add_replication_listener(self, listener: Callable[[int], None]) -> None:
         """``listener(row_id)`` in the event loop after every commit, with the highest
         ``DrsLog`` RowID then (0: none): DRS learns of new records without a read."""
-        self._writer.add_commit_probe(_last_replication, listener)
+        self._listen(self._replication_listeners, listener)
 
     def remove_replication_listener(self, listener: Callable[[int], None]) -> None:
-        self._writer.remove_commit_probe(listener)
+        self._unlisten(self._replication_listeners, listener)
+
+    def _listen(
+        self, listeners: list[Callable[[int], None]], listener: Callable[[int], None]
+    ) -> None:
+        """One commit probe reads both logs' tails for every listener of either."""
+        if not (self._notification_listeners or self._replication_listeners):
+            self._writer.add_commit_probe(_log_tails, self._tails_committed)
+        listeners.append(listener)
+
+    def _unlisten(
+        self, listeners: list[Callable[[int], None]], listener: Callable[[int], None]
+    ) -> None:
+        if listener in listeners:
+            listeners.remove(listener)
+        if not (self._notification_listeners or self._replication_listeners):
+            self._writer.remove_commit_probe(self._tails_committed)
+
+    def _tails_committed(self, tails: tuple[int, int]) -> None:
+        notification, replication = tails
+        for listener in tuple(self._notification_listeners):
+            listener(notification)
+        for listener in tuple(self._replication_listeners):
+            listener(replication)
 
     @property
     def commits(self) -> int:
@@ -655,10 +688,15 @@ class SiteDatabase:
         return [SiteRow(r[0], r[1], SiteType(r[2]), *r[3:]) for r in rows]
 
     async def package(self, pkg_id: str) -> PackageRow | None:
-        row = await self.fetchone(
-            f"SELECT {_PACKAGE_COLS} FROM SMSPackages WHERE PkgID = ?", (pkg_id,)
-        )
+        row = await self.fetchone(_PACKAGE_SQL, (pkg_id,))
         return None if row is None else _package(row)
+
+    async def package_and_servers(
+        self, pkg_id: str
+    ) -> tuple[PackageRow | None, list[PkgServerRow]]:
+        """The package's row and its DPs' rows at every site, in one hop and one snapshot
+        (what DistMgr starts a package's processing from)."""
+        return await self.read(partial(_package_and_servers, pkg_id=pkg_id))
 
     async def packages(self, *, pending_only: bool = False) -> list[PackageRow]:
         """Every package; with ``pending_only``, those with an action for DistMgr."""

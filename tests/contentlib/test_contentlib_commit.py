@@ -24,7 +24,7 @@ def _committer(tmp_path: Path) -> tuple[ManifestCommitter, Path, Path]:
     datalib, pkglib = tmp_path / "DataLib", tmp_path / "PkgLib"
     datalib.mkdir()
     pkglib.mkdir()
-    return ManifestCommitter(datalib, _thread), datalib, pkglib
+    return ManifestCommitter(_thread), datalib, pkglib
 
 
 async def test_concurrent_commits_share_batches_and_all_land(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ async def test_a_cancelled_caller_still_commits_and_passes_the_lead(tmp_path: Pa
             tg.start_soon(committer.commit, datalib / f"P{i}.1.json", b"m", (pkglib / "x", b""))
         await anyio.lowlevel.checkpoint()
         tg.cancel_scope.cancel()  # every caller is mid-commit: none is torn, none stalls
-    after = ManifestCommitter(datalib, _thread)
+    after = ManifestCommitter(_thread)
     with anyio.fail_after(5):
         await after.commit(datalib / "late.1.json", b"m", (pkglib / "y", b""))
     assert sorted(os.listdir(datalib)) == sorted(
@@ -100,3 +100,18 @@ async def test_versions_committed_together_survive_a_reopen(tmp_path: Path) -> N
     assert again.package_ids() == [f"PS10000{i}" for i in range(8)]
     for i in range(8):
         assert (await again.verify(f"PS10000{i}.1")).ok
+
+
+async def test_libraries_on_one_filesystem_share_their_syncs(tmp_path: Path) -> None:
+    libs = [await ContentLibrary.open(tmp_path / f"lib{n}") for n in range(3)]
+    sources = [make_tree(tmp_path / f"src{i}", {"a.txt": b"y%d" % i}) for i in range(12)]
+    async with anyio.create_task_group() as tg:
+        for i, src in enumerate(sources):
+            tg.start_soon(libs[i % 3].snapshot, f"PS10000{i:X}", src, f"PS10000{i:X}.1")
+    committer = libs[0]._committer
+    assert committer is not None
+    assert all(lib._committer is committer for lib in libs)  # one batch holds all three
+    assert committer.manifests == 12
+    for n in range(3):
+        again = await ContentLibrary.open(tmp_path / f"lib{n}")
+        assert again.package_ids() == [f"PS10000{i:X}" for i in range(n, 12, 3)]
