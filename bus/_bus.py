@@ -198,11 +198,13 @@ class Bus:
         self.undelivered_count += len(items)
         told = 0
         for item in items:
-            if type(item) is Request and not item.reply.done():
-                item.reply.set_exception(BusClosed(f"{address} stopped before handling it"))
-                told += 1
+            if type(item) is Request:
+                if not item.reply.done():
+                    item.reply.set_exception(BusClosed(f"{address} stopped before handling it"))
+                told += 1  # told now, or its asker stopped waiting (cancelled) already
         # A request's asker hears BusClosed and decides (DRS retries its batch at the next
-        # start); a plain message is lost without anyone knowing: only that warns.
+        # start), or has gone; a plain message is lost without anyone knowing: only that
+        # warns.
         lost = len(items) - told
         if lost:
             log.warning("%s stopped with %d messages not handled", address, lost)

@@ -776,7 +776,7 @@ class DistMgr(Component):
             self.trace(f"~Processing incoming file {path}.")
             sta = sent if sent is not None else await self.inbox.read(path)
             changed = sta is not None and await self._transfer_status(sta, messages)
-            self.inbox.remove(path)
+            await self.inbox.remove(path)
             self.trace(f"~Successfully delete package status file {path}")
         if sta is not None and changed:
             # Last: ``Hierarchy.wait`` may return on this, so every row and message is stored.

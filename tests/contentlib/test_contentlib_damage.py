@@ -128,7 +128,7 @@ async def test_repair_file_from_a_source_that_differs_changes_nothing(
     _flip(lib.file_path(sha(data)))
     src = tmp_path / "src" / "setup.exe"
     if source == "changed":
-        src.write_bytes(data[:-1] + b"!")
+        src.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # the last byte, always other
     elif source == "missing":
         src.unlink()
     else:
