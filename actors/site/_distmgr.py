@@ -111,6 +111,9 @@ class DistMgr(Component):
         self.reporter = reporter
         self.trace_log = log
         self._queue: deque[str] = deque()
+        # One .PUL processed at a time per PkgStatus row: each response row inserted drops
+        # one, and two workers reading the same rows would process them twice.
+        self.pul_locks: dict[int, anyio.Lock] = {}
         self._queued: set[str] = set()
         self._running: set[str] = set()
         self._again: set[str] = set()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
+import anyio
+
 from actors.dp import (
     STATE_FAILED,
     STATE_IN_PROGRESS,
@@ -50,9 +52,15 @@ async def process_pull_response(mgr: DistMgr, msg: PullResponseNotification) -> 
         " on s.ID = p.PkgID"
     )
     changed: set[str] = set()
-    for r in await mgr.db.pull_response_detail(pks):
-        await _process_row(mgr, pks, r)
-        changed.add(r.pkg_id)
+    lock = mgr.pul_locks.setdefault(pks, anyio.Lock())
+    try:
+        async with lock:  # the rows are read and deleted by one processing at a time
+            for r in await mgr.db.pull_response_detail(pks):
+                await _process_row(mgr, pks, r)
+                changed.add(r.pkg_id)
+    finally:
+        if not lock.locked() and not lock.statistics().tasks_waiting:
+            mgr.pul_locks.pop(pks, None)
     mgr.trace(f"~Successfully processed PullDP response file {mgr.pul_box / f'{pks}.PUL'}")
     for pkg_id in sorted(changed):  # last: Hierarchy.wait may return on it
         await mgr.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))
@@ -99,6 +107,8 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
     )
 
     def op(conn: sqlite3.Connection) -> None:
+        if jobs and not ops.open_jobs(conn, [j.job_id for j in jobs]):
+            raise _JobsEnded  # the status poll ended them since they were read
         if dp is not None and final:  # (an in-progress message rewrites nothing it read)
             ops.upsert_dp_status(
                 conn, pkg_id=r.pkg_id, dp=dp, status=status, version=r.pkg_version, now=now
@@ -145,7 +155,13 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
                 },
             )
         )
-    await mgr.reporter.raise_messages(messages, op=op)
+    try:
+        await mgr.reporter.raise_messages(messages, op=op)
+    except _JobsEnded:
+        # Nothing was written: once more, without the jobs (and their 8210 or 8204) the
+        # poll's status has ended.
+        await _process_row(mgr, pks, r)
+        return
     mgr.trace(
         f"~Successfully updated the package server status for {r.pkg_server} for package"
         f" {r.pkg_id}, Status {int(status)}"
@@ -154,6 +170,10 @@ async def _process_row(mgr: DistMgr, pks: int, r: PullResponseDetail) -> None:
         f"SQL>>>DELETE FROM PullDPResponse WHERE PkgStatusID = {pks} AND MessageTime ="
         f" '{r.message_time}'"
     )
+
+
+class _JobsEnded(Exception):
+    """The pull jobs a state message would end were ended meanwhile (the status poll)."""
 
 
 def _store_progress(

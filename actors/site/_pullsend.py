@@ -289,12 +289,25 @@ class PullSending:
                 bytes_full=job.bytes_full,
                 bytes_delta=job.bytes_delta,
             )
-            await mgr.reporter.raise_messages([sent])
-            await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
+            try:
+                await mgr.reporter.raise_messages([sent], op=partial(_still_open, job.job_id))
+            except _JobEnded:  # the pull DP's state message ended it meanwhile, with 8210
+                await mgr.inbox.remove(Path(dropped.path))
+            else:
+                await mgr._deliver_status(job, dp, PkgStatusValue.INSTALLED, dropped)
         elif msg.count < mgr.settings.pulldp_status_polls:
             delay = mgr.settings.pulldp_polling_delay
             mgr.send_later(delay, mgr.address, PollPullJob(msg.job_id, msg.count + 1))
         mgr.trace("Pull DP Sending thread complete~")
+
+
+class _JobEnded(Exception):
+    """The job a status poll would end was ended meanwhile (the pull DP's state message)."""
+
+
+def _still_open(job_id: int, conn: sqlite3.Connection) -> None:
+    if not ops.open_jobs(conn, [job_id]):
+        raise _JobEnded
 
 
 def _later(now: dt.datetime, delay: float) -> dt.datetime:

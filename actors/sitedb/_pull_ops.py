@@ -5,6 +5,7 @@ State System and their end in DistMgr."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 
 from actors.sitedb.enums import ContentAccessType, JobState
 
@@ -12,6 +13,7 @@ __all__ = [
     "delete_content_dp_map",
     "delete_pull_dp_response",
     "insert_pull_dp_response",
+    "open_jobs",
     "pull_job_bytes",
     "set_content_dp_map",
     "set_pull_notified",
@@ -111,3 +113,13 @@ def pull_job_bytes(conn: sqlite3.Connection, job_id: int) -> tuple[int, int]:
         "SELECT BytesFull, BytesDelta FROM DistributionJobs WHERE JobID = ?", (job_id,)
     ).fetchone()
     return (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+
+
+def open_jobs(conn: sqlite3.Connection, job_ids: Sequence[int]) -> set[int]:
+    """Which of ``job_ids`` still have their row, read inside the write that would end them
+    (the status poll and the pull DP's state message may both have read a job open)."""
+    if not job_ids:
+        return set()
+    marks = ", ".join("?" for _ in job_ids)
+    rows = conn.execute(f"SELECT JobID FROM DistributionJobs WHERE JobID IN ({marks})", job_ids)
+    return {int(r[0]) for r in rows}

@@ -8,14 +8,19 @@ from __future__ import annotations
 
 import os
 import random
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from actors import Hierarchy, addresses
 from actors.pulldp import PullDPAgent
 from actors.pulldp import _agent as pulldp_agent
+from actors.site import PkgXferMgr
+from actors.site._pullsend import PollPullJob
 from actors.site._statesys import statesys_incoming
+from actors.sitedb import ops
 from tests.actors.flow_helpers import HIERARCHY, TIMEOUT, until, write_tree
 from tests.actors.test_flow_pulldp import DP, PULL, SCALE, SITE, _ids, _log, _rows
 
@@ -379,3 +384,41 @@ async def test_cancel_on_a_pull_dp_that_holds_the_version_ends_installed(tmp_pat
         out = tmp_path / "out"
         await h.extract(pkg, PULL, out)
         assert (out / "a.bin").read_bytes() == data
+
+
+async def test_a_status_poll_racing_the_state_message_raises_no_second_8210(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The status poll (the backup) finds the pull DP holding the version, and the pull
+    DP's state message ends the job before the poll stores its 8210 (here: the job's row
+    deleted as the poll drops its STA): the poll stores no 8210 and leaves no STA, so the
+    DP ends Installed with one 8210, the state message's."""
+    config = _long_delays(tmp_path, "pulldp_polling_delay = 3600.0")
+    src = write_tree(tmp_path / "src", {"a.bin": random.Random(8).randbytes(10_000)})
+    async with _open(tmp_path, config) as h:
+        pkg = await h.create_package("Race", source=src, site=SITE)
+        await h.distribute(pkg, [DP])
+        await h.wait(pkg, timeout=TIMEOUT)
+        await h.bus.stop_actor(addresses.statesys(SITE))  # the state message waits
+        incoming = statesys_incoming(h.servers[SITE].root)
+        await h.distribute(pkg, [PULL])
+        await until(lambda: _smx_waiting(incoming, 3))
+        [(job_id,)] = _rows(h, "SELECT JobID FROM DistributionJobs")
+        db = h.servers[SITE].db
+        drop = PkgXferMgr._drop_status
+
+        async def ended_meanwhile(self: PkgXferMgr, job: Any, *args: Any, **kw: Any) -> Any:
+            await db.write(partial(ops.delete_job, job_id=job.job_id))
+            return await drop(self, job, *args, **kw)
+
+        monkeypatch.setattr(PkgXferMgr, "_drop_status", ended_meanwhile)
+        await h.bus.send(addresses.pkgxfermgr(SITE), PollPullJob(job_id))
+        log = h.config.site(SITE).server
+        await until(lambda: _logged(h, log, f"Finished sending SWD package {pkg.pkg_id}"))
+        await until(lambda: _logged(h, log, "Pull DP Sending thread complete", 2))
+        assert 8210 not in await _ids(h, pkg.pkg_id, PULL)
+        assert not h.servers[SITE].inbox.holds_any(job_id, (1, 2, 3, 4))
+
+
+async def _logged(h: Hierarchy, server: str, line: str, count: int = 1) -> bool:
+    return _log(h, server, "PkgXferMgr.log").count(line) >= count
