@@ -1,7 +1,9 @@
-"""Bus addresses of the components: one place that knows how they are spelled.
+"""Bus addresses of the components, and package IDs: one place that knows how they are
+spelled.
 
 A site server's components live at ``<SITE>/<Component>`` (``PS1/DistMgr``); a DP's at
-``<DP server name>/DPProvider``.
+``<DP server name>/DPProvider``. A package ID is its source site's code and five hex digits
+(``CS100006``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ __all__ = [
     "distmgr",
     "dp_provider",
     "drs",
+    "package_id",
+    "package_site",
     "pkgxfermgr",
     "pulldp",
     "scheduler",
@@ -64,3 +68,16 @@ def pulldp(dp: str) -> str:
 
 def statesys(site: str) -> str:
     return f"{site}/StateSys"
+
+
+_PKG_NUMBER_DIGITS = 5
+
+
+def package_id(site: str, number: int) -> str:
+    """The ID of ``site``'s package ``number`` (``CS1``, 6 -> ``CS100006``)."""
+    return f"{site}{number:0{_PKG_NUMBER_DIGITS}X}"
+
+
+def package_site(pkg_id: str) -> str:
+    """The code of the site a package ID was made at: its source site."""
+    return pkg_id[:-_PKG_NUMBER_DIGITS]

@@ -248,10 +248,8 @@ class ContentLibrary:
         async def worker() -> None:
             for rel, path, st in todo:
                 with _fs.source_file(src, rel, path):
-                    sha, size, stored = await self._ingest_file(path, known.get(rel), pinned)
-                if sign:
-                    self._sig_hashes[sha] = (await self.signature(sha)).sig_hash
-                add(rel, st, sha, size, stored)
+                    t = await self._thread(self._take_one, rel, path, st, known.get(rel), sign)
+                await self._place_taken(src, [t], pinned, add)
 
         with self._reserve(content_id):
             try:
@@ -297,12 +295,17 @@ class ContentLibrary:
     def _take_one(
         self, rel: str, path: Path, st: os.stat_result, before: FileEntry | None, sign: bool
     ) -> _Taken:
-        """One source file, as ``_ingest_file`` does it, in the calling worker thread; its
-        signature from the temp copy (the stored file may not be there yet)."""
+        """One source file, in the calling worker thread: hashed (and, if it changed since
+        ``before``, copied into tmp/ while hashed); its signature from the temp copy (the
+        stored file may not be there yet)."""
         tmp: Path | None = None
         unchanged = False
         if before is not None and self._stored_size(before.sha256) == before.size:
-            sha, size = _fs.hash_regular(path)  # probably unchanged: hash only (see below)
+            # Probably unchanged since the last version: hash only, copy only if it changed.
+            # The stored copy is checked by its size (a stat), not rehashed: that would
+            # double the cost of every update. A copy of the wrong size is replaced from
+            # the source; a same-size corruption is for verify and repair_file.
+            sha, size = _fs.hash_regular(path)
             unchanged = sha == before.sha256
         if not unchanged:
             tmp = _fs.temp_name(self._tmp)
@@ -322,7 +325,7 @@ class ContentLibrary:
         pinned: list[str],
         add: Callable[[str, os.stat_result, str, int, bool], None],
     ) -> None:
-        """On the loop: pin and place what ``_take_small`` copied (temp files not placed
+        """On the loop: pin and place what ``_take_one`` took (temp files not placed
         are deleted on an error)."""
         for i, t in enumerate(taken):
             try:
@@ -332,7 +335,13 @@ class ContentLibrary:
                     sha, size, stored = t.sha, t.size, False
                 else:  # the stored copy went meanwhile: copied in after all
                     with _fs.source_file(src, t.rel, t.path):
-                        sha, size, stored = await self._ingest_file(t.path, None, pinned)
+                        again = await self._thread(self._take_one, t.rel, t.path, t.st, None, False)
+                    assert again.tmp is not None  # no ``before``: always copied
+                    sha, size, stored = (
+                        again.sha,
+                        again.size,
+                        self._place(again.sha, again.tmp, pinned),
+                    )
             except BaseException:
                 for later in taken[i:]:
                     if later.tmp is not None:
@@ -341,21 +350,6 @@ class ContentLibrary:
             if t.sig and sha == t.sha:
                 self._sig_hashes[sha] = t.sig
             add(t.rel, t.st, sha, size, stored)
-
-    async def _ingest_file(
-        self, path: Path, before: FileEntry | None, pinned: list[str]
-    ) -> tuple[str, int, bool]:
-        if before is not None and self._stored_size(before.sha256) == before.size:
-            # Probably unchanged since the last version: hash only, copy only if it changed.
-            # The stored copy is checked by its size (a stat), not rehashed: that would
-            # double the cost of every update. A copy of the wrong size is replaced from
-            # the source below; a same-size corruption is for verify and repair_file.
-            sha, size = await self._thread(_fs.hash_regular, path)
-            if sha == before.sha256 and self._pin_if_present(sha, pinned):
-                return sha, size, False
-        tmp = _fs.temp_name(self._tmp)
-        sha, size = await self._thread(lambda: _fs.copy_hashing(path, tmp, fsync=False))
-        return sha, size, self._place(sha, tmp, pinned)
 
     def _pin_if_present(self, sha: str, pinned: list[str]) -> bool:
         # No await between the check and the pin: a concurrent remove cannot slip in.
@@ -1008,7 +1002,7 @@ class ContentLibrary:
 
 
 class _Taken(NamedTuple):
-    """A source file taken in by ``_take_small``: its copy in tmp/ (None: unchanged, its
+    """A source file taken in by ``_take_one``: its copy in tmp/ (None: unchanged, its
     stored copy is used)."""
 
     rel: str

@@ -556,7 +556,7 @@ class Hierarchy:
             pkg_id = pkg
         else:
             raise InvalidArgument(f"a package is a Package or a package ID string, not {pkg!r}")
-        server = self.servers.get(pkg_id[:3])
+        server = self.servers.get(addresses.package_site(pkg_id))
         if server is None or await self._guard(server.db.package(pkg_id)) is None:
             raise UnknownPackage(pkg_id)
         return server, pkg_id

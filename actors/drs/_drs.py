@@ -38,8 +38,6 @@ from bus import BusClosed, RequestTimeout, UnknownAddress, handler
 
 __all__ = ["Drs"]
 
-_PKG_NUMBER = 5  # a package ID is its source site's code and 5 hex digits (CS100006)
-
 
 class Drs(Component):
     """``<SITE>/DRS``."""
@@ -189,7 +187,7 @@ class Drs(Component):
         if not column or peer == self.parent:
             return True
         pkg_id = msgspec.json.decode(record.row_json).get(column, "")
-        return isinstance(pkg_id, str) and self._toward(pkg_id[:-_PKG_NUMBER]) == peer
+        return isinstance(pkg_id, str) and self._toward(addresses.package_site(pkg_id)) == peer
 
     async def _send(self, peer: str, batch: tuple[ReplicationRecord, ...]) -> int:
         address = addresses.drs(peer)

@@ -18,6 +18,7 @@ import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from actors import addresses
 from actors.config import DistributionPoint, HierarchyConfig
 from actors.errors import (
     DuplicateDistribution,
@@ -94,7 +95,7 @@ class SmsProvider:
             number = ops.next_package_number(conn, site, first)
             if number > _MAX_PACKAGE_NUMBER:
                 raise PackageIdsExhausted(site)
-            pkg_id = f"{site}{number:05X}"
+            pkg_id = addresses.package_id(site, number)
             values = _package_values(pkg_id, name, source_text, site, source_date, priority)
             ops.insert_package(conn, values)
             return pkg_id

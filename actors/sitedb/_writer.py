@@ -95,21 +95,12 @@ class Writer:
         self._wakeup: asyncio.Future[None] | None = None
         self._closed = False
         self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        self._listeners: list[Callable[[], None]] = []
         # (probe, listener): the probe reads after each commit on the writer's thread, the
         # listener gets its value in the event loop (who needs no read learns it is moot).
         self._probes: tuple[tuple[WriteOp[Any], Callable[[Any], None]], ...] = ()
         self._probed: list[Any] = []
         self.commits = 0
         self.operations = 0
-
-    def add_commit_listener(self, listener: Callable[[], None]) -> None:
-        """``listener()`` runs in the event loop after every commit (keep it tiny)."""
-        self._listeners.append(listener)
-
-    def remove_commit_listener(self, listener: Callable[[], None]) -> None:
-        if listener in self._listeners:
-            self._listeners.remove(listener)
 
     def add_commit_probe(self, probe: WriteOp[T], listener: Callable[[T], None]) -> None:
         """After every commit, ``probe(conn)`` (a read, outside the transaction, on the
@@ -166,8 +157,6 @@ class Writer:
                         self._settle(p)
                 self.commits += 1
                 self.operations += len(batch)
-                for listener in tuple(self._listeners):
-                    listener()
                 probed, self._probed = self._probed, []
                 for listener, value in probed:
                     listener(value)

@@ -560,12 +560,6 @@ class SiteDatabase:
 
         await self.write(op)
 
-    def add_commit_listener(self, listener: Callable[[], None]) -> None:
-        self._writer.add_commit_listener(listener)
-
-    def remove_commit_listener(self, listener: Callable[[], None]) -> None:
-        self._writer.remove_commit_listener(listener)
-
     def add_notification_listener(self, listener: Callable[[int], None]) -> None:
         """``listener(row_id)`` in the event loop after every commit, with the highest
         ``TableChangeNotifications`` RowID then (0: none): SMSDBMON reads only when a
