@@ -2,42 +2,44 @@
 
 One task owns the write connection. Callers submit operations (plain functions of a
 ``sqlite3.Connection``) and await their results. The writer takes everything queued (up
-to ``max_batch``), runs it in ONE worker-thread hop inside ONE transaction and commits
-once: 100 concurrent callers cost one commit, not 100.
+to ``max_batch``) and runs it inside ONE transaction, committed once: 100 concurrent
+callers cost one commit, not 100.
 
-Why a bare ``sqlite3`` connection driven from the writer's own thread rather than aiosqlite
-here: aiosqlite crosses to its thread once per statement (~100-180 us each), which caps a
-writer at a few thousand operations per second. Readers use aiosqlite (see database.py).
+Why the batches run on the event loop's thread, and not on a thread of their own: a WAL
+commit with ``synchronous=NORMAL`` does not sync, and a batch's statements take
+microseconds each. On its own thread the writer released and took back the GIL around
+every statement while the event loop held it, so each statement cost a pair of context
+switches: the writers' threads made 330,000 switches for 300 packages, more than any
+other thread, and a commit waited on the loop's turn once per statement. What can block
+is the checkpoint, which syncs the WAL and the file: ``wal_autocheckpoint`` is off on the
+writer's connection, and ``checkpoint`` (given by the database) runs in a worker thread,
+on a connection of its own, after every ``checkpoint_every`` commits.
 
 Failure isolation: a batch first runs optimistically, with no savepoint per operation. If
 an operation raises, the transaction is rolled back and the batch runs again with each
 operation in its own savepoint, so the failing one is undone alone, its caller gets the
 exception, and the others commit. Hence the rule for operations: **touch only the
-connection** (and read-only checks such as ``os.stat``), because one may run twice. If the
-commit itself fails, every caller in the batch gets that error, nothing of the batch is
-written, and the writer goes on.
+connection** (and read-only checks such as ``os.stat``), because one may run twice; and
+keep them small, because the event loop waits for them. If the commit itself fails, every
+caller in the batch gets that error, nothing of the batch is written, and the writer goes
+on.
 
 Callers wait on asyncio futures (the bus is asyncio-only too): at these rates the cost of
-the waiting primitive matters. For the same reason the batches run on a thread of the
-writer's own (it owns the connection), fed by a queue and answering with
-``call_soon_threadsafe``: a thread pool's hop (limiter, checkpoints, cancel scope) cost
-more event-loop time than a small batch's SQL.
+the waiting primitive matters.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import queue
 import sqlite3
-import threading
 from collections import deque
 from collections.abc import Callable
-from contextlib import suppress
 from typing import Any, Generic, TypeVar
 
 import anyio
-from anyio.abc import TaskStatus
+import anyio.lowlevel
+from anyio.abc import TaskGroup, TaskStatus
 
 __all__ = ["SiteDatabaseClosed", "WriteOp", "Writer"]
 
@@ -57,23 +59,7 @@ class _Pending(Generic[T]):
         self.future = future
         self.result: T | None = None
         self.error: BaseException | None = None
-        self.finished = False  # set by the writer thread once the batch is over
-
-
-class _Batch:
-    __slots__ = ("done", "items", "loop", "waiter")
-
-    def __init__(self, items: list[_Pending[Any]], loop: asyncio.AbstractEventLoop) -> None:
-        self.items = items
-        self.loop = loop
-        self.waiter: asyncio.Future[None] = loop.create_future()
-        self.done = False
-
-
-def _batch_done(batch: _Batch) -> None:
-    batch.done = True
-    if not batch.waiter.done():
-        batch.waiter.set_result(None)
+        self.finished = False  # set once the batch is over
 
 
 class Writer:
@@ -83,10 +69,16 @@ class Writer:
         *,
         max_batch: int = 1000,
         clock: Callable[[], dt.datetime] | None = None,
+        checkpoint: Callable[[], object] | None = None,
+        checkpoint_every: int = 64,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self._conn = conn
+        self._checkpoint = checkpoint
+        self._checkpoint_every = checkpoint_every
+        self._since_checkpoint = 0
+        self._checkpointing = False
         self._clock = clock or (lambda: dt.datetime.now(dt.UTC))
         self.max_batch = max_batch
         # Unbounded, but every caller awaits its own result, so its depth is bounded by the
@@ -94,19 +86,18 @@ class Writer:
         self._queue: deque[_Pending[Any]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         self._closed = False
-        self._batches: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
-        # (probe, listener): the probe reads after each commit on the writer's thread, the
-        # listener gets its value in the event loop (who needs no read learns it is moot).
+        # (probe, listener): the probe reads after each commit, then the listener gets its
+        # value (who needs no read learns the commit is moot to it).
         self._probes: tuple[tuple[WriteOp[Any], Callable[[Any], None]], ...] = ()
         self._probed: list[Any] = []
         self.commits = 0
         self.operations = 0
 
     def add_commit_probe(self, probe: WriteOp[T], listener: Callable[[T], None]) -> None:
-        """After every commit, ``probe(conn)`` (a read, outside the transaction, on the
-        writer's thread) and then ``listener(value)`` in the event loop (keep both tiny):
-        a listener can tell from it whether the commit concerns it, without a read of its
-        own. A probe that raises is skipped for that commit."""
+        """After every commit, ``probe(conn)`` (a read, outside the transaction) and then
+        ``listener(value)`` (keep both tiny): a listener can tell from it whether the
+        commit concerns it, without a read of its own. A probe that raises is skipped for
+        that commit."""
         self._probes = (*self._probes, (probe, listener))
 
     def remove_commit_probe(self, listener: Callable[[Any], None]) -> None:
@@ -136,58 +127,59 @@ class Writer:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         queue = self._queue
         loop = asyncio.get_running_loop()
-        threading.Thread(target=self._serve, name="sitedb writer", daemon=True).start()
-        task_status.started()
-        try:
-            while True:
-                if not queue:
-                    if self._closed:
-                        return
-                    self._wakeup = loop.create_future()
-                    try:
-                        await self._wakeup
-                    finally:
-                        self._wakeup = None
-                    continue
-                batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
-                try:
-                    await self._in_thread(batch, loop)
-                finally:
-                    for p in batch:
-                        self._settle(p)
-                self.commits += 1
-                self.operations += len(batch)
-                probed, self._probed = self._probed, []
-                for listener, value in probed:
-                    listener(value)
-        finally:
-            self._closed = True
-            self._batches.put(None)  # the thread ends after the batch it may be running
-            while queue:  # cancelled with writes still queued: they never ran
-                self._settle(queue.popleft())
-
-    async def _in_thread(self, items: list[_Pending[Any]], loop: asyncio.AbstractEventLoop) -> None:
-        """Run a batch on the writer's thread. Not abandoned on cancel: a batch is never
-        torn, its callers always hear back (the cancel goes on once it has ended)."""
-        batch = _Batch(items, loop)
-        self._batches.put(batch)
-        try:
-            await batch.waiter
-        except asyncio.CancelledError:
-            with anyio.CancelScope(shield=True):
-                while not batch.done:
-                    batch.waiter = loop.create_future()
-                    await batch.waiter
-            raise
-
-    def _serve(self) -> None:
-        """The writer's thread: batches in order, until :meth:`run` ends."""
-        while (batch := self._batches.get()) is not None:
+        async with anyio.create_task_group() as checkpoints:
+            task_status.started()
             try:
-                self._run_batch(batch.items)
+                while True:
+                    if not queue:
+                        if self._closed:
+                            return
+                        self._wakeup = loop.create_future()
+                        try:
+                            await self._wakeup
+                        finally:
+                            self._wakeup = None
+                        continue
+                    batch = [queue.popleft() for _ in range(min(len(queue), self.max_batch))]
+                    try:
+                        self._run_batch(batch)
+                    finally:
+                        for p in batch:
+                            self._settle(p)
+                    self.commits += 1
+                    self.operations += len(batch)
+                    probed, self._probed = self._probed, []
+                    for listener, value in probed:
+                        listener(value)
+                    self._count_commit(checkpoints)
+                    # a caller that writes in a loop without awaiting anything else must
+                    # not starve the rest of the event loop
+                    await anyio.lowlevel.checkpoint()
             finally:
-                with suppress(RuntimeError):  # the loop is closed: nobody waits any more
-                    batch.loop.call_soon_threadsafe(_batch_done, batch)
+                self._closed = True
+                while queue:  # cancelled with writes still queued: they never ran
+                    self._settle(queue.popleft())
+
+    def _count_commit(self, checkpoints: TaskGroup) -> None:
+        """Start a checkpoint every ``checkpoint_every`` commits, one at a time."""
+        self._since_checkpoint += 1
+        checkpoint = self._checkpoint
+        if checkpoint is None or self._checkpointing:
+            return
+        if self._since_checkpoint >= self._checkpoint_every:
+            self._since_checkpoint = 0
+            self._checkpointing = True
+            checkpoints.start_soon(self._run_checkpoint, checkpoint)
+
+    async def _run_checkpoint(self, checkpoint: Callable[[], object]) -> None:
+        """Copy the WAL into the database file, off the event loop (it syncs both). A
+        failed checkpoint loses nothing: the frames stay in the WAL for the next one."""
+        try:
+            await anyio.to_thread.run_sync(checkpoint)
+        except sqlite3.Error:
+            pass
+        finally:
+            self._checkpointing = False
 
     @staticmethod
     def _settle(p: _Pending[Any]) -> None:

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 
 from actors.config import HierarchyConfig
 from actors.errors import SiteDatabaseError
@@ -88,6 +89,7 @@ def _connect_writer(path: Path) -> sqlite3.Connection:
         # WAL + NORMAL: a commit survives a crash of the process (not a power cut) without an
         # fsync per commit. Durable enough for a simulation; group commit keeps FULL affordable.
         conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # see _Checkpointer
     except BaseException:
         conn.close()
         raise
@@ -215,6 +217,33 @@ def _open_writable(path: Path, hierarchy: HierarchyConfig | None) -> sqlite3.Con
         conn.close()
         raise
     return conn
+
+
+def _connect_reader(uri: str) -> sqlite3.Connection:
+    """The connection :meth:`SiteDatabase.read` uses on the event loop's thread."""
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA query_only=1")
+    return conn
+
+
+class _Checkpointer:
+    """Copies the WAL into the database file, in a worker thread, on a connection of its
+    own (opened at the first checkpoint): the writer's connection has
+    ``wal_autocheckpoint`` off, so that its commits, on the event loop, never sync."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._conn: sqlite3.Connection | None = None
+
+    def __call__(self) -> None:
+        if self._conn is None:
+            self._conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
 
 def _open_read_only(path: Path, uri: str) -> sqlite3.Connection:
@@ -477,9 +506,16 @@ class SiteDatabase:
     a separate read-only aiosqlite connection and see committed data only.
     """
 
-    def __init__(self, path: Path, writer: Writer, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        path: Path,
+        writer: Writer,
+        looped: sqlite3.Connection,
+        reader: aiosqlite.Connection,
+    ) -> None:
         self.path = path
         self._writer = writer
+        self._looped = looped
         self._reader = reader
         self.closed = False
         """True once the database is closed: a read then raises SiteDatabaseClosed."""
@@ -518,24 +554,28 @@ class SiteDatabase:
             uri = _read_only_uri(path)
             conn = await anyio.to_thread.run_sync(_open_writable, path, hierarchy)
         db: SiteDatabase | None = None
+        checkpointer = _Checkpointer(path)
         try:
             with _refusing(path):
+                looped = await anyio.to_thread.run_sync(_connect_reader, uri)
                 reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
             try:
                 await reader.execute("PRAGMA query_only=1")
                 if read_only:
-                    db = cls(path, _ReadOnlyWriter(conn, path), reader)
+                    db = cls(path, _ReadOnlyWriter(conn, path), looped, reader)
                     yield db
                 else:
-                    writer = Writer(conn, max_batch=max_batch, clock=clock)
+                    writer = Writer(conn, max_batch=max_batch, clock=clock, checkpoint=checkpointer)
                     async with _running(writer):
-                        db = cls(path, writer, reader)
+                        db = cls(path, writer, looped, reader)
                         yield db
             finally:
                 if db is not None:
                     db.closed = True
+                looped.close()
                 await reader.close()
         finally:
+            await anyio.to_thread.run_sync(checkpointer.close)
             conn.close()
 
     # -- writing -------------------------------------------------------------------------
@@ -629,15 +669,8 @@ class SiteDatabase:
     # -- reading -------------------------------------------------------------------------
 
     async def fetchall(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            rows = await self._reader.execute_fetchall(sql, params)
-        except (ValueError, sqlite3.ProgrammingError) as exc:
-            if self.closed:  # what aiosqlite raises on a closed connection varies
-                raise SiteDatabaseClosed(f"site database {self.path} is closed") from exc
-            raise
-        if self.closed:
-            raise SiteDatabaseClosed(f"site database {self.path} is closed")
-        return [tuple(r) for r in rows]
+        """A bounded read (a point lookup, a package's rows), on the event loop's thread."""
+        return await self.read(lambda conn: conn.execute(sql, params).fetchall())
 
     async def fetchone(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = await self.fetchall(sql, params)
@@ -648,9 +681,24 @@ class SiteDatabase:
         return None if row is None else row[0]
 
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """``fn(conn)`` on the reader's thread, in one hop and one snapshot (a read
-        transaction): several SELECTs for the price of one hop, which costs more than a
-        small SELECT itself."""
+        """``fn(conn)`` in one snapshot (a read transaction), on the event loop's thread:
+        for bounded reads, which take microseconds. Handing them to a thread cost more
+        than the read, in hops and in GIL handovers around every statement (see the
+        writer's docstring); what scans a table goes through :meth:`scan`."""
+        await anyio.lowlevel.checkpoint()  # like every await: cancellable, and fair
+        if self.closed:
+            raise SiteDatabaseClosed(f"site database {self.path} is closed")
+        conn = self._looped
+        conn.execute("BEGIN")
+        try:
+            return fn(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    async def scan(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` in one snapshot on the reader's thread (aiosqlite): for reads whose
+        cost grows with the database (every package, every DP row), which must not hold
+        up the event loop."""
         reader = self._reader
 
         def run() -> T:
@@ -665,12 +713,15 @@ class SiteDatabase:
         try:
             result = await hop(run)
         except (ValueError, sqlite3.ProgrammingError) as exc:
-            if self.closed:
+            if self.closed:  # what aiosqlite raises on a closed connection varies
                 raise SiteDatabaseClosed(f"site database {self.path} is closed") from exc
             raise
         if self.closed:
             raise SiteDatabaseClosed(f"site database {self.path} is closed")
         return result
+
+    async def _scan_rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self.scan(lambda conn: conn.execute(sql, params).fetchall())
 
     async def schema_version(self) -> int:
         return int(await self.scalar("SELECT MAX(Version) FROM SchemaVersion"))
@@ -695,7 +746,8 @@ class SiteDatabase:
     async def packages(self, *, pending_only: bool = False) -> list[PackageRow]:
         """Every package; with ``pending_only``, those with an action for DistMgr."""
         where = " WHERE Action <> 0" if pending_only else ""
-        rows = await self.fetchall(f"SELECT {_PACKAGE_COLS} FROM SMSPackages{where} ORDER BY PkgID")
+        sql = f"SELECT {_PACKAGE_COLS} FROM SMSPackages{where} ORDER BY PkgID"
+        rows = await self._scan_rows(sql)
         return [_package(r) for r in rows]
 
     async def package_contents(self, pkg_id: str) -> list[PackageContentRow]:
@@ -910,7 +962,7 @@ class SiteDatabase:
     async def packages_with_work(self, site_code: str) -> list[str]:
         """Packages with an action for this site's DistMgr (on the package or on one of the
         site's DPs): what a previous run was told and did not finish."""
-        rows = await self.fetchall(
+        rows = await self._scan_rows(
             "SELECT PkgID FROM SMSPackages WHERE Action <> 0 UNION"
             " SELECT PkgID FROM PkgServers WHERE SiteCode = ? AND (Action <> 0"
             " OR RefreshTrigger <> 0) ORDER BY 1",
@@ -920,7 +972,7 @@ class SiteDatabase:
 
     async def installed_packages(self, nal_path: str) -> list[str]:
         """Packages whose status on the DP is Installed (what content validation checks)."""
-        rows = await self.fetchall(
+        rows = await self._scan_rows(
             "SELECT ID FROM PkgStatus WHERE Type = ? AND PkgServer = ? AND Status = ? ORDER BY ID",
             (int(PkgStatusType.DP), nal_path, int(PkgStatusValue.INSTALLED)),
         )
@@ -969,17 +1021,17 @@ class SiteDatabase:
         self, since_record: int = 0, limit: int = -1
     ) -> list[StatusMessageRow]:
         """Status messages after ``since_record``, oldest first (at most ``limit``)."""
-        return await self.read(partial(_status_messages, since_record=since_record, limit=limit))
+        return await self.scan(partial(_status_messages, since_record=since_record, limit=limit))
 
     # -- what ``cmdist check`` asks --------------------------------------------------------
 
     async def integrity_check(self) -> list[str]:
         """``PRAGMA integrity_check``: ``["ok"]`` for a sound file."""
-        return [str(r[0]) for r in await self.fetchall("PRAGMA integrity_check")]
+        return [str(r[0]) for r in await self._scan_rows("PRAGMA integrity_check")]
 
     async def installed_dp_rows(self, site_code: str) -> list[tuple[str, str, int, bool]]:
         """(PkgID, NAL path, stored version, work pending) of every Installed DP row."""
-        rows = await self.fetchall(_audit._INSTALLED_ROWS, (site_code,))
+        rows = await self._scan_rows(_audit._INSTALLED_ROWS, (site_code,))
         return [(str(p), str(n), int(v), bool(b)) for p, n, v, b in rows]
 
     async def orphan_rows(self) -> list[tuple[str, str, str]]:
@@ -987,7 +1039,7 @@ class SiteDatabase:
         return [
             (table, str(row), why)
             for table, sql, why in _audit._ORPHAN_ROWS
-            for (row,) in await self.fetchall(sql)
+            for (row,) in await self._scan_rows(sql)
         ]
 
     async def work_left(self, site_code: str) -> WorkLeft:
@@ -996,7 +1048,7 @@ class SiteDatabase:
         (a package's Action, this site's DPs' Action, any DP's RefreshTrigger: a
         redistribute asked here for another site's DP stays set until that site's reset
         comes back), package files still referenced, and the replication log's end."""
-        row = await self.fetchone(
+        rows = await self._scan_rows(
             "SELECT (SELECT COUNT(*) FROM DistributionJobs),"
             " (SELECT COUNT(*) FROM MiniJobs WHERE State <> 2),"
             " (SELECT COUNT(*) FROM PullDPResponse),"
@@ -1007,12 +1059,12 @@ class SiteDatabase:
             " (SELECT COALESCE(MAX(RowID), 0) FROM DrsLog)",
             (site_code,),
         )
-        assert row is not None
+        row = rows[0]
         return WorkLeft(*(int(v) for v in row))
 
     async def dp_targets(self, site_code: str) -> set[tuple[str, str]]:
         """(PkgID, NAL path) pairs a DP row or an open job says the package targets."""
-        rows = await self.fetchall(_audit._TARGETS, (site_code, site_code))
+        rows = await self._scan_rows(_audit._TARGETS, (site_code, site_code))
         return {(str(p), str(n)) for p, n in rows}
 
 
