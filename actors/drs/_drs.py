@@ -130,14 +130,20 @@ class Drs(Component):
                     continue
                 await self._sleep(peer, None if position == saved else self.delay - unsaved_for)
                 continue
-            records = await self.db.replication_records_after(position, self.batch_size)
-            if not records:
-                await self._sleep(peer, None)
+            # Wait for the oldest record this peer lacks, then read only what is due: the
+            # first-seen times are in memory, so a record is read once, not once a batch
+            # until its delay has passed.
+            through = await self._due(position, next_batch)
+            records = await self.db.replication_records_after(
+                position, self.batch_size, through=through
+            )
+            if not records:  # nothing logged there after all (a restart stamped it)
+                position = through
                 continue
-            due = await self._due(records, next_batch)
-            batch = tuple(r for r in due if self._goes_to(r, peer))
+            last = records[-1].row_id if len(records) == self.batch_size else through
+            batch = tuple(r for r in records if self._goes_to(r, peer))
             try:
-                acked = await self._send(peer, batch) if batch else due[-1].row_id
+                acked = await self._send(peer, batch) if batch else last
             except (UnknownAddress, RequestTimeout, BusClosed) as exc:
                 self.trace(
                     f"Cannot replicate to site {peer} now ({exc}); will retry.", severity="W"
@@ -145,7 +151,7 @@ class Drs(Component):
                 await self.clock.sleep(self.retry_interval)
                 continue
             next_batch = self.clock.now() + self.batch_interval
-            position = max(position, acked, due[-1].row_id)
+            position = max(position, acked, last)
             self._positions[peer] = position
             if self.clock.now() - saved_at >= self.delay:
                 await self._save(peer, position)
@@ -165,18 +171,16 @@ class Drs(Component):
     async def _save(self, peer: str, position: int) -> None:
         await self.db.write(partial(ops.save_drs_sent, peer=peer, row_id=position))
 
-    async def _due(
-        self, records: list[ReplicationRecord], not_before: float
-    ) -> list[ReplicationRecord]:
-        """The records whose delay has passed, oldest first (waiting for the first one, and
-        for ``not_before``)."""
-        first = max(self._first_seen(records[0].row_id) + self.delay, not_before)
+    async def _due(self, position: int, not_before: float) -> int:
+        """Wait until the first record after ``position`` is due (and ``not_before``);
+        return the highest RowID due then."""
+        first = max(self._first_seen(position + 1) + self.delay, not_before)
         now = self.clock.now()
         if first > now:
             await self.clock.sleep(first - now)
             now = self.clock.now()
-        due = [r for r in records if self._first_seen(r.row_id) + self.delay <= now]
-        return due or records[:1]
+        seen = bisect.bisect_right(self._stamp_times, now - self.delay)
+        return self._stamp_ids[max(seen - 1, bisect.bisect_left(self._stamp_ids, position + 1))]
 
     def _goes_to(self, record: ReplicationRecord, peer: str) -> bool:
         """Whether ``peer`` gets the record: never back where it came from; site data only
