@@ -9,15 +9,18 @@ saved in the same commit: a batch delivered twice is applied once.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from typing import Any
+
+import msgspec
 
 from actors.sitedb.enums import ServerAction
 from actors.sitedb.rows import ReplicationRecord
 from actors.sitedb.schema import DRS_COLUMNS, SCOPES
 
 __all__ = ["ReplicationRecord", "apply_replication", "drs_position", "save_drs_sent"]
+
+_decode_row = msgspec.json.Decoder(dict[str, Any]).decode
 
 SENT = "sent"
 RECEIVED = "received"
@@ -50,20 +53,28 @@ def apply_replication(
     """Apply the records of ``peer``'s log not applied yet; (position now, records applied)."""
     position = drs_position(conn, peer, RECEIVED)
     applied = 0
-    for record in records:
-        if record.row_id <= position:
-            continue  # delivered again after a restart: applied already
-        if record.table not in DRS_COLUMNS:
-            raise ValueError(
-                f"replication record {record.row_id} from {peer}: table {record.table!r}"
-            )
-        conn.execute("INSERT INTO DrsApplying (Origin, Via) VALUES (?, ?)", (record.origin, peer))
-        try:
+    origin: str | None = None  # the DrsApplying row, written once per run of one origin
+    try:
+        for record in records:
+            if record.row_id <= position:
+                continue  # delivered again after a restart: applied already
+            if record.table not in DRS_COLUMNS:
+                raise ValueError(
+                    f"replication record {record.row_id} from {peer}: table {record.table!r}"
+                )
+            if origin is None:
+                conn.execute(
+                    "INSERT INTO DrsApplying (Origin, Via) VALUES (?, ?)", (record.origin, peer)
+                )
+            elif record.origin != origin:
+                conn.execute("UPDATE DrsApplying SET Origin = ?", (record.origin,))
+            origin = record.origin
             _apply(conn, record)
-        finally:
+            position = record.row_id
+            applied += 1
+    finally:
+        if origin is not None:
             conn.execute("DELETE FROM DrsApplying")
-        position = record.row_id
-        applied += 1
     if records:
         position = max(position, records[-1].row_id)  # records skipped by the sender count
         _save(conn, peer, RECEIVED, position)
@@ -73,7 +84,7 @@ def apply_replication(
 def _apply(conn: sqlite3.Connection, record: ReplicationRecord) -> None:
     table = record.table
     scope = SCOPES[table]
-    row: dict[str, Any] = json.loads(record.row_json)
+    row: dict[str, Any] = _decode_row(record.row_json)
     key = scope.key
     where = " AND ".join(f"{k} = ?" for k in key)
     key_values = [row[k] for k in key]

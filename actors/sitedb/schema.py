@@ -612,6 +612,14 @@ _V8 = """
 ALTER TABLE DistributionJobs ADD COLUMN PullPercent INTEGER;
 """
 
+# Version 9: an index for what is asked of a package's jobs. Without it, a package's busy
+# DPs (asked by every ``wait``), its pull DPs' percentages, and whether a newer job of the
+# DP and package exists (asked by every sending thread) each read every job of the site
+# (or of the DP): with thousands of jobs open, each job cost time in proportion to them.
+_V9 = """
+CREATE INDEX DistributionJobs_PkgID ON DistributionJobs (PkgID, DPID);
+"""
+
 
 # (version, script). A new schema version appends a script; never edit a shipped one.
 MIGRATIONS: tuple[tuple[int, str], ...] = (
@@ -623,5 +631,6 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     (6, _V6),
     (7, _V7),
     (8, _V8),
+    (9, _V9),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
