@@ -115,3 +115,16 @@ async def test_libraries_on_one_filesystem_share_their_syncs(tmp_path: Path) -> 
     for n in range(3):
         again = await ContentLibrary.open(tmp_path / f"lib{n}")
         assert again.package_ids() == [f"PS10000{i:X}" for i in range(n, 12, 3)]
+
+
+async def test_commits_started_together_share_one_sync(tmp_path: Path) -> None:
+    """A package's DPs finish together: their manifests go in one batch, not the first
+    alone (its caller found no batch running) and the rest in a second one."""
+    committer, datalib, pkglib = _committer(tmp_path)
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(
+                committer.commit, datalib / f"P{i}.1.json", b"m", (pkglib / f"P{i}.json", b"e")
+            )
+    assert committer.manifests == 4
+    assert committer.batches == 1

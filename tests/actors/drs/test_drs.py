@@ -5,10 +5,12 @@ writes (their DistMgr runs "Create a package" step 6); status rows flow back."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from actors import Hierarchy
 from actors.config import load_hierarchy
@@ -255,3 +257,32 @@ async def test_a_kill_with_records_pending_loses_and_repeats_nothing(tmp_path: P
                 "SELECT COUNT(*) FROM PkgNotification WHERE PkgID = ?", (pkg.pkg_id,)
             )
             assert notes in (0, 1), code  # one insert, one notification (0: delivered)
+
+
+async def test_each_record_is_read_from_the_log_once_per_neighbour(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DRS knows when it first saw each record, so it reads a record when it is due, not
+    once a batch until then (a busy site's log read over and over)."""
+    reads: Counter[int] = Counter()
+    async with _open(tmp_path, delay=60.0) as h:
+        db = h.servers["CS1"].db
+        real = db.replication_records_after
+
+        async def spy(row_id: int, limit: int = 1000, **kw: int | None) -> list[ReplicationRecord]:
+            records = await real(row_id, limit, **kw)
+            reads.update(r.row_id for r in records)
+            return records
+
+        monkeypatch.setattr(db, "replication_records_after", spy)
+        pkgs = []
+        for i in range(6):  # records spread over the delay: some due, some not, at each read
+            src = write_tree(tmp_path / f"src{i}", {"a.txt": b"alpha %d" % i})
+            pkgs.append(await h.create_package(f"Spread{i}", src, site="CS1"))
+            await h.bus.clock.sleep(15.0)
+        await replicated(h)
+        for pkg in pkgs:
+            assert await _known_everywhere(h, pkg.pkg_id)
+    neighbours = len(h.config.children("CS1"))
+    assert reads
+    assert max(reads.values()) <= neighbours, reads

@@ -20,7 +20,7 @@ from actors.sitedb import (
     SiteDatabaseClosed,
     ops,
 )
-from actors.sitedb.schema import SMSPACKAGES_COLUMNS
+from actors.sitedb.schema import MIGRATIONS, SMSPACKAGES_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[3]
 NAL = nal_path("PS1DP1.CONTOSO.COM", "PS1")
@@ -227,3 +227,37 @@ async def test_reader_is_read_only_and_writes_after_close_are_refused(tmp_path: 
             await db.fetchall("DELETE FROM Sites")
     with pytest.raises(SiteDatabaseClosed):
         await db.execute("DELETE FROM Sites")
+
+
+async def test_the_wal_is_checkpointed_off_the_event_loop(tmp_path: Path) -> None:
+    """The writer's connection never checkpoints (its commits run on the event loop); the
+    checkpointer does, in a worker, every ``checkpoint_every`` commits: the rows reach the
+    database file itself, and the WAL does not grow without end."""
+    path = tmp_path / "site.db"
+    async with SiteDatabase.open(path) as db:
+        size = path.stat().st_size
+        for i in range(200):  # one commit each
+            await _insert_package(db, f"PS1{i:05X}")
+        with anyio.fail_after(10):
+            while path.stat().st_size <= size:  # the checkpoint copies pages into the file
+                await anyio.sleep(0.01)
+        (autocheckpoint,) = db._writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone()
+        assert autocheckpoint == 0
+    assert _rows(path, "SELECT COUNT(*) FROM SMSPackages") == [(200,)]
+
+
+def test_a_packages_jobs_are_found_through_an_index(tmp_path: Path) -> None:
+    """What every ``wait`` and every sending thread asks of a package's jobs reads its
+    rows alone, not every job of the site or of the DP."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE SchemaVersion (Version INTEGER PRIMARY KEY, AppliedTime TEXT)")
+    for _version, script in MIGRATIONS:
+        conn.executescript(script)
+    for sql in (
+        "SELECT DPID FROM DistributionJobs WHERE PkgID = ? AND State <> ?",
+        "SELECT 1 FROM DistributionJobs WHERE DPID = ? AND PkgID = ? AND JobID > ?",
+    ):
+        plan = " ".join(
+            r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}", (1, 2, 3)[: sql.count("?")])
+        )
+        assert "DistributionJobs_PkgID" in plan, plan
