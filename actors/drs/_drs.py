@@ -169,7 +169,9 @@ class Drs(Component):
                 timer.cancel()
 
     async def _save(self, peer: str, position: int) -> None:
-        await self.db.write(partial(ops.save_drs_sent, peer=peer, row_id=position))
+        await self.db.write(
+            partial(ops.save_drs_sent, peer=peer, row_id=position, neighbours=self.neighbours)
+        )
 
     async def _due(self, position: int, not_before: float) -> int:
         """Wait until the first record after ``position`` is due (and ``not_before``);

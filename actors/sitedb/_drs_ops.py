@@ -42,9 +42,23 @@ def _save(conn: sqlite3.Connection, peer: str, direction: str, row_id: int) -> N
     )
 
 
-def save_drs_sent(conn: sqlite3.Connection, peer: str, row_id: int) -> None:
-    """The neighbour acknowledged our log up to ``row_id``."""
+def save_drs_sent(
+    conn: sqlite3.Connection, peer: str, row_id: int, neighbours: tuple[str, ...] = ()
+) -> None:
+    """The neighbour acknowledged our log up to ``row_id``. The records every one of
+    ``neighbours`` has acknowledged are dropped from the log, as SMSDBMON drops the
+    notifications it delivered: a restart resends from the saved positions, never below."""
     _save(conn, peer, SENT, row_id)
+    if not neighbours:
+        return
+    marks = ", ".join("?" for _ in neighbours)
+    known, lowest = conn.execute(
+        "SELECT COUNT(*), MIN(LastRowID) FROM DrsPosition"
+        f" WHERE Direction = ? AND Peer IN ({marks})",
+        (SENT, *neighbours),
+    ).fetchone()
+    if known == len(set(neighbours)):
+        conn.execute("DELETE FROM DrsLog WHERE RowID <= ?", (lowest,))
 
 
 def apply_replication(

@@ -286,3 +286,25 @@ async def test_each_record_is_read_from_the_log_once_per_neighbour(
     neighbours = len(h.config.children("CS1"))
     assert reads
     assert max(reads.values()) <= neighbours, reads
+
+
+async def test_records_every_neighbour_acknowledged_leave_the_log(tmp_path: Path) -> None:
+    """The replication log does not grow without end: once every neighbour's position is
+    saved past a record, the record is dropped (a restart resends from those positions)."""
+    src = write_tree(tmp_path / "src", {"a.txt": b"alpha"})
+    async with _open(tmp_path) as h:
+        pkg = await h.create_package("Trimmed", src, site="CS1")
+        await until(lambda: _known_everywhere(h, pkg.pkg_id))
+        await replicated(h)
+
+        async def logs_empty() -> bool:
+            for code in SITES:
+                if await h.servers[code].db.scalar("SELECT COUNT(*) FROM DrsLog"):
+                    return False
+            return True
+
+        await until(logs_empty)
+    async with _open(tmp_path) as h:  # reopened: nothing is sent or applied again
+        await replicated(h)
+        for code in ("PS1", "SS1"):
+            assert await message_ids(h.servers[code].db, pkg.pkg_id) == [2300, 2311, 2301]
