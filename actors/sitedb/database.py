@@ -824,7 +824,7 @@ class SiteDatabase:
             clauses.append("DPID = ?")
             args.append(dp_id)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = await self.fetchall(
+        rows = await self._scan_rows(
             f"SELECT {_JOB_COLS} FROM DistributionJobs{where} ORDER BY JobID", args
         )
         return [_job(r) for r in rows]
@@ -907,7 +907,7 @@ class SiteDatabase:
 
     async def minijobs(self, *, unfinished: bool = True) -> list[MiniJobRow]:
         """The site's mini-jobs (pending or sending ones), oldest first."""
-        rows = await self.fetchall(
+        rows = await self._scan_rows(
             f"SELECT {_MINIJOB_COLS} FROM MiniJobs"
             + (" WHERE State IN (0, 1)" if unfinished else "")
             + " ORDER BY Priority, JobID"
