@@ -503,8 +503,9 @@ _MINIJOB_COLS = (
 class SiteDatabase:
     """Open with ``async with SiteDatabase.open(path, hierarchy=h) as db``.
 
-    Every write goes through :meth:`write` (the single writer, group commit); reads run on
-    a separate read-only aiosqlite connection and see committed data only.
+    Every write goes through :meth:`write` (the single writer, group commit); reads see
+    committed data only, on read-only connections: bounded ones (:meth:`read`) on the
+    event loop's thread, scans (:meth:`scan`) on aiosqlite's.
     """
 
     def __init__(
@@ -556,6 +557,7 @@ class SiteDatabase:
             conn = await anyio.to_thread.run_sync(_open_writable, path, hierarchy)
         db: SiteDatabase | None = None
         checkpointer = _Checkpointer(path)
+        looped: sqlite3.Connection | None = None
         try:
             with _refusing(path):
                 looped = await anyio.to_thread.run_sync(_connect_reader, uri)
@@ -573,10 +575,11 @@ class SiteDatabase:
             finally:
                 if db is not None:
                     db.closed = True
-                looped.close()
                 await reader.close()
         finally:
-            await anyio.to_thread.run_sync(checkpointer.close)
+            if looped is not None:
+                looped.close()
+            checkpointer.close()  # quick: the writer's connection is still open
             conn.close()
 
     # -- writing -------------------------------------------------------------------------
