@@ -11,7 +11,7 @@ from contentlib._errors import (
     TargetNotEmpty,
     UnsafePath,
 )
-from contentlib._fs import atomic_write
+from contentlib._fs import atomic_write, hash_file
 from contentlib._hop import ThreadHop
 from contentlib._library import ContentLibrary
 from contentlib._model import (
@@ -48,6 +48,7 @@ __all__ = [
     "VerifyReport",
     "atomic_write",
     "content_id",
+    "hash_file",
     "inspect_library",
     "load_manifest",
     "parse_content_id",

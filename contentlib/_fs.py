@@ -127,7 +127,8 @@ def read_if_exists(path: str | Path) -> bytes | None:
         os.close(fd)
 
 
-def hash_file(path: Path) -> tuple[str, int]:
+def hash_file(path: str | Path) -> tuple[str, int]:
+    """The file's SHA-256 (upper-case hex, as manifests and instructions carry it) and size."""
     with open(path, "rb", buffering=0) as f:
         return _hash_stream(f)
 

@@ -21,7 +21,6 @@ under a run that may still be going.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -34,7 +33,7 @@ from actors.config import HierarchyConfig, Site
 from actors.dp import content_library, dp_root
 from actors.errors import SiteDatabaseError
 from actors.sitedb import SiteDatabase
-from contentlib import ContentLibError, Manifest, content_id, load_manifest
+from contentlib import ContentLibError, Manifest, content_id, hash_file, load_manifest
 
 __all__ = ["CheckReport", "Checked", "Problem", "ProblemKind", "check_root", "report_lines"]
 
@@ -192,7 +191,7 @@ def _check_files(
         path = _file_path(filelib, sha)
         uses = ", ".join(named[:3]) + (" ..." if len(named) > 3 else "")
         try:
-            got, size = _sha256(path)
+            got, size = hash_file(path)
         except FileNotFoundError:
             problems.append(Problem(where, "missing file", f"{path} ({uses}) is not in FileLib"))
             continue
@@ -220,12 +219,6 @@ def _orphan_files(where: str, filelib: Path, manifests: Iterable[Manifest]) -> I
 
 def _file_path(filelib: Path, sha: str) -> Path:
     return filelib / sha[:4] / sha
-
-
-def _sha256(path: Path) -> tuple[str, int]:
-    with path.open("rb") as f:
-        digest = hashlib.file_digest(f, "sha256")
-        return digest.hexdigest().upper(), f.tell()
 
 
 # -- one site: its database against its libraries ----------------------------------------

@@ -25,7 +25,6 @@ idempotent: a kill anywhere, and the instruction is despooled again.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import itertools
 import os
 import shutil
@@ -42,12 +41,13 @@ import anyio.lowlevel
 from actors import addresses
 from actors._crashpoints import crash_point
 from actors.site._instruction import BadInstruction, Instruction, decode, verify
+from actors.site._keyed import KeyedLocks
 from actors.site._paths import package_file, receive_box, release_package_file
 from actors.site._sharewatch import ShareWatch
 from actors.site.messages import PACKAGE_CHANGED_TOPIC, MiniJobCreated, PackageChanged
 from actors.sitedb import SiteDatabase, ops, product_time
 from actors.status import ATTR_PACKAGE_ID, CMTraceLog, Component, StatusReporter
-from contentlib import ContentLibError, ContentLibrary, MissingBaseVersion
+from contentlib import ContentLibError, ContentLibrary, MissingBaseVersion, hash_file
 
 __all__ = ["Despooler"]
 
@@ -96,7 +96,7 @@ class Despooler(Component):
         self._wake = anyio.Event()
         self._look = True  # list the folder at the next pass, whatever its time says
         self._arrived: set[str] = set()  # .SNI names a watcher reported, not yet taken
-        self._locks: dict[str, anyio.Lock] = {}
+        self._locks: KeyedLocks[str] = KeyedLocks()  # a package's instructions
         self._thread_ids = itertools.count(0xEE8)  # numbered as the product's log shows one
         self.despooled = 0
         self.refused = 0
@@ -234,7 +234,7 @@ class Despooler(Component):
     async def _execute(self, sni: Path, pck: Path, ins: Instruction) -> None:
         # One instruction of a package at a time: two sends of one version (one for this
         # site, one to forward) store it once.
-        async with self._locks.setdefault(ins.pkg_id, anyio.Lock()):
+        async with self._locks.hold(ins.pkg_id):
             await self._execute_locked(sni, pck, ins)
 
     async def _execute_locked(self, sni: Path, pck: Path, ins: Instruction) -> None:
@@ -402,12 +402,7 @@ def _sender_of(sni: Path) -> str:
 
 
 def _read_and_hash(sni: Path, pck: Path) -> tuple[bytes, str]:
-    data = sni.read_bytes()
-    h = hashlib.sha256()
-    with open(pck, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return data, h.hexdigest().upper()
+    return sni.read_bytes(), hash_file(pck)[0]
 
 
 def _keep(src: Path, dst: Path) -> None:

@@ -27,6 +27,7 @@ from actors._crashpoints import crash_point
 from actors.config import HierarchyConfig
 from actors.errors import CmdistError
 from actors.site._inbox import StatusInbox
+from actors.site._keyed import KeyedLocks
 from actors.site._paths import package_file, release_package_file
 from actors.site._pullresponse import process_pull_response
 from actors.site.messages import (
@@ -113,7 +114,7 @@ class DistMgr(Component):
         self._queue: deque[str] = deque()
         # One .PUL processed at a time per PkgStatus row: each response row inserted drops
         # one, and two workers reading the same rows would process them twice.
-        self.pul_locks: dict[int, anyio.Lock] = {}
+        self.pul_locks: KeyedLocks[int] = KeyedLocks()
         self._queued: set[str] = set()
         self._running: set[str] = set()
         self._again: set[str] = set()

@@ -20,9 +20,9 @@ a send within one chunk; see :meth:`PkgXferMgr.cancel_transfer` for what it leav
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter, defaultdict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from actors.dp import (
 from actors.errors import TransferError
 from actors.network import NetworkLink
 from actors.site._inbox import StatusInbox
+from actors.site._keyed import KeyedLocks
 from actors.site._pullsend import PollPullJob, PullSending
 from actors.site._sending import RetryJob, Send, transmit
 from actors.site.messages import (
@@ -159,7 +160,7 @@ class PkgXferMgr(Component):
         self.mailbox_size = 10_000
         self.progress_interval = PROGRESS_INTERVAL
         self._active: set[int] = set()
-        self._order: defaultdict[_Key, anyio.Lock] = defaultdict(anyio.Lock)
+        self._order: KeyedLocks[_Key] = KeyedLocks()  # a DP and package's jobs, in order
         self._threads = 0  # sending threads running
         self._parked: deque[int] = deque()  # jobs waiting for a sending thread
         self._sends: dict[_Key, Send] = {}  # the send running for a DP and package
@@ -218,7 +219,7 @@ class PkgXferMgr(Component):
             stopped = send is not None and send.cancel()
             if stopped:
                 self.trace(f"~Cancelling the send of package {msg.pkg_id} to {dp.server_name}")
-            async with self._in_order(key):  # once the send has ended and cleaned up
+            async with self._order.hold(key):  # once the send has ended and cleaned up
                 ended = await self._end_cancelled(dp, msg.pkg_id)
             # (a send that ended by itself before the cancel reached it stopped nothing)
             return ended or (send is not None and stopped and send.scope.cancelled_caught)
@@ -258,8 +259,8 @@ class PkgXferMgr(Component):
             key = (job.dp_id, job.pkg_id)
             if job.action == JobAction.REMOVE and not found[1]:
                 self._stop_for_removal(key, job)
-            waited = key in self._order  # another job or cancel holds or awaits the key
-            async with self._in_order(key):
+            waited = self._order.busy(key)  # another job or cancel holds or awaits the key
+            async with self._order.hold(key):
                 if key in self._cancelling and job.action != JobAction.REMOVE:
                     return  # an administrator's cancel ends it once it holds the key
                 if waited:
@@ -269,18 +270,6 @@ class PkgXferMgr(Component):
                     await self._run_in_order(*found)
         finally:
             self._active.discard(job_id)
-
-    @asynccontextmanager
-    async def _in_order(self, key: _Key) -> AsyncIterator[None]:
-        """Hold the DP and package: its jobs (and cancels) run one at a time, in order."""
-        lock = self._order[key]
-        try:
-            async with lock:
-                yield
-        finally:
-            idle = not lock.locked() and not lock.statistics().tasks_waiting
-            if idle and self._order.get(key) is lock:
-                del self._order[key]  # one lock per DP and package in flight, not forever
 
     def _outcome_dropped(self, job: DistributionJobRow) -> bool:
         """The job's final STA is in DistMgr's inbox: a crash came after the sending thread

@@ -16,8 +16,6 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-import anyio
-
 from actors.dp import (
     STATE_FAILED,
     STATE_IN_PROGRESS,
@@ -52,15 +50,10 @@ async def process_pull_response(mgr: DistMgr, msg: PullResponseNotification) -> 
         " on s.ID = p.PkgID"
     )
     changed: set[str] = set()
-    lock = mgr.pul_locks.setdefault(pks, anyio.Lock())
-    try:
-        async with lock:  # the rows are read and deleted by one processing at a time
-            for r in await mgr.db.pull_response_detail(pks):
-                await _process_row(mgr, pks, r)
-                changed.add(r.pkg_id)
-    finally:
-        if not lock.locked() and not lock.statistics().tasks_waiting:
-            mgr.pul_locks.pop(pks, None)
+    async with mgr.pul_locks.hold(pks):  # the rows are read and deleted by one at a time
+        for r in await mgr.db.pull_response_detail(pks):
+            await _process_row(mgr, pks, r)
+            changed.add(r.pkg_id)
     mgr.trace(f"~Successfully processed PullDP response file {mgr.pul_box / f'{pks}.PUL'}")
     for pkg_id in sorted(changed):  # last: Hierarchy.wait may return on it
         await mgr.publish(PACKAGE_CHANGED_TOPIC, PackageChanged(pkg_id))

@@ -13,10 +13,8 @@ unfinished by a previous run are taken again at start (the Sender resumes their 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import os
 import sqlite3
-from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -26,11 +24,13 @@ import anyio
 from actors import addresses
 from actors.site._capacity import SendRequestList, SentBytes
 from actors.site._instruction import Instruction, SiteKey, sign
+from actors.site._keyed import KeyedLocks
 from actors.site._paths import release_package_file, tosend_box
 from actors.site.messages import MiniJobCreated, PackageNotification, SendRequest, SendResult
 from actors.sitedb import MiniJobRow, NotificationType, PackageRow, SiteDatabase, ops
 from actors.status import CMTraceLog, Component
 from bus import handler
+from contentlib import hash_file
 
 __all__ = ["Scheduler"]
 
@@ -64,7 +64,7 @@ class Scheduler(Component):
         # A package file's hash by (path, size, mtime): a PCK built once per version goes
         # to every site that lacks it, and is read whole once, not once per mini-job.
         self._hashes: dict[tuple[str, int, int], str] = {}
-        self._hashing: defaultdict[str, anyio.Lock] = defaultdict(anyio.Lock)
+        self._hashing: KeyedLocks[str] = KeyedLocks()
         self.files_hashed = 0
 
     async def on_start(self) -> None:
@@ -157,11 +157,11 @@ class Scheduler(Component):
             st = os.stat(path)
             key = (path, st.st_size, st.st_mtime_ns)
             known = self._hashes.get(key)
-            return key, known or _sha256(path), known is None
+            return key, known or hash_file(path)[0], known is None
 
         # Mini-jobs for several sites run side by side: the first hashes, the others wait
         # for its digest instead of reading the file again.
-        async with self._hashing[path]:
+        async with self._hashing.hold(path):
             key, digest, hashed = await anyio.to_thread.run_sync(stat_and_hash)
             if hashed:
                 self._hashes[key] = digest
@@ -259,21 +259,12 @@ class Scheduler(Component):
         await anyio.to_thread.run_sync(_unlink, icl)
         if left == 0:
             self._hashes = {k: v for k, v in self._hashes.items() if k[0] != root}
-            self._hashing.pop(root, None)
             self.trace(f"Deleting job package source [{root}].~")
             self.trace(f"Deleted reference counted file {root}")
         self.trace(f"Decremented ref count on file {root}, count = {left}")
         self.trace(f"Deleting send request with ID: {request_id}.~")
         self.trace(f"Deleted job {job_name}.~")
         self.completed += 1
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest().upper()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
